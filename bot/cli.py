@@ -1,0 +1,179 @@
+"""`devdb`, the terminal front end: parse, call the service, render. Nothing more.
+
+Exit status: 0 done, 1 devdb refused or failed (one sentence on stderr), 2 bad usage,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, RenderableType
+
+from bot import grammar, messages, pgservice
+from bot.terminal import TerminalProgress, environments_table, snapshots_table
+from provisioning.demo import DEMO_DATABASE, generate
+from provisioning.errors import DevdbError
+from provisioning.models import default_name
+from provisioning.runtime import Runtime, open_runtime
+from provisioning.settings import Settings
+from provisioning.snapshots.dump import dump_snapshot
+from provisioning.snapshots.manifest import Manifest
+
+
+def _manifest_dict(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "id": manifest.id,
+        "created": manifest.created.isoformat(),
+        "source": manifest.source,
+        "size": manifest.size,
+        "rows": manifest.rows,
+        "tables": {name: entry.rows for name, entry in manifest.tables.items()},
+    }
+
+
+class Cli:
+    def __init__(self, runtime: Runtime, *, as_json: bool) -> None:
+        self.runtime = runtime
+        self.service = runtime.service
+        self.settings = runtime.settings
+        self.user = runtime.settings.user
+        self.as_json = as_json
+        self.out = Console(highlight=False, soft_wrap=True)
+
+    def emit(self, text: RenderableType, data: Any) -> None:
+        if self.as_json:
+            print(json.dumps(data, indent=2, default=str))
+        else:
+            self.out.print(text)
+
+    async def run(self, command: grammar.Command) -> int:
+        match command:
+            case grammar.Refresh(name=name, snapshot=snapshot, ttl=ttl):
+                with TerminalProgress(quiet=self.as_json) as progress:
+                    view = await self.service.refresh(
+                        self.user, name, snapshot=snapshot, ttl=ttl, progress=progress
+                    )
+                assert view.endpoint is not None
+                pgservice.write_entry(self.settings.pg_service_file, view.env.name, view.endpoint)
+                section = pgservice.section_name(view.env.name)
+                self.emit(
+                    messages.connection_details(view.env.name, view.endpoint, section),
+                    view.to_dict(),
+                )
+            case grammar.Status(name=name):
+                view = await self.service.status(self.user, name or default_name(self.user))
+                if view.endpoint is not None:
+                    pgservice.write_entry(
+                        self.settings.pg_service_file, view.env.name, view.endpoint
+                    )
+                data = view.to_dict()
+                lines = [
+                    f"{key:<11} {value}"
+                    for key, value in data.items()
+                    if value is not None and key != "job"
+                ]
+                self.emit("\n".join(lines), data)
+            case grammar.ListEnvironments(everyone=everyone):
+                views = await self.service.list(self.user, everyone=everyone)
+                if not views and not self.as_json:
+                    self.out.print("No environments. Make one with: devdb refresh")
+                else:
+                    self.emit(environments_table(views), [v.to_dict() for v in views])
+            case grammar.Destroy(name=name):
+                env = await self.service.destroy(self.user, name)
+                pgservice.remove_entry(self.settings.pg_service_file, env.name)
+                self.emit(messages.destroyed(env.name), {"name": env.name, "state": "destroyed"})
+            case grammar.Extend(name=name, by=by):
+                env = await self.service.extend(self.user, name, by)
+                until = f"{env.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+                self.emit(
+                    messages.extended(env.name, until),
+                    {"name": env.name, "expires_at": env.expires_at.isoformat()},
+                )
+            case grammar.Snapshots():
+                manifests = await self.service.list_snapshots()
+                if not manifests and not self.as_json:
+                    self.out.print("No snapshots yet. Make one with: devdb demo")
+                else:
+                    self.emit(snapshots_table(manifests), [_manifest_dict(m) for m in manifests])
+            case grammar.Demo(scale=scale):
+                await self.demo(scale)
+        return 0
+
+    async def demo(self, scale: int) -> None:
+        runtime = self.runtime
+        with TerminalProgress(quiet=self.as_json) as progress:
+            counts = await generate(runtime.server_dsn("postgres"), scale=scale, progress=progress)
+            manifest = await dump_snapshot(
+                runtime.server_dsn(DEMO_DATABASE),
+                runtime.snapshots,
+                runtime.programs,
+                jobs=self.settings.restore_jobs,
+                extra={"kind": "demo", "scale": scale, "generated": counts},
+                progress=progress,
+            )
+        self.emit(messages.demo_published(manifest.id, manifest.rows), _manifest_dict(manifest))
+
+
+async def _run(command: grammar.Command, settings: Settings, as_json: bool) -> int:
+    async with open_runtime(settings) as runtime:
+        return await Cli(runtime, as_json=as_json).run(command)
+
+
+def _fail(message: str, as_json: bool) -> None:
+    print(f"devdb: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `devdb` command."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in words
+    words = [word for word in words if word != "--json"]
+    try:
+        command = grammar.parse(words, allowed=grammar.TERMINAL_COMMANDS)
+    except grammar.UsageError as exc:
+        _fail(str(exc), as_json)
+        print(messages.usage(exc.usage), file=sys.stderr)
+        return 2
+    if isinstance(command, grammar.Help):
+        print(messages.HELP)
+        return 0
+    settings: Settings | None = None
+    try:
+        settings = Settings.from_env()
+        return asyncio.run(_run(command, settings, as_json))
+    except DevdbError as exc:
+        _fail(str(exc), as_json)
+        return 1
+    except KeyboardInterrupt:
+        _fail(messages.interrupted(), as_json)
+        return 130
+    except Exception:
+        log = _log_crash(settings)
+        _fail(messages.unexpected(str(log)), as_json)
+        return 1
+
+
+def _log_crash(settings: Settings | None) -> Path:
+    home = settings.home if settings else Path.cwd()
+    path = home / "devdb-errors.log"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            handle.write(f"--- {datetime.now(UTC).isoformat()}\n{traceback.format_exc()}\n")
+    except OSError:
+        traceback.print_exc()
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""devdb's command grammar, shared by the terminal and Slack: one parser, the same words.
+
+refresh [NAME] [--snapshot ID] [--ttl 8h]
+list [--all]
+status [NAME]
+destroy NAME
+extend NAME DURATION
+snapshots
+demo [--scale N]            (terminal only)
+help
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from datetime import timedelta
+
+from provisioning.durations import parse_duration
+from provisioning.errors import InvalidInput
+from provisioning.models import validate_name
+from provisioning.snapshots.manifest import validate_snapshot_id
+
+USAGE = {
+    "refresh": "refresh [NAME] [--snapshot ID] [--ttl 8h]",
+    "list": "list [--all]",
+    "status": "status [NAME]",
+    "destroy": "destroy NAME",
+    "extend": "extend NAME DURATION",
+    "snapshots": "snapshots",
+    "demo": "demo [--scale N]",
+    "help": "help",
+}
+SHARED_COMMANDS = frozenset({"refresh", "list", "status", "destroy", "extend", "snapshots", "help"})
+TERMINAL_COMMANDS = SHARED_COMMANDS | {"demo"}
+
+
+class UsageError(InvalidInput):
+    """Input that does not fit the grammar; `usage` is the line to show with it."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+@dataclass(frozen=True)
+class Refresh:
+    name: str | None = None
+    snapshot: str | None = None
+    ttl: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class ListEnvironments:
+    everyone: bool = False
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Destroy:
+    name: str
+
+
+@dataclass(frozen=True)
+class Extend:
+    name: str
+    by: timedelta
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    pass
+
+
+@dataclass(frozen=True)
+class Demo:
+    scale: int = 1
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+Command = Refresh | ListEnvironments | Status | Destroy | Extend | Snapshots | Demo | Help
+
+# Which options each command takes, and whether the option takes a value.
+_OPTIONS: dict[str, dict[str, bool]] = {
+    "refresh": {"--snapshot": True, "--ttl": True},
+    "list": {"--all": False},
+    "demo": {"--scale": True},
+}
+_POSITIONALS = {
+    "refresh": (0, 1),
+    "list": (0, 0),
+    "status": (0, 1),
+    "destroy": (1, 1),
+    "extend": (2, 2),
+    "snapshots": (0, 0),
+    "demo": (0, 0),
+    "help": (0, 1),
+}
+
+
+def split(text: str) -> list[str]:
+    """Split a typed line into words, as a shell would."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"could not read that command ({exc}).", "help") from exc
+
+
+def parse(words: list[str], *, allowed: frozenset[str] = TERMINAL_COMMANDS) -> Command:
+    """Turn words into a command; `UsageError` names the exact problem and the usage line."""
+    if not words:
+        return Help()
+    verb, rest = words[0].lower(), words[1:]
+    if verb in ("-h", "--help"):
+        verb = "help"
+    if verb not in allowed:
+        known = ", ".join(sorted(allowed))
+        shown = verb if len(verb) <= 20 else verb[:20] + "…"
+        raise UsageError(f"unknown command {shown!r}: use one of {known}.", "help")
+    usage = USAGE[verb]
+    options: dict[str, str | None] = {}
+    positionals: list[str] = []
+    takes = _OPTIONS.get(verb, {})
+    index = 0
+    while index < len(rest):
+        word = rest[index]
+        index += 1
+        if word.startswith("--"):
+            key, eq, value = word.partition("=")
+            if key not in takes:
+                raise UsageError(f"{verb} has no option {key}.", usage)
+            if key in options:
+                raise UsageError(f"{key} is given twice.", usage)
+            if takes[key] and not eq:
+                if index >= len(rest):
+                    raise UsageError(f"{key} needs a value.", usage)
+                value = rest[index]
+                index += 1
+            elif not takes[key] and eq:
+                raise UsageError(f"{key} takes no value.", usage)
+            options[key] = value if takes[key] else None
+        else:
+            positionals.append(word)
+    low, high = _POSITIONALS[verb]
+    if not low <= len(positionals) <= high:
+        expected = "no arguments" if high == 0 else usage
+        raise UsageError(f"{verb} takes {expected}; got {len(positionals)} argument(s).", usage)
+    try:
+        return _build(verb, positionals, options)
+    except UsageError:
+        raise
+    except InvalidInput as exc:
+        raise UsageError(str(exc), usage) from exc
+
+
+def _build(verb: str, args: list[str], options: dict[str, str | None]) -> Command:
+    name = validate_name(args[0]) if args and verb != "help" else None
+    if verb == "refresh":
+        snapshot = options.get("--snapshot")
+        ttl = options.get("--ttl")
+        return Refresh(
+            name=name,
+            snapshot=validate_snapshot_id(snapshot) if snapshot is not None else None,
+            ttl=parse_duration(ttl) if ttl is not None else None,
+        )
+    if verb == "list":
+        return ListEnvironments(everyone="--all" in options)
+    if verb == "status":
+        return Status(name=name)
+    if verb == "destroy":
+        assert name is not None
+        return Destroy(name=name)
+    if verb == "extend":
+        assert name is not None
+        return Extend(name=name, by=parse_duration(args[1]))
+    if verb == "snapshots":
+        return Snapshots()
+    if verb == "demo":
+        raw = options.get("--scale") or "1"
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            raise InvalidInput(f"--scale must be a whole number from 1 to 1000, not {raw!r}.")
+        return Demo(scale=int(raw))
+    return Help()

@@ -1,0 +1,54 @@
+"""User-facing text, in one place, for every front end."""
+
+from __future__ import annotations
+
+from bot.grammar import USAGE
+from provisioning.models import Endpoint
+
+HELP = (
+    "devdb: private, throw-away PostgreSQL environments from dev-safe snapshots.\n\n"
+    + "\n".join(f"  devdb {line}" for line in USAGE.values())
+    + "\n\nAdd --json before the command for machine-readable output."
+)
+
+
+def usage(line: str) -> str:
+    return f"usage: devdb {USAGE.get(line, line)}"
+
+
+def connection_details(name: str, endpoint: Endpoint, service: str) -> str:
+    return "\n".join(
+        [
+            f"Environment {name!r} is ready.",
+            f"  host      {endpoint.host}",
+            f"  port      {endpoint.port}",
+            f"  database  {endpoint.database}",
+            f"  user      {endpoint.user}",
+            f"  password  {endpoint.password}",
+            f"  dsn       {endpoint.dsn}",
+            f"Connect:    psql service={service}",
+        ]
+    )
+
+
+def destroyed(name: str) -> str:
+    return f"Environment {name!r} was destroyed."
+
+
+def extended(name: str, until: str) -> str:
+    return f"Environment {name!r} now expires at {until}."
+
+
+def demo_published(snapshot_id: str, rows: int) -> str:
+    return (
+        f"Published snapshot {snapshot_id} ({rows:,} rows of generated demo data).\n"
+        "Next: devdb refresh"
+    )
+
+
+def interrupted() -> str:
+    return "interrupted; anything the command had started was cleaned up."
+
+
+def unexpected(log: str) -> str:
+    return f"something unexpected went wrong; the details are in {log}."

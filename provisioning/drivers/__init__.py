@@ -1,0 +1,1 @@
+"""Drivers: where environments run (local clusters now; EC2 and shared servers later)."""

@@ -1,0 +1,110 @@
+"""What a driver is: the one place that knows where an environment's database runs.
+
+The cut-off line: the core (jobs, service) decides *what* happens and records it in the
+state store; a driver only does it, on one kind of infrastructure. A driver never touches
+the state store. Its `place` answer (the handle) is recorded by the core *before* `launch`
+runs, so an interrupted launch can always be found and terminated from that record.
+
+Every method must be safe to call again with the same handle, and `terminate` must succeed
+on a handle whose launch never started, half-finished, or already was terminated.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from provisioning.models import Endpoint, Environment, ProgressEvent
+from provisioning.snapshots.manifest import Manifest
+
+Handle = dict[str, Any]
+Progress = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Where a new environment will run, decided before anything is created."""
+
+    handle: Handle
+    host: str
+    port: int
+    database: str
+    user: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Activity:
+    """What the reaper needs to tell whether anyone uses an environment."""
+
+    connections: int
+    transactions: int
+    tuples: int
+
+
+class Driver(ABC):
+    """Creates, restores into, describes and removes environments of one kind."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    async def preflight(self) -> None:
+        """Raise a `DevdbError` if this driver cannot work here (missing programs, access)."""
+
+    @abstractmethod
+    async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
+        """Choose resources for `env` (a port, a directory, a region); create nothing."""
+
+    @abstractmethod
+    async def launch(self, placement: Placement, password: str, progress: Progress) -> None:
+        """Create and start the server, its login role and an empty database."""
+
+    @abstractmethod
+    async def restore(
+        self,
+        placement: Placement,
+        dump_dir: Path,
+        manifest: Manifest,
+        jobs: int,
+        progress: Progress,
+    ) -> None:
+        """Restore a verified snapshot into the launched, empty database."""
+
+    @abstractmethod
+    async def endpoint(self, placement: Placement, password: str) -> Endpoint:
+        """How a developer connects (host, port, database, user, password)."""
+
+    @abstractmethod
+    async def is_running(self, handle: Handle) -> bool:
+        """Whether the environment's server is up; false when it is gone."""
+
+    @abstractmethod
+    async def resume(self, handle: Handle) -> bool:
+        """Bring a stopped environment back (after a reboot, say); False if it cannot."""
+
+    @abstractmethod
+    async def activity(self, handle: Handle) -> Activity:
+        """Client connections and counters, not counting devdb's own probe."""
+
+    @abstractmethod
+    async def terminate(self, handle: Handle) -> None:
+        """Remove everything the handle names; idempotent."""
+
+    @abstractmethod
+    async def inventory(self) -> list[Handle]:
+        """A handle for every resource of this driver that exists now, recorded or not."""
+
+    def key(self, handle: Handle) -> str:
+        """What identifies the resource a handle names, to match inventory against records."""
+        return json.dumps(handle, sort_keys=True)
+
+
+def placement_of(env: Environment) -> Placement:
+    """Rebuild the placement the core recorded for `env`."""
+    assert env.host and env.port and env.database and env.user
+    return Placement(
+        handle=env.handle, host=env.host, port=env.port, database=env.database, user=env.user
+    )

@@ -1,0 +1,212 @@
+"""The local driver: one PostgreSQL cluster per environment, on this machine.
+
+Each environment gets `<clusters>/<env id>-<random>/` with its own data directory, a port
+from the configured range on 127.0.0.1, a login role `dev` with a random password
+(scram-sha-256), and a database named after the environment, owned by `dev`. devdb itself
+talks to the cluster as superuser over the cluster's private Unix socket.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from pathlib import Path
+
+import asyncpg
+
+from provisioning.cluster import LocalCluster
+from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
+from provisioning.errors import ProvisioningFailed
+from provisioning.models import Endpoint, Environment, ProgressEvent, Step
+from provisioning.postgres import PgPrograms, ServerAccount
+from provisioning.restore import Target, restore_dump
+from provisioning.snapshots.manifest import Manifest
+
+DEV_USER = "dev"
+PROBE_APP = "devdb-probe"
+HOST = "127.0.0.1"
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class LocalDriver(Driver):
+    kind = "local"
+
+    def __init__(
+        self,
+        clusters_dir: Path,
+        *,
+        programs: PgPrograms,
+        account: ServerAccount | None,
+        port_range: tuple[int, int],
+    ) -> None:
+        self.clusters_dir = clusters_dir
+        self.programs = programs
+        self.account = account
+        self.port_range = port_range
+
+    def _cluster(self, handle: Handle) -> LocalCluster:
+        return LocalCluster(
+            Path(handle["dir"]),
+            int(handle.get("port") or 0),
+            programs=self.programs,
+            account=self.account,
+            tcp=True,
+            durable=False,
+        )
+
+    async def preflight(self) -> None:
+        for program in ("initdb", "pg_ctl", "pg_restore"):
+            self.programs.path(program)
+
+    async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
+        low, high = self.port_range
+        port = next(
+            (p for p in range(low, high + 1) if p not in avoid_ports and port_is_free(p)), None
+        )
+        if port is None:
+            raise ProvisioningFailed(
+                f"no free port is left in {low}-{high}: destroy an environment or widen "
+                "DEVDB_PORT_RANGE."
+            )
+        root = self.clusters_dir / f"{env.id}-{secrets.token_hex(3)}"
+        return Placement(
+            handle={"dir": str(root), "port": port},
+            host=HOST,
+            port=port,
+            database=env.name,
+            user=DEV_USER,
+        )
+
+    async def launch(self, placement: Placement, password: str, progress: Progress) -> None:
+        self.clusters_dir.mkdir(parents=True, exist_ok=True)
+        if self.account:
+            os.chmod(self.clusters_dir, 0o711)
+        cluster = self._cluster(placement.handle)
+        progress(
+            ProgressEvent(step=Step.LAUNCH, message="creating a PostgreSQL cluster", percent=10.0)
+        )
+        await cluster.create()
+        progress(
+            ProgressEvent(
+                step=Step.LAUNCH, message=f"starting it on port {placement.port}", percent=60.0
+            )
+        )
+        await cluster.start()
+        conn = await cluster.connect()
+        try:
+            create_role = await conn.fetchval(
+                "select format('create role %I login password %L', $1::text, $2::text)",
+                placement.user,
+                password,
+            )
+            await conn.execute(create_role)
+            await conn.execute(
+                f"create database {_ident(placement.database)} owner {_ident(placement.user)}"
+            )
+        finally:
+            await conn.close()
+        progress(ProgressEvent(step=Step.LAUNCH, message="server is up", percent=100.0))
+
+    async def restore(
+        self,
+        placement: Placement,
+        dump_dir: Path,
+        manifest: Manifest,
+        jobs: int,
+        progress: Progress,
+    ) -> None:
+        cluster = self._cluster(placement.handle)
+        await restore_dump(
+            programs=self.programs,
+            dump_dir=dump_dir,
+            manifest=manifest,
+            # As the owner role over the private socket, so restored objects belong to it.
+            target=Target(
+                host=str(cluster.socket_dir),
+                port=placement.port,
+                user=placement.user,
+                database=placement.database,
+            ),
+            jobs=jobs,
+            monitor=cluster.connect,
+            progress=progress,
+        )
+
+    async def endpoint(self, placement: Placement, password: str) -> Endpoint:
+        return Endpoint(
+            host=placement.host,
+            port=placement.port,
+            database=placement.database,
+            user=placement.user,
+            password=password,
+        )
+
+    async def is_running(self, handle: Handle) -> bool:
+        return self._cluster(handle).running_pid() is not None
+
+    async def resume(self, handle: Handle) -> bool:
+        cluster = self._cluster(handle)
+        if not cluster.exists():
+            return False
+        await cluster.start()
+        return True
+
+    async def activity(self, handle: Handle) -> Activity:
+        cluster = self._cluster(handle)
+        conn = await asyncpg.connect(
+            host=str(cluster.socket_dir),
+            port=cluster.port,
+            user="devdb",
+            database="postgres",
+            server_settings={"application_name": PROBE_APP},
+        )
+        try:
+            row = await conn.fetchrow(
+                "select"
+                " (select count(*) from pg_stat_activity where backend_type = 'client backend'"
+                "   and pid <> pg_backend_pid()"
+                "   and coalesce(application_name, '') <> $1) as connections,"
+                " (select coalesce(sum(xact_commit + xact_rollback), 0) from pg_stat_database"
+                "   where datname not in ('postgres', 'template0', 'template1')) as xacts,"
+                " (select coalesce(sum(tup_inserted + tup_updated + tup_deleted + tup_returned),"
+                "   0) from pg_stat_database"
+                "   where datname not in ('postgres', 'template0', 'template1')) as tuples",
+                PROBE_APP,
+            )
+        finally:
+            await conn.close()
+        return Activity(
+            connections=row["connections"],
+            transactions=int(row["xacts"]),
+            tuples=int(row["tuples"]),
+        )
+
+    async def terminate(self, handle: Handle) -> None:
+        if not handle.get("dir"):
+            return
+        await self._cluster(handle).remove()
+
+    async def inventory(self) -> list[Handle]:
+        if not self.clusters_dir.is_dir():
+            return []
+        return [
+            {"dir": str(entry), "port": 0}
+            for entry in self.clusters_dir.iterdir()
+            if entry.is_dir()
+        ]
+
+    def key(self, handle: Handle) -> str:
+        return str(Path(handle.get("dir") or "").resolve())

@@ -1,0 +1,55 @@
+"""Every failure devdb reports to a person is a `DevdbError` whose message is one clear sentence.
+
+Errors from lower layers (asyncpg, subprocesses, the filesystem) are translated into these at
+the boundary and raised `from` the original, so front ends never show a traceback.
+"""
+
+from __future__ import annotations
+
+
+class DevdbError(Exception):
+    """Root of devdb's errors; `str(error)` is the sentence shown to the user."""
+
+
+class InvalidInput(DevdbError):
+    """A name, duration or option the user gave is malformed."""
+
+
+class NotFound(DevdbError):
+    """An environment or snapshot that does not exist."""
+
+
+class Conflict(DevdbError):
+    """The request clashes with work already under way (e.g. a refresh of the same name)."""
+
+
+class QuotaExceeded(DevdbError):
+    """The owner already has as many environments as allowed."""
+
+
+class NotAllowed(DevdbError):
+    """The actor may not act on this environment."""
+
+
+class SnapshotInvalid(DevdbError):
+    """A snapshot is missing files, or a file does not match its recorded checksum."""
+
+
+class MissingBinary(DevdbError):
+    """A PostgreSQL program devdb needs is not installed."""
+
+
+class ProvisioningFailed(DevdbError):
+    """A driver could not create, start or restore an environment."""
+
+
+class PortInUse(ProvisioningFailed):
+    """The port reserved for an environment was taken before the server could bind it."""
+
+
+class MigrationFailed(ProvisioningFailed):
+    """The migrations hook failed on the restored environment."""
+
+
+class StateStoreUnavailable(DevdbError):
+    """The state store could not be reached or started."""

@@ -1,0 +1,277 @@
+"""The durable refresh job: reserve → launch → restore → migrate → ready.
+
+Each step is recorded in the state store before and after it runs, and the job holds a lease
+it renews while it works. If the process dies, the lease lapses (or, on the same host, the
+worker's pid is gone) and the next devdb start cleans the job up from its record
+(`provisioning.recovery`). If the job fails or is cancelled while alive, it cleans up itself.
+Either way the environment it replaces keeps serving until the new one is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from provisioning.drivers.base import Driver, Placement, Progress
+from provisioning.errors import DevdbError, PortInUse, ProvisioningFailed
+from provisioning.migrate import apply_migrations
+from provisioning.models import Endpoint, Environment, EnvState, JobState, ProgressEvent, Step
+from provisioning.secrets import LocalSecrets, new_password
+from provisioning.snapshots.manifest import Manifest
+from provisioning.state.store import StateStore
+
+LEASE = timedelta(seconds=30)
+HEARTBEAT_SECONDS = 5.0
+PORT_ATTEMPTS = 3
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def worker_id() -> str:
+    """This process, as `host:pid:start-time` (the start time guards against pid reuse)."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or 0}"
+
+
+def worker_is_gone(worker: str) -> bool:
+    """True if `worker` ran on this host and that process no longer exists."""
+    host, _, rest = worker.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    return _start_time(int(pid_text)) != started
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobOptions:
+    restore_jobs: int
+    migrations_dir: Path | None
+    migrations_command: str | None
+
+
+class RefreshJob:
+    """Runs one reserved refresh to `ready`, or cleans up everything it made."""
+
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        driver: Driver,
+        secrets: LocalSecrets,
+        options: JobOptions,
+        env: Environment,
+        job_id: int,
+        manifest: Manifest,
+        dump_dir: Path,
+        progress: Progress,
+        replaced_driver: Driver | None = None,
+    ) -> None:
+        self.store = store
+        self.driver = driver
+        self.secrets = secrets
+        self.options = options
+        self.env = env
+        self.job_id = job_id
+        self.manifest = manifest
+        self.dump_dir = dump_dir
+        self.progress = progress
+        self.replaced_driver = replaced_driver or driver
+        self.placement: Placement | None = None
+        self.last_event: ProgressEvent | None = None
+
+    def _emit(self, event: ProgressEvent) -> None:
+        self.last_event = event
+        self.progress(event)
+
+    async def run(self) -> Endpoint:
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            password = new_password()
+            async with self._step(Step.LAUNCH):
+                await self._launch(password)
+            assert self.placement is not None
+            async with self._step(Step.RESTORE):
+                await self.driver.restore(
+                    self.placement,
+                    self.dump_dir,
+                    self.manifest,
+                    self.options.restore_jobs,
+                    self._emit,
+                )
+            endpoint = await self.driver.endpoint(self.placement, password)
+            if self.options.migrations_dir or self.options.migrations_command:
+                async with self._step(Step.MIGRATE):
+                    applied = await apply_migrations(
+                        endpoint,
+                        directory=self.options.migrations_dir,
+                        command=self.options.migrations_command,
+                        progress=self._emit,
+                    )
+                    self._emit(
+                        ProgressEvent(
+                            step=Step.MIGRATE,
+                            percent=100.0,
+                            message=f"applied {len(applied)} migration(s)",
+                        )
+                    )
+            async with self._step(Step.READY):
+                await self._go_live()
+        except BaseException as exc:
+            await asyncio.shield(self._clean_up(exc))
+            raise
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        return endpoint
+
+    @asynccontextmanager
+    async def _step(self, step: Step) -> AsyncIterator[None]:
+        async with self.store.connection() as tx:
+            await tx.step_started(self.job_id, step)
+        self._emit(ProgressEvent(step=step, message=f"{step.value} started", percent=0.0))
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            detail = asdict(self.last_event) if self.last_event else None
+            async with self.store.connection() as tx:
+                await tx.step_finished(self.job_id, step, ok=ok, detail=_jsonable(detail))
+
+    async def _launch(self, password: str) -> None:
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            async with self.store.connection() as tx:
+                used = await tx.used_local_ports()
+            placement = await self.driver.place(self.env, used)
+            # Recorded before anything exists, so an interrupted launch can be found again.
+            async with self.store.connection() as tx:
+                try:
+                    await tx.set_placement(
+                        self.env.id,
+                        handle=placement.handle,
+                        host=placement.host,
+                        port=placement.port,
+                        database=placement.database,
+                        user=placement.user,
+                    )
+                except asyncpg.UniqueViolationError:
+                    if attempt < PORT_ATTEMPTS:  # a concurrent job took the port first
+                        continue
+                    raise ProvisioningFailed("no free port could be reserved.") from None
+            self.placement = placement
+            self.secrets.put(self.env.id, password)
+            try:
+                await self.driver.launch(placement, password, self._emit)
+                return
+            except PortInUse:
+                await self.driver.terminate(placement.handle)
+                if attempt == PORT_ATTEMPTS:
+                    raise
+        raise ProvisioningFailed("no port could be bound after several attempts.")
+
+    async def _go_live(self) -> None:
+        old = None
+        async with self.store.transaction() as tx:
+            if self.env.replaces is not None:
+                old = await tx.environment(self.env.replaces)
+                if old.state == EnvState.READY:
+                    await tx.set_state(old.id, EnvState.DESTROYING)
+                else:
+                    old = None
+            await tx.set_state(self.env.id, EnvState.READY)
+            await tx.audit(
+                self.env.owner,
+                "refresh",
+                self.env.name,
+                "ready",
+                {
+                    "environment": self.env.id,
+                    "snapshot": self.manifest.id,
+                    "replaced": old.id if old else None,
+                },
+            )
+            await tx.finish_job(self.job_id, JobState.SUCCEEDED)
+        if old is not None:
+            await retire(self.store, self.replaced_driver, self.secrets, old)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            progress = _jsonable(asdict(self.last_event)) if self.last_event else None
+            with contextlib.suppress(Exception):
+                async with self.store.connection() as tx:
+                    await tx.renew_lease(self.job_id, datetime.now(UTC) + LEASE, progress)
+
+    async def _clean_up(self, exc: BaseException) -> None:
+        reason = (
+            str(exc)
+            if isinstance(exc, DevdbError)
+            else (
+                "interrupted"
+                if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+                else f"unexpected error: {exc!r}"
+            )
+        )
+        env = self.env
+        if self.placement is not None:
+            env = replace(env, handle=self.placement.handle)
+        await abandon(
+            self.store, self.driver, self.secrets, env, self.job_id, reason, actor=env.owner
+        )
+
+
+async def abandon(
+    store: StateStore,
+    driver: Driver,
+    secrets: LocalSecrets,
+    env: Environment,
+    job_id: int,
+    reason: str,
+    *,
+    actor: str,
+) -> None:
+    """Terminate what a failed refresh made and record the failure; nothing is left behind."""
+    with contextlib.suppress(Exception):
+        await driver.terminate(env.handle)
+    secrets.delete(env.id)
+    async with store.transaction() as tx:
+        await tx.set_state(env.id, EnvState.FAILED, error=reason)
+        await tx.finish_job(job_id, JobState.FAILED, reason)
+        await tx.audit(
+            actor, "refresh", env.name, "failed", {"environment": env.id, "reason": reason}
+        )
+
+
+async def retire(
+    store: StateStore, driver: Driver, secrets: LocalSecrets, env: Environment
+) -> None:
+    """Remove an environment already marked `destroying`, then mark it destroyed."""
+    await driver.terminate(env.handle)
+    secrets.delete(env.id)
+    async with store.connection() as tx:
+        await tx.set_state(env.id, EnvState.DESTROYED)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Step):
+        return value.value
+    return value

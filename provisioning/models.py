@@ -1,0 +1,115 @@
+"""The values devdb passes around: environments, endpoints, steps and progress events."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote
+
+from provisioning.errors import InvalidInput
+
+_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+
+
+def validate_name(name: str) -> str:
+    """Return `name` if it is a safe environment name, else raise `InvalidInput`."""
+    if _NAME.fullmatch(name):
+        return name
+    shown = name if len(name) <= 24 else name[:24] + "…"
+    raise InvalidInput(
+        f"{shown!r} is not a valid environment name: use 1 to 40 lowercase letters, digits, "
+        "'-' or '_', starting with a letter."
+    )
+
+
+def default_name(owner: str) -> str:
+    """Derive an environment name from an owner's user name (`Jane.Doe` → `jane-doe`)."""
+    cleaned = re.sub(r"[^a-z0-9_-]+", "-", owner.lower()).strip("-_")
+    if not cleaned or not cleaned[0].isalpha():
+        cleaned = "env-" + cleaned
+    return cleaned[:40].rstrip("-_")
+
+
+class EnvState(StrEnum):
+    PROVISIONING = "provisioning"
+    READY = "ready"
+    DESTROYING = "destroying"
+    DESTROYED = "destroyed"
+    FAILED = "failed"
+
+
+LIVE_STATES = (EnvState.PROVISIONING, EnvState.READY, EnvState.DESTROYING)
+
+
+class JobState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Step(StrEnum):
+    RESERVE = "reserve"
+    LAUNCH = "launch"
+    RESTORE = "restore"
+    MIGRATE = "migrate"
+    READY = "ready"
+
+
+STEPS = tuple(Step)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    """How to reach an environment's database."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str
+
+    @property
+    def dsn(self) -> str:
+        return (
+            f"postgresql://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+            f"@{self.host}:{self.port}/{quote(self.database, safe='')}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Environment:
+    """One developer database, as the state store records it."""
+
+    id: int
+    name: str
+    owner: str
+    kind: str
+    state: EnvState
+    snapshot_id: str | None
+    handle: dict[str, Any]
+    host: str | None
+    port: int | None
+    database: str | None
+    user: str | None
+    created_at: datetime
+    ready_at: datetime | None
+    expires_at: datetime
+    last_active_at: datetime | None
+    replaces: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProgressEvent:
+    """One update from a long-running operation; front ends render these."""
+
+    step: Step
+    message: str
+    percent: float | None = None
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    eta_seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,97 @@
+"""Wiring: build the service and its parts from `Settings`, once, at the edge."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from provisioning.drivers.base import Driver
+from provisioning.drivers.local import LocalDriver
+from provisioning.jobs import JobOptions
+from provisioning.postgres import PgPrograms, ServerAccount
+from provisioning.recovery import RecoveryReport, recover
+from provisioning.secrets import LocalSecrets
+from provisioning.service import Policy, Service
+from provisioning.settings import Settings
+from provisioning.snapshots.local import LocalSnapshotStore
+from provisioning.state.control import ensure_control_cluster, prepare_home
+from provisioning.state.store import StateStore
+
+
+@dataclass(frozen=True, kw_only=True)
+class Runtime:
+    """Everything one devdb process uses, built from settings."""
+
+    settings: Settings
+    programs: PgPrograms
+    service: Service
+    store: StateStore
+    snapshots: LocalSnapshotStore
+    recovery: RecoveryReport
+    server: dict[str, Any]
+
+    def server_dsn(self, database: str) -> str:
+        """A URL for another database on the state store's server (used for demo data)."""
+        if self.settings.database_url:
+            parts = urlsplit(self.settings.database_url)
+            return urlunsplit(parts._replace(path="/" + quote(database)))
+        return (
+            f"postgresql://{self.server['user']}@/{quote(database)}"
+            f"?host={quote(self.server['host'])}&port={self.server['port']}"
+        )
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Start (or reach) the state store, recover interrupted work, and yield the service."""
+    programs = PgPrograms(settings.pg_bin)
+    account = ServerAccount.for_current_process(settings.server_user)
+    prepare_home(settings.home, account)
+    if settings.database_url:
+        server: dict[str, Any] = {"dsn": settings.database_url}
+    else:
+        server = await ensure_control_cluster(settings.home, programs, account)
+    store = await StateStore.open(**server)
+    try:
+        drivers: dict[str, Driver] = {
+            "local": LocalDriver(
+                settings.clusters_dir,
+                programs=programs,
+                account=account,
+                port_range=settings.port_range,
+            ),
+        }
+        snapshots = LocalSnapshotStore(settings.snapshots_dir)
+        secrets = LocalSecrets(settings.secrets_dir)
+        service = Service(
+            store=store,
+            drivers=drivers,
+            snapshots=snapshots,
+            secrets=secrets,
+            policy=Policy(
+                quota=settings.quota,
+                admins=settings.admins,
+                default_ttl=settings.default_ttl,
+                max_lifetime=settings.max_lifetime,
+            ),
+            job_options=JobOptions(
+                restore_jobs=settings.restore_jobs,
+                migrations_dir=settings.migrations_dir,
+                migrations_command=settings.migrations_command,
+            ),
+        )
+        report = await recover(store, drivers, secrets)
+        yield Runtime(
+            settings=settings,
+            programs=programs,
+            service=service,
+            store=store,
+            snapshots=snapshots,
+            recovery=report,
+            server=server,
+        )
+    finally:
+        await store.close()

@@ -1,0 +1,126 @@
+"""devdb's settings, read once at the edge (environment variables and an optional devdb.toml).
+
+The core takes what it needs as arguments; nothing below this module reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from provisioning.durations import parse_duration
+from provisioning.errors import InvalidInput
+
+
+def _default_home(environ: Mapping[str, str]) -> Path:
+    if os.geteuid() == 0:
+        # root's home is usually private (0700), so the unprivileged account that runs the
+        # PostgreSQL servers could not enter it: keep state where system services keep theirs.
+        return Path("/var/lib/devdb")
+    data = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "devdb"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything configurable about one devdb installation."""
+
+    home: Path
+    database_url: str | None = None
+    user: str = field(default_factory=getpass.getuser)
+    admins: frozenset[str] = frozenset()
+    quota: int = 2
+    default_ttl: timedelta = timedelta(hours=8)
+    max_lifetime: timedelta = timedelta(days=7)
+    restore_jobs: int = 2
+    migrations_dir: Path | None = None
+    migrations_command: str | None = None
+    pg_bin: Path | None = None
+    server_user: str | None = None
+    port_range: tuple[int, int] = (54330, 54999)
+    pg_service_file: Path = field(default_factory=lambda: Path.home() / ".pg_service.conf")
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.home / "snapshots"
+
+    @property
+    def clusters_dir(self) -> Path:
+        return self.home / "clusters"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `DEVDB_*` variables, then `devdb.toml`, then defaults."""
+        env = dict(os.environ if environ is None else environ)
+        home = Path(env.get("DEVDB_HOME") or _default_home(env)).expanduser()
+        config_path = Path(env.get("DEVDB_CONFIG") or home / "devdb.toml")
+        file_values: dict[str, object] = {}
+        if config_path.is_file():
+            try:
+                file_values = tomllib.loads(config_path.read_text())
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise InvalidInput(f"{config_path} is not valid TOML: {exc}.") from exc
+
+        def pick(key: str) -> str | None:
+            value = env.get(f"DEVDB_{key.upper()}")
+            if value is None and key in file_values:
+                value = str(file_values[key])
+            return value or None
+
+        kwargs: dict[str, object] = {"home": home}
+        if (url := pick("database_url")) is not None:
+            kwargs["database_url"] = url
+        if (user := pick("user")) is not None:
+            kwargs["user"] = user
+        if (admins := pick("admins")) is not None:
+            kwargs["admins"] = frozenset(a.strip() for a in admins.split(",") if a.strip())
+        for key in ("quota", "restore_jobs"):
+            if (raw := pick(key)) is not None:
+                kwargs[key] = _positive_int(f"DEVDB_{key.upper()}", raw)
+        for key in ("default_ttl", "max_lifetime"):
+            if (raw := pick(key)) is not None:
+                kwargs[key] = parse_duration(raw)
+        if (raw := pick("migrations")) is not None:
+            kwargs["migrations_dir"] = Path(raw).expanduser()
+        if (raw := pick("migrations_command")) is not None:
+            kwargs["migrations_command"] = raw
+        if (raw := pick("pg_bin")) is not None:
+            kwargs["pg_bin"] = Path(raw).expanduser()
+        if (raw := pick("server_user")) is not None:
+            kwargs["server_user"] = raw
+        if (raw := pick("port_range")) is not None:
+            kwargs["port_range"] = _port_range(raw)
+        service_file = env.get("PGSERVICEFILE")
+        if service_file:
+            kwargs["pg_service_file"] = Path(service_file).expanduser()
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidInput(f"{name} must be a whole number of at least 1, not {raw!r}.")
+    return value
+
+
+def _port_range(raw: str) -> tuple[int, int]:
+    low, sep, high = raw.partition("-")
+    try:
+        start, end = int(low), int(high)
+    except ValueError:
+        start = end = 0
+    if not sep or not 1024 <= start <= end <= 65535:
+        raise InvalidInput(f"DEVDB_PORT_RANGE must look like 54330-54999, not {raw!r}.")
+    return start, end

@@ -1,0 +1,57 @@
+"""What a snapshot store is: where published, verified dumps live.
+
+A store hands out a local directory holding a verified dump (`fetch`), and publishes a
+staged dump with its manifest atomically (`publish`): a snapshot is either complete or absent.
+The local-directory store is in `local.py`; an S3 store implements the same interface.
+"""
+
+from __future__ import annotations
+
+import builtins
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from provisioning.errors import NotFound
+from provisioning.snapshots.manifest import Manifest
+
+
+class SnapshotStore(ABC):
+    """Published snapshots, newest first."""
+
+    @abstractmethod
+    async def list(self) -> builtins.list[Manifest]:
+        """Every intact-looking snapshot, newest first."""
+
+    @abstractmethod
+    async def get(self, snapshot_id: str) -> Manifest:
+        """One snapshot's manifest; `NotFound` if there is no such snapshot."""
+
+    @abstractmethod
+    async def fetch(self, manifest: Manifest) -> Path:
+        """A local directory with the snapshot's dump, verified against its manifest."""
+
+    @abstractmethod
+    async def staging(self) -> Path:
+        """A fresh, empty directory to dump into before `publish`."""
+
+    @abstractmethod
+    async def publish(self, staged: Path, manifest: Manifest) -> Manifest:
+        """Make a staged dump a snapshot, atomically."""
+
+    @abstractmethod
+    async def delete(self, snapshot_id: str) -> None:
+        """Remove a snapshot; `NotFound` if absent."""
+
+    async def latest(self) -> Manifest:
+        """The newest snapshot; `NotFound` when none has been published yet."""
+        snapshots = await self.list()
+        if not snapshots:
+            raise NotFound(
+                "no snapshot has been published yet: run `devdb demo` to make one from "
+                "generated data."
+            )
+        return snapshots[0]
+
+    async def resolve(self, snapshot_id: str | None) -> Manifest:
+        """The named snapshot, or the latest when no id is given."""
+        return await (self.get(snapshot_id) if snapshot_id else self.latest())

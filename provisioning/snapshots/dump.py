@@ -1,0 +1,150 @@
+"""Making a snapshot: dump a source database and publish it with its manifest.
+
+Row counts and the dump come from one exported database snapshot, so the manifest's counts
+are exactly what the dump holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import asyncpg
+
+from provisioning.errors import ProvisioningFailed
+from provisioning.models import ProgressEvent, Step
+from provisioning.postgres import PgPrograms, run
+from provisioning.snapshots.base import SnapshotStore
+from provisioning.snapshots.manifest import (
+    FileEntry,
+    Manifest,
+    TableEntry,
+    describe_files,
+    new_snapshot_id,
+)
+
+_TOC_DATA = re.compile(r"^(\d+); \d+ \d+ TABLE DATA (\S+) (.+) \S+$")
+
+
+def split_password(dsn: str) -> tuple[str, str | None]:
+    """Remove the password from a postgresql:// URL so it travels in PGPASSWORD, not argv."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn, None
+    netloc = parts.netloc.rsplit("@", 1)
+    user = unquote(parts.username or "")
+    host = netloc[1] if len(netloc) == 2 else ""
+    bare = urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+    return bare, unquote(parts.password)
+
+
+def redact(dsn: str) -> str:
+    bare, password = split_password(dsn)
+    return bare if password is None else bare.replace("@", ":***@", 1)
+
+
+async def table_data_files(programs: PgPrograms, dump_dir: Path) -> dict[str, str]:
+    """Map each table ("schema.name") to its data file, from `pg_restore --list`."""
+    result = await run([programs.path("pg_restore"), "--list", str(dump_dir)])
+    if result.returncode != 0:
+        raise ProvisioningFailed(f"pg_restore could not read the dump: {result.stderr.strip()}")
+    files = {p.name.split(".", 1)[0]: p.name for p in dump_dir.iterdir() if p.name[0].isdigit()}
+    mapping = {}
+    for line in result.stdout.splitlines():
+        match = _TOC_DATA.match(line)
+        if match and match.group(1) in files:
+            mapping[f"{match.group(2)}.{match.group(3)}"] = files[match.group(1)]
+    return mapping
+
+
+async def dump_snapshot(
+    source_dsn: str,
+    store: SnapshotStore,
+    programs: PgPrograms,
+    *,
+    jobs: int = 2,
+    extra: dict[str, Any] | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> Manifest:
+    """Dump `source_dsn` with pg_dump's directory format and publish it as a new snapshot."""
+    bare_dsn, password = split_password(source_dsn)
+    env = {"PGPASSWORD": password} if password else {}
+    staged = await store.staging()
+    try:
+        conn = await asyncpg.connect(source_dsn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise ProvisioningFailed(f"the source database could not be reached: {exc}.") from exc
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            exported = await conn.fetchval("select pg_export_snapshot()")
+            version = await conn.fetchval("show server_version")
+            tables = await conn.fetch(
+                "select n.nspname, c.relname from pg_class c"
+                " join pg_namespace n on n.oid = c.relnamespace"
+                " where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema')"
+                " and n.nspname not like 'pg\\_%' order by 1, 2"
+            )
+            counts: dict[str, int] = {}
+            for schema, name in tables:
+                counts[f"{schema}.{name}"] = await conn.fetchval(
+                    f"select count(*) from {_quote(schema)}.{_quote(name)}"
+                )
+            if progress:
+                progress(ProgressEvent(step=Step.RESTORE, message="dumping the source database"))
+            import os
+
+            result = await run(
+                [
+                    programs.path("pg_dump"),
+                    "--format=directory",
+                    f"--jobs={jobs}",
+                    f"--snapshot={exported}",
+                    "--no-owner",
+                    "--no-privileges",
+                    "--file",
+                    str(staged / "dump"),
+                    "--dbname",
+                    bare_dsn,
+                ],
+                env={**os.environ, **env},
+            )
+        if result.returncode != 0:
+            raise ProvisioningFailed(f"pg_dump failed: {result.stderr.strip().splitlines()[-1]}")
+        dump_dir = staged / "dump"
+        files = await asyncio.to_thread(describe_files, dump_dir)
+        data_files = await table_data_files(programs, dump_dir)
+        manifest = Manifest(
+            id=new_snapshot_id(),
+            created=datetime.now(UTC),
+            source=redact(source_dsn),
+            pg_version=str(version),
+            files={
+                name: FileEntry(sha256=sha, size=size) for name, (sha, size, _) in files.items()
+            },
+            tables={
+                name: TableEntry(
+                    rows=rows,
+                    data_bytes=files[data_files[name]][2] if name in data_files else 0,
+                    file=data_files.get(name),
+                )
+                for name, rows in counts.items()
+            },
+            extra=extra or {},
+        )
+        return await store.publish(staged, manifest)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    finally:
+        await conn.close()
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'

@@ -1,0 +1,1 @@
+"""The state store and the embedded control cluster that hosts it by default."""

@@ -1,0 +1,369 @@
+"""The state store: environments, refresh jobs and their steps, and the audit log, in PostgreSQL.
+
+`StateStore` owns the connection pool and applies the versioned migrations on open.
+Queries live on `Tx`, a thin wrapper over one connection, so callers compose them inside
+one transaction (`async with store.transaction() as tx`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from provisioning.errors import StateStoreUnavailable
+from provisioning.models import LIVE_STATES, Environment, EnvState, JobState, Step
+
+_MIGRATION_LOCK = 0x6465_7664_62  # "devdb"
+_ENV_COLUMNS = (
+    "id, name, owner, kind, state, snapshot_id, handle, host, port, database, username, "
+    "replaces, created_at, ready_at, expires_at, last_active_at, error"
+)
+_LIVE = [state.value for state in LIVE_STATES]
+
+
+def _environment(row: asyncpg.Record) -> Environment:
+    return Environment(
+        id=row["id"],
+        name=row["name"],
+        owner=row["owner"],
+        kind=row["kind"],
+        state=EnvState(row["state"]),
+        snapshot_id=row["snapshot_id"],
+        handle=row["handle"],
+        host=row["host"],
+        port=row["port"],
+        database=row["database"],
+        user=row["username"],
+        created_at=row["created_at"],
+        ready_at=row["ready_at"],
+        expires_at=row["expires_at"],
+        last_active_at=row["last_active_at"],
+        replaces=row["replaces"],
+        error=row["error"],
+    )
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """The packaged migrations as (version, name, sql), in order."""
+    folder = resources.files("provisioning.state") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+class StateStore:
+    """A pool of connections to the state store database."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, **connect_kwargs: Any) -> StateStore:
+        """Connect (DSN or host/port/user keywords) and apply pending migrations."""
+        try:
+            pool = await asyncpg.create_pool(
+                min_size=1, max_size=4, init=_init_connection, **connect_kwargs
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StateStoreUnavailable(f"the state store could not be reached: {exc}.") from exc
+        store = cls(pool)
+        await store.migrate()
+        return store
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def migrate(self) -> list[int]:
+        """Apply every migration not yet recorded; safe when several processes start at once."""
+        applied: list[int] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("select pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute("create schema if not exists devdb")
+            await conn.execute(
+                "create table if not exists devdb.schema_migrations ("
+                " version integer primary key, name text not null,"
+                " applied_at timestamptz not null default now())"
+            )
+            done = {
+                r["version"]
+                for r in await conn.fetch("select version from devdb.schema_migrations")
+            }
+            for version, name, sql in migrations():
+                if version in done:
+                    continue
+                await conn.execute(sql)
+                await conn.execute(
+                    "insert into devdb.schema_migrations (version, name) values ($1, $2)",
+                    version,
+                    name,
+                )
+                applied.append(version)
+        return applied
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield Tx(conn)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Tx]:
+        """Autocommit access, one statement at a time."""
+        async with self.pool.acquire() as conn:
+            yield Tx(conn)
+
+
+class Tx:
+    """The state store's queries, run on one connection."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def lock(self, scope: str, key: str) -> None:
+        """Serialise transactions on (scope, key) until this transaction ends."""
+        await self.conn.execute(
+            "select pg_advisory_xact_lock(hashtextextended($1, 0))", f"devdb:{scope}:{key}"
+        )
+
+    # environments -------------------------------------------------------------------------
+
+    async def live_by_name(self, name: str) -> list[Environment]:
+        rows = await self.conn.fetch(
+            f"select {_ENV_COLUMNS} from devdb.environments"
+            " where name = $1 and state = any($2::text[]) order by id",
+            name,
+            _LIVE,
+        )
+        return [_environment(r) for r in rows]
+
+    async def environment(self, env_id: int) -> Environment:
+        row = await self.conn.fetchrow(
+            f"select {_ENV_COLUMNS} from devdb.environments where id = $1", env_id
+        )
+        return _environment(row)
+
+    async def live_environments(self, owner: str | None = None) -> list[Environment]:
+        rows = await self.conn.fetch(
+            f"select {_ENV_COLUMNS} from devdb.environments"
+            " where state = any($1::text[]) and ($2::text is null or owner = $2)"
+            " order by owner, name, id",
+            _LIVE,
+            owner,
+        )
+        return [_environment(r) for r in rows]
+
+    async def count_live_for_owner(self, owner: str, *, excluding: Sequence[str] = ()) -> int:
+        count: int = await self.conn.fetchval(
+            "select count(distinct name) from devdb.environments"
+            " where owner = $1 and state = any($2::text[]) and not name = any($3::text[])",
+            owner,
+            [EnvState.PROVISIONING.value, EnvState.READY.value],
+            list(excluding),
+        )
+        return count
+
+    async def used_local_ports(self) -> set[int]:
+        rows = await self.conn.fetch(
+            "select port from devdb.environments"
+            " where kind = 'local' and port is not null and state = any($1::text[])",
+            _LIVE,
+        )
+        return {r["port"] for r in rows}
+
+    async def insert_environment(
+        self,
+        *,
+        name: str,
+        owner: str,
+        kind: str,
+        snapshot_id: str,
+        expires_at: datetime,
+        replaces: int | None,
+    ) -> Environment:
+        row = await self.conn.fetchrow(
+            "insert into devdb.environments (name, owner, kind, state, snapshot_id, expires_at,"
+            " replaces) values ($1, $2, $3, 'provisioning', $4, $5, $6)"
+            f" returning {_ENV_COLUMNS}",
+            name,
+            owner,
+            kind,
+            snapshot_id,
+            expires_at,
+            replaces,
+        )
+        return _environment(row)
+
+    async def set_placement(
+        self,
+        env_id: int,
+        *,
+        handle: dict[str, Any],
+        host: str,
+        port: int,
+        database: str,
+        user: str,
+    ) -> None:
+        await self.conn.execute(
+            "update devdb.environments set handle = $2, host = $3, port = $4, database = $5,"
+            " username = $6 where id = $1",
+            env_id,
+            handle,
+            host,
+            port,
+            database,
+            user,
+        )
+
+    async def set_state(self, env_id: int, state: EnvState, *, error: str | None = None) -> None:
+        await self.conn.execute(
+            "update devdb.environments set state = $2, error = coalesce($3, error),"
+            " ready_at = case when $2 = 'ready' then now() else ready_at end,"
+            " finished_at = case when $2 in ('destroyed', 'failed') then now()"
+            "                    else finished_at end"
+            " where id = $1",
+            env_id,
+            state.value,
+            error,
+        )
+
+    async def set_expiry(self, env_id: int, expires_at: datetime) -> None:
+        await self.conn.execute(
+            "update devdb.environments set expires_at = $2 where id = $1", env_id, expires_at
+        )
+
+    async def orphaned_destroys(self) -> list[Environment]:
+        """Environments left in `destroying` with no job running to finish them."""
+        rows = await self.conn.fetch(
+            f"select {_ENV_COLUMNS} from devdb.environments e where state = 'destroying'"
+            " and not exists (select 1 from devdb.jobs j where j.environment_id = e.id"
+            "                 and j.state = 'running')"
+            " for update skip locked"
+        )
+        return [_environment(r) for r in rows]
+
+    # jobs ---------------------------------------------------------------------------------
+
+    async def insert_job(
+        self, *, kind: str, env_id: int, requested_by: str, worker: str, lease_until: datetime
+    ) -> int:
+        job_id: int = await self.conn.fetchval(
+            "insert into devdb.jobs (kind, environment_id, requested_by, state, worker,"
+            " lease_until) values ($1, $2, $3, 'running', $4, $5) returning id",
+            kind,
+            env_id,
+            requested_by,
+            worker,
+            lease_until,
+        )
+        return job_id
+
+    async def step_started(self, job_id: int, step: Step) -> None:
+        await self.conn.execute(
+            "insert into devdb.job_steps (job_id, step, state) values ($1, $2, 'started')"
+            " on conflict (job_id, step) do update set state = 'started', started_at = now(),"
+            " finished_at = null;",
+            job_id,
+            step.value,
+        )
+        await self.conn.execute("update devdb.jobs set step = $2 where id = $1", job_id, step.value)
+
+    async def step_finished(
+        self, job_id: int, step: Step, *, ok: bool, detail: dict[str, Any] | None = None
+    ) -> None:
+        await self.conn.execute(
+            "update devdb.job_steps set state = $3, finished_at = now(), detail = $4"
+            " where job_id = $1 and step = $2",
+            job_id,
+            step.value,
+            "done" if ok else "failed",
+            detail,
+        )
+
+    async def job_steps(self, job_id: int) -> list[tuple[str, str]]:
+        rows = await self.conn.fetch(
+            "select step, state from devdb.job_steps where job_id = $1 order by started_at",
+            job_id,
+        )
+        return [(r["step"], r["state"]) for r in rows]
+
+    async def renew_lease(self, job_id: int, lease_until: datetime, progress: Any) -> None:
+        await self.conn.execute(
+            "update devdb.jobs set lease_until = $2, progress = coalesce($3, progress)"
+            " where id = $1 and state = 'running'",
+            job_id,
+            lease_until,
+            progress,
+        )
+
+    async def finish_job(self, job_id: int, state: JobState, error: str | None = None) -> None:
+        await self.conn.execute(
+            "update devdb.jobs set state = $2, error = $3, finished_at = now() where id = $1",
+            job_id,
+            state.value,
+            error,
+        )
+
+    async def running_jobs(self) -> list[asyncpg.Record]:
+        """Running jobs, locked for this transaction; jobs another recovery holds are skipped."""
+        return list(
+            await self.conn.fetch(
+                "select id, environment_id, worker, lease_until, lease_until < now() as expired"
+                " from devdb.jobs where state = 'running' for update skip locked"
+            )
+        )
+
+    async def claim_job(self, job_id: int, worker: str, lease_until: datetime) -> None:
+        await self.conn.execute(
+            "update devdb.jobs set worker = $2, lease_until = $3 where id = $1",
+            job_id,
+            worker,
+            lease_until,
+        )
+
+    async def latest_job(self, env_id: int) -> asyncpg.Record | None:
+        return await self.conn.fetchrow(
+            "select id, state, step, error, progress from devdb.jobs where environment_id = $1"
+            " order by id desc limit 1",
+            env_id,
+        )
+
+    # audit --------------------------------------------------------------------------------
+
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        target: str | None,
+        result: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        await self.conn.execute(
+            "insert into devdb.audit_log (actor, action, target, result, detail)"
+            " values ($1, $2, $3, $4, $5)",
+            actor,
+            action,
+            target,
+            result,
+            detail,
+        )
+
+    async def audit_entries(self, target: str | None = None) -> list[asyncpg.Record]:
+        return list(
+            await self.conn.fetch(
+                "select at, actor, action, target, result, detail from devdb.audit_log"
+                " where $1::text is null or target = $1 order by id",
+                target,
+            )
+        )
