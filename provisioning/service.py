@@ -103,8 +103,10 @@ class Service:
     def may_act(self, actor: str, env: Environment) -> bool:
         return actor == env.owner or actor in self.policy.admins
 
-    async def _refuse(self, tx: Tx, actor: str, action: str, env: Environment) -> NotAllowed:
-        await tx.audit(actor, action, env.name, "refused", {"owner": env.owner})
+    async def _refuse(self, actor: str, action: str, env: Environment) -> NotAllowed:
+        # Recorded on its own connection: the caller's transaction rolls back as it raises.
+        async with self.store.connection() as audit:
+            await audit.audit(actor, action, env.name, "refused", {"owner": env.owner})
         return NotAllowed(
             f"{env.name!r} belongs to {env.owner}; only its owner or an admin may {action} it."
         )
@@ -174,12 +176,13 @@ class Service:
                     raise Conflict(f"{name!r} is being destroyed: try again in a moment.")
                 existing = next((e for e in live if e.state == EnvState.READY), None)
                 if existing is not None and not self.may_act(actor, existing):
-                    raise await self._refuse(tx, actor, "refresh", existing)
+                    raise await self._refuse(actor, "refresh", existing)
                 owner = existing.owner if existing else actor
                 await tx.lock("owner", owner)
                 count = await tx.count_live_for_owner(owner, excluding=[name])
                 if count >= self.policy.quota:
-                    await tx.audit(actor, "refresh", name, "refused", {"reason": "quota"})
+                    async with self.store.connection() as audit:
+                        await audit.audit(actor, "refresh", name, "refused", {"reason": "quota"})
                     raise QuotaExceeded(
                         f"{owner} already has {count} environment(s), the most allowed: "
                         "destroy one first with `devdb destroy NAME`."
@@ -254,7 +257,7 @@ class Service:
             await tx.lock("name", validate_name(name))
             env = await self._live(tx, name)
             if not self.may_act(actor, env):
-                raise await self._refuse(tx, actor, "destroy", env)
+                raise await self._refuse(actor, "destroy", env)
             if env.state != EnvState.READY:
                 raise Conflict(
                     f"{name!r} is {env.state.value}: wait until it is ready, then destroy it."
@@ -271,7 +274,7 @@ class Service:
             await tx.lock("name", validate_name(name))
             env = await self._live(tx, name)
             if not self.may_act(actor, env):
-                raise await self._refuse(tx, actor, "extend", env)
+                raise await self._refuse(actor, "extend", env)
             now = datetime.now(UTC)
             expires = max(now, env.expires_at) + by
             limit = env.created_at + self.policy.max_lifetime

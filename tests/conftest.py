@@ -1,0 +1,112 @@
+"""Fixtures: one real DEVDB_HOME per test session, its control cluster, and real snapshots.
+
+Every PostgreSQL server the tests start lives under that home and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from provisioning.demo import DEMO_DATABASE, generate
+from provisioning.postgres import PgPrograms, ServerAccount
+from provisioning.runtime import Runtime, open_runtime
+from provisioning.settings import Settings
+from provisioning.snapshots.dump import dump_snapshot
+from provisioning.snapshots.manifest import Manifest
+
+CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook"
+PORTS = (55100, 55399)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _stop_all_servers(home: Path) -> None:
+    account = ServerAccount.for_current_process(None)
+    pg_ctl = PgPrograms().path("pg_ctl")
+    for pid_file in home.glob("**/data/postmaster.pid"):
+        subprocess.run(
+            [pg_ctl, "stop", "-m", "immediate", "-D", str(pid_file.parent)],
+            capture_output=True,
+            check=False,
+            **(account.popen_kwargs() if account else {}),
+        )
+
+
+@pytest.fixture(scope="session")
+def home() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="devdb-test-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        _stop_all_servers(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(home: Path) -> Settings:
+    return Settings(
+        home=home,
+        user="alice",
+        admins=frozenset({"boss"}),
+        quota=2,
+        port_range=PORTS,
+        pg_service_file=home / "pg_service.conf",
+        restore_jobs=2,
+    )
+
+
+@pytest.fixture(scope="session")
+def cli_env(settings: Settings) -> dict[str, str]:
+    """Environment for running the `devdb` command against the session's home."""
+    return {
+        **os.environ,
+        "DEVDB_HOME": str(settings.home),
+        "DEVDB_USER": "carol",
+        "DEVDB_PORT_RANGE": f"{PORTS[0]}-{PORTS[1]}",
+        "DEVDB_ADMINS": "boss",
+        "PGSERVICEFILE": str(settings.pg_service_file),
+    }
+
+
+@pytest.fixture(scope="session")
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    async with open_runtime(settings) as rt:
+        yield rt
+
+
+@pytest.fixture(scope="session")
+async def demo_snapshot(runtime: Runtime) -> Manifest:
+    await generate(runtime.server_dsn("postgres"), scale=1, progress=lambda _: None)
+    return await dump_snapshot(
+        runtime.server_dsn(DEMO_DATABASE), runtime.snapshots, runtime.programs
+    )
+
+
+@pytest.fixture(scope="session")
+async def chinook_snapshot(runtime: Runtime) -> Manifest:
+    """The Chinook sample database (a schema nobody here wrote), published as a snapshot."""
+    script = (CHINOOK / "Chinook_PostgreSql.sql").read_text()
+    body = script.split("\\c chinook;", 1)[1]
+    admin = await asyncpg.connect(runtime.server_dsn("postgres"))
+    try:
+        await admin.execute("drop database if exists chinook with (force)")
+        await admin.execute("create database chinook")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(runtime.server_dsn("chinook"))
+    try:
+        await conn.execute(body)
+    finally:
+        await conn.close()
+    return await dump_snapshot(runtime.server_dsn("chinook"), runtime.snapshots, runtime.programs)

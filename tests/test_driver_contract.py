@@ -1,0 +1,151 @@
+"""The contract every driver passes. New drivers add themselves to `DRIVERS`."""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from provisioning.drivers.base import Driver, Placement
+from provisioning.errors import PortInUse
+from provisioning.models import Environment, EnvState, ProgressEvent
+from provisioning.runtime import Runtime
+from provisioning.secrets import new_password
+from provisioning.snapshots.manifest import Manifest
+
+DRIVERS = ["local"]
+
+
+@pytest.fixture(params=DRIVERS)
+def driver(request: pytest.FixtureRequest, runtime: Runtime) -> Driver:
+    return runtime.service.drivers[request.param]
+
+
+def fake_env(kind: str) -> Environment:
+    env_id = random.randint(10**6, 10**9)
+    return Environment(
+        id=env_id,
+        name=f"contract-{env_id}",
+        owner="contract",
+        kind=kind,
+        state=EnvState.PROVISIONING,
+        snapshot_id=None,
+        handle={},
+        host=None,
+        port=None,
+        database=None,
+        user=None,
+        created_at=datetime.now(UTC),
+        ready_at=None,
+        expires_at=datetime.now(UTC),
+        last_active_at=None,
+    )
+
+
+def collect() -> tuple[list[ProgressEvent], Callable[[ProgressEvent], None]]:
+    events: list[ProgressEvent] = []
+    return events, events.append
+
+
+async def connect(driver: Driver, placement: Placement, password: str) -> asyncpg.Connection:
+    endpoint = await driver.endpoint(placement, password)
+    return await asyncpg.connect(endpoint.dsn)
+
+
+async def test_place_creates_nothing(driver: Driver) -> None:
+    before = await driver.inventory()
+    await driver.place(fake_env(driver.kind), set())
+    assert await driver.inventory() == before
+
+
+async def test_launch_restore_use_terminate(
+    driver: Driver, demo_snapshot: Manifest, runtime: Runtime
+) -> None:
+    env = fake_env(driver.kind)
+    placement = await driver.place(env, set())
+    password = new_password()
+    events, progress = collect()
+    try:
+        await driver.launch(placement, password, progress)
+        assert await driver.is_running(placement.handle)
+        assert driver.key(placement.handle) in {driver.key(h) for h in await driver.inventory()}
+
+        dump = await runtime.snapshots.fetch(demo_snapshot)
+        await driver.restore(placement, dump, demo_snapshot, 2, progress)
+        restore_events = [e for e in events if e.step.value == "restore"]
+        assert restore_events[-1].percent == 100.0
+        assert restore_events[-1].bytes_done == demo_snapshot.data_bytes > 0
+        percents = [e.percent for e in restore_events if e.percent is not None]
+        assert percents == sorted(percents), "progress never goes backwards"
+
+        conn = await connect(driver, placement, password)
+        try:
+            for table, entry in demo_snapshot.tables.items():
+                assert await conn.fetchval(f"select count(*) from {table}") == entry.rows
+            owner = await conn.fetchval(
+                "select tableowner from pg_tables where tablename = 'contacts'"
+            )
+            assert owner == placement.user
+            assert await conn.fetchval("show listen_addresses") == "127.0.0.1"
+            assert (
+                await conn.fetchval("select rolsuper from pg_roles where rolname = current_user")
+                is False
+            )
+        finally:
+            await conn.close()
+
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await connect(driver, placement, "wrong-password")
+    finally:
+        await driver.terminate(placement.handle)
+    assert not await driver.is_running(placement.handle)
+    assert driver.key(placement.handle) not in {driver.key(h) for h in await driver.inventory()}
+    await driver.terminate(placement.handle)  # idempotent
+
+
+async def test_activity_counts_clients_not_the_probe(driver: Driver) -> None:
+    env = fake_env(driver.kind)
+    placement = await driver.place(env, set())
+    password = new_password()
+    try:
+        await driver.launch(placement, password, lambda _: None)
+        first = await driver.activity(placement.handle)
+        again = await driver.activity(placement.handle)
+        assert first.connections == again.connections == 0
+        assert again.transactions == first.transactions, "the probe must not count as use"
+        conn = await connect(driver, placement, password)
+        try:
+            await conn.execute("create table t (x int)")
+            await conn.execute("insert into t select generate_series(1, 10)")
+            busy = await driver.activity(placement.handle)
+        finally:
+            await conn.close()
+        assert busy.connections == 1
+        assert busy.transactions > first.transactions
+        assert busy.tuples > first.tuples
+    finally:
+        await driver.terminate(placement.handle)
+
+
+async def test_terminate_a_handle_that_never_launched(driver: Driver) -> None:
+    placement = await driver.place(fake_env(driver.kind), set())
+    await driver.terminate(placement.handle)
+    await driver.terminate({})
+
+
+async def test_port_taken_meanwhile_is_reported_and_leaves_nothing(driver: Driver) -> None:
+    if driver.kind != "local":
+        pytest.skip("ports are a local concern")
+    placement = await driver.place(fake_env(driver.kind), set())
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", placement.port))
+        squatter.listen()
+        with pytest.raises(PortInUse, match=f"port {placement.port}"):
+            await driver.launch(placement, new_password(), lambda _: None)
+    await driver.terminate(placement.handle)
+    assert driver.key(placement.handle) not in {driver.key(h) for h in await driver.inventory()}
