@@ -119,22 +119,22 @@ async def test_refresh_replaces_only_when_the_new_one_is_ready(
     first = await runtime.service.refresh(owner, name, snapshot=demo_snapshot.id)
     assert first.endpoint is not None
     old_dsn = first.endpoint.dsn
+    restoring = asyncio.Event()
     served_during_restore: list[int] = []
 
     def watch(event: ProgressEvent) -> None:
-        if event.step.value == "restore" and not served_during_restore:
-            served_during_restore.append(0)
+        if event.step.value == "restore":
+            restoring.set()
 
     async def probe_old() -> None:
-        while not served_during_restore:
-            await asyncio.sleep(0.01)
+        await restoring.wait()
         served_during_restore.append(await rows(old_dsn, "contacts"))
 
     second, _ = await asyncio.gather(
         runtime.service.refresh(owner, name, snapshot=chinook_snapshot.id, progress=watch),
         probe_old(),
     )
-    assert served_during_restore[1] == demo_snapshot.tables["public.contacts"].rows
+    assert served_during_restore[0] == demo_snapshot.tables["public.contacts"].rows
     assert second.endpoint is not None and second.endpoint.port != first.endpoint.port
     assert await rows(second.endpoint.dsn, "track") == 3503
     with pytest.raises((OSError, asyncpg.PostgresError)):
@@ -313,7 +313,7 @@ async def test_failed_migration_leaves_nothing(
     message = "migration 001_broken.sql failed" if hook == "sql" else "command failed: applying"
     with pytest.raises(MigrationFailed, match=message):
         await service_with(runtime, job_options=options).refresh(owner, snapshot=demo_snapshot.id)
-    envs, jobs, dirs = await footprint(runtime)
+    dirs = (await footprint(runtime))[2]
     assert dirs == before[2], "the half-made cluster was removed"
     assert await runtime.service.list(owner) == []
     async with runtime.store.connection() as tx:
