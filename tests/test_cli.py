@@ -1,0 +1,143 @@
+"""The `devdb` command as a person (or a script) runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from provisioning.postgres import PgPrograms
+from provisioning.snapshots.manifest import Manifest
+from tests.conftest import unique
+
+
+def devdb(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def psql(env: dict[str, str], service: str, sql: str) -> str:
+    result = subprocess.run(
+        [PgPrograms().path("psql"), f"service={service}", "-Atc", sql],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+async def test_refresh_status_list_extend_destroy(
+    cli_env: dict[str, str], demo_snapshot: Manifest
+) -> None:
+    name = unique("cli")
+    made = devdb(cli_env, "--json", "refresh", name, "--snapshot", demo_snapshot.id)
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+    assert created["state"] == "ready" and created["owner"] == "carol"
+
+    assert psql(cli_env, f"devdb-{name}", "select count(*) from contacts") == "2000"
+    service_file = Path(cli_env["PGSERVICEFILE"])
+    assert oct(service_file.stat().st_mode & 0o777) == "0o600"
+
+    status = json.loads(devdb(cli_env, "--json", "status", name).stdout)
+    for key in ("name", "state", "owner", "dsn", "snapshot"):
+        assert status[key], key
+    assert status["snapshot"] == demo_snapshot.id
+    assert status["dsn"].startswith("postgresql://dev:")
+
+    listed = devdb(cli_env, "list")
+    assert listed.returncode == 0 and name in listed.stdout and "ready" in listed.stdout
+    everyone = json.loads(devdb(cli_env, "--json", "list", "--all").stdout)
+    assert name in {entry["name"] for entry in everyone}
+    assert all(entry["dsn"] is None for entry in everyone), "list never carries passwords"
+
+    extended = devdb(cli_env, "extend", name, "4h")
+    assert extended.returncode == 0 and "now expires at" in extended.stdout
+
+    other = {**cli_env, "DEVDB_USER": "mallory"}
+    refused = devdb(other, "destroy", name)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"devdb: '{name}' belongs to carol; only its owner or an admin may destroy it."
+    )
+
+    gone = devdb(cli_env, "destroy", name)
+    assert gone.returncode == 0, gone.stderr
+    assert f"[devdb-{name}]" not in service_file.read_text()
+    missing = devdb(cli_env, "status", name)
+    assert missing.returncode == 1 and "no environment named" in missing.stderr
+
+
+async def test_snapshots_and_help(cli_env: dict[str, str], demo_snapshot: Manifest) -> None:
+    shown = devdb(cli_env, "snapshots")
+    assert shown.returncode == 0 and demo_snapshot.id in shown.stdout
+    listed = json.loads(devdb(cli_env, "--json", "snapshots").stdout)
+    assert demo_snapshot.id in {entry["id"] for entry in listed}
+    helped = devdb(cli_env, "help")
+    assert helped.returncode == 0 and "refresh [NAME]" in helped.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "sentence"),
+    [
+        (["bogus"], 2, "unknown command 'bogus'"),
+        (["refresh", "../x"], 2, "not a valid environment name"),
+        (["refresh", "a;drop table"], 2, "not a valid environment name"),
+        (["refresh", "y" * 200], 2, "not a valid environment name"),
+        (["refresh", ""], 2, "not a valid environment name"),
+        (["extend", "x", "soon"], 2, "'soon' is not a duration"),
+        (["refresh", "--snapshot", "no-such-snapshot"], 1, "there is no snapshot"),
+        (["destroy", "nobody-has-this"], 1, "no environment named"),
+    ],
+)
+async def test_bad_input_gets_one_sentence(
+    cli_env: dict[str, str], args: list[str], code: int, sentence: str, demo_snapshot: Manifest
+) -> None:
+    result = devdb(cli_env, *args)
+    assert result.returncode == code
+    assert "Traceback" not in result.stderr + result.stdout
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("devdb: ") and sentence in first
+
+
+async def test_json_errors_are_json(cli_env: dict[str, str]) -> None:
+    result = devdb(cli_env, "--json", "status", "nobody-has-this")
+    assert result.returncode == 1
+    assert "no environment named" in json.loads(result.stdout)["error"]
+
+
+async def test_missing_pg_restore(
+    cli_env: dict[str, str], demo_snapshot: Manifest, tmp_path: Path
+) -> None:
+    for program in ("initdb", "pg_ctl", "postgres"):
+        os.symlink(PgPrograms().path(program), tmp_path / program)
+    env = {**cli_env, "DEVDB_PG_BIN": str(tmp_path)}
+    result = devdb(env, "refresh", unique("nobin"), "--snapshot", demo_snapshot.id)
+    assert result.returncode == 1
+    assert result.stderr.startswith("devdb: pg_restore was not found in DEVDB_PG_BIN")
+    assert "Traceback" not in result.stderr
+
+
+async def test_unreachable_home_for_the_server_account(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the server to another account")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    inner = private / "inner"
+    inner.mkdir()
+    os.chmod(private, 0o700)
+    env = {**os.environ, "DEVDB_HOME": str(inner / "home")}
+    result = devdb(env, "list")
+    assert result.returncode == 1
+    assert "cannot enter" in result.stderr and "set DEVDB_HOME" in result.stderr

@@ -1,0 +1,95 @@
+"""Files devdb writes or reads: pg_service.conf entries, settings, snapshot manifests."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot import pgservice
+from provisioning.errors import InvalidInput, SnapshotInvalid
+from provisioning.models import Endpoint
+from provisioning.settings import Settings
+from provisioning.snapshots.manifest import FileEntry, Manifest, describe_files, verify
+
+ENDPOINT = Endpoint(host="127.0.0.1", port=55001, database="app", user="dev", password="s3cret")
+
+
+def test_service_file_keeps_other_sections(tmp_path: Path) -> None:
+    path = tmp_path / "pg_service.conf"
+    path.write_text("# mine\n[prod-readonly]\nhost=db.internal\n\n[devdb-app]\nhost=old\n")
+    pgservice.write_entry(path, "app", ENDPOINT)
+    text = path.read_text()
+    assert "# mine\n[prod-readonly]\nhost=db.internal" in text
+    assert "host=old" not in text and "port=55001" in text and "password=s3cret" in text
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    pgservice.write_entry(path, "other", ENDPOINT)
+    pgservice.remove_entry(path, "app")
+    text = path.read_text()
+    assert "[devdb-app]" not in text and "[devdb-other]" in text and "[prod-readonly]" in text
+
+
+def test_settings_from_environment(tmp_path: Path) -> None:
+    (tmp_path / "devdb.toml").write_text('quota = 5\nadmins = "ann, bob"\n')
+    settings = Settings.from_env(
+        {
+            "DEVDB_HOME": str(tmp_path),
+            "DEVDB_USER": "zoe",
+            "DEVDB_DEFAULT_TTL": "2h",
+            "DEVDB_PORT_RANGE": "60000-60010",
+        }
+    )
+    assert settings.quota == 5 and settings.admins == {"ann", "bob"}
+    assert settings.user == "zoe" and settings.default_ttl == timedelta(hours=2)
+    assert settings.port_range == (60000, 60010)
+    for key, value, message in [
+        ("DEVDB_QUOTA", "-1", "at least 1"),
+        ("DEVDB_PORT_RANGE", "9-1", "must look like"),
+        ("DEVDB_DEFAULT_TTL", "forever", "not a duration"),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            Settings.from_env({"DEVDB_HOME": str(tmp_path), key: value})
+    (tmp_path / "devdb.toml").write_text("quota = [")
+    with pytest.raises(InvalidInput, match="not valid TOML"):
+        Settings.from_env({"DEVDB_HOME": str(tmp_path)})
+
+
+def test_data_bytes_count_every_gzip_member(tmp_path: Path) -> None:
+    payload = b"row\t1\n" * 50_000
+    (tmp_path / "1.dat.gz").write_bytes(gzip.compress(payload[:100]) + gzip.compress(payload[100:]))
+    (tmp_path / "toc.dat").write_bytes(b"toc")
+    described = describe_files(tmp_path)
+    assert described["1.dat.gz"][2] == len(payload)
+    assert described["toc.dat"][1:] == (3, 3)
+
+
+def test_verify_rejects_damage_and_unsafe_names(tmp_path: Path) -> None:
+    (tmp_path / "toc.dat").write_bytes(b"toc")
+    sha, size, _ = describe_files(tmp_path)["toc.dat"]
+    good = Manifest(
+        id="s1",
+        created=datetime.now(UTC),
+        source="x",
+        pg_version="15",
+        files={"toc.dat": FileEntry(sha256=sha, size=size)},
+        tables={},
+    )
+    verify(tmp_path, good)
+    assert Manifest.from_json(good.to_json()) == good
+    (tmp_path / "toc.dat").write_bytes(b"TOC")
+    with pytest.raises(SnapshotInvalid, match="does not match its checksum"):
+        verify(tmp_path, good)
+    unsafe = Manifest(
+        id="s1",
+        created=good.created,
+        source="x",
+        pg_version="15",
+        files={**good.files, "../escape": FileEntry(sha256=sha, size=size)},
+        tables={},
+    )
+    with pytest.raises(SnapshotInvalid, match="unsafe file name"):
+        verify(tmp_path, unsafe)
+    with pytest.raises(SnapshotInvalid, match="unreadable"):
+        Manifest.from_json('{"format": 1, "id": "../x"}')
