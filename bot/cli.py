@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -123,6 +124,11 @@ class Cli:
 
 
 async def _run(command: grammar.Command, settings: Settings, as_json: bool) -> int:
+    # SIGTERM (a closed terminal, `kill`, a container stop) cancels the work like Ctrl-C does,
+    # so a refresh under way cleans up after itself before the process exits.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     async with open_runtime(settings) as runtime:
         return await Cli(runtime, as_json=as_json).run(command)
 
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     except DevdbError as exc:
         _fail(str(exc), as_json)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         _fail(messages.interrupted(), as_json)
         return 130
     except Exception:

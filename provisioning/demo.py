@@ -133,7 +133,7 @@ insert into tenants
 select i, 'Tenant ' || i, 'tenant-' || i, i % 10 < 3,
        pg_temp.pick('{free,team,business,enterprise}', i),
        now() - (i % 700) * interval '1 day'
-from generate_series(1, @tenants@) i""",
+from generate_series(1, @tenants@::bigint) i""",
     "users": """
 insert into users
 select i, 1 + i % @tenants@,
@@ -144,7 +144,7 @@ select i, 1 + i % @tenants@,
        pg_temp.pick('{admin,member,viewer}', i),
        now() - (i % 500) * interval '1 day' - (i % 86400) * interval '1 second',
        now() - (i % 30) * interval '1 day'
-from generate_series(1, @users@) i""",
+from generate_series(1, @users@::bigint) i""",
     "contacts": """
 insert into contacts
 select i, 1 + i % @tenants@, 1 + (i * 31) % @users@,
@@ -157,7 +157,7 @@ select i, 1 + i % @tenants@, 1 + (i * 31) % @users@,
        pg_temp.pick(@CITY@, i * 5), lpad((i * 7 % 99999)::text, 5, '0'),
        pg_temp.pick('{US,US,US,CA,GB,DE}', i), pg_temp.pick(@COMPANY@, i * 11),
        now() - (i % 400) * interval '1 day'
-from generate_series(1, @contacts@) i""",
+from generate_series(1, @contacts@::bigint) i""",
     "leads": """
 insert into leads
 select i, c.tenant_id, c.id,
@@ -165,7 +165,7 @@ select i, c.tenant_id, c.id,
        round((random() * 50000)::numeric, 2),
        pg_temp.pick('{web,referral,event,ads,partner}', i * 3),
        now() - (i % 300) * interval '1 day'
-from generate_series(1, @leads@) i
+from generate_series(1, @leads@::bigint) i
 join contacts c on c.id = 1 + (i * 7) % @contacts@""",
     "events": """
 insert into events
@@ -177,7 +177,7 @@ select i, u.tenant_id, u.id, case when i % 3 = 0 then null else 1 + (i * 11) % @
            'agent', pg_temp.pick('{Firefox/128 Linux,Safari/17 macOS,Edge/126 Windows}', i),
            'ms', (random() * 900)::int),
        now() - random() * interval '180 days'
-from generate_series(1, @events@) i
+from generate_series(1, @events@::bigint) i
 join users u on u.id = 1 + (i * 13) % @users@""",
     "payments": """
 insert into payments
@@ -189,7 +189,7 @@ select i, c.tenant_id, c.id, round((5 + random() * 995)::numeric, 2),
        lpad((1 + i % 12)::text, 2, '0') || '/' || (27 + i % 5),
        pg_temp.pick('{paid,paid,paid,refunded,failed}', i),
        now() - random() * interval '365 days'
-from generate_series(1, @payments@) i
+from generate_series(1, @payments@::bigint) i
 join contacts c on c.id = 1 + (i * 17) % @contacts@""",
 }
 

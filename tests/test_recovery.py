@@ -44,8 +44,13 @@ async def running_step(runtime: Runtime, name: str) -> str | None:
 
 
 async def kill_refresh_at(
-    runtime: Runtime, env: dict[str, str], name: str, snapshot: str, step: str
-) -> None:
+    runtime: Runtime,
+    env: dict[str, str],
+    name: str,
+    snapshot: str,
+    step: str,
+    sig: signal.Signals = signal.SIGKILL,
+) -> str:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "refresh", name, "--snapshot", snapshot],
         env=env,
@@ -60,9 +65,10 @@ async def kill_refresh_at(
             await asyncio.sleep(0.02)
         if step == "restore":
             await asyncio.sleep(0.5)  # let pg_restore get going
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
     finally:
         proc.wait()
+    return proc.stderr.read().decode()  # type: ignore[union-attr]
 
 
 async def assert_nothing_left(runtime: Runtime, name: str) -> None:
@@ -100,6 +106,19 @@ async def test_killed_refresh_is_cleaned_up_on_next_start(
     # The name is free again.
     view = await runtime.service.refresh("carol", name, snapshot=slow_snapshot.id)
     await runtime.service.destroy("carol", view.env.name)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_interrupted_refresh_cleans_up_before_exiting(
+    runtime: Runtime, cli_env: dict[str, str], slow_snapshot: Manifest, sig: signal.Signals
+) -> None:
+    name = unique("ctrl-c")
+    stderr = await kill_refresh_at(runtime, cli_env, name, slow_snapshot.id, "restore", sig)
+    assert stderr.strip().splitlines()[-1] == (
+        "devdb: interrupted; anything the command had started was cleaned up."
+    )
+    assert "Traceback" not in stderr
+    await assert_nothing_left(runtime, name)  # without any recovery run
 
 
 async def test_killed_replacement_keeps_the_old_environment(

@@ -7,6 +7,7 @@ are exactly what the dump holds.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -98,8 +99,6 @@ async def dump_snapshot(
                 )
             if progress:
                 progress(ProgressEvent(step=Step.RESTORE, message="dumping the source database"))
-            import os
-
             result = await run(
                 [
                     programs.path("pg_dump"),
