@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -115,11 +115,15 @@ async def bench_scale(home: Path, scale: int, repeats: int) -> dict[str, float]:
     async with open_runtime(settings_for(home)) as runtime:
         started = time.perf_counter()
         await generate(runtime.server_dsn("postgres"), scale=scale, progress=lambda _: None)
+        conn = await asyncpg.connect(runtime.server_dsn(DEMO_DATABASE))
+        db_bytes = await conn.fetchval("select pg_database_size(current_database())")
+        await conn.close()
         manifest = await dump_snapshot(
             runtime.server_dsn(DEMO_DATABASE), runtime.snapshots, runtime.programs, jobs=JOBS
         )
         print(
             f"scale {scale}: generated and dumped in {time.perf_counter() - started:.0f}s; "
+            f"database {db_bytes / 1e6:,.0f} MB on disk, "
             f"{manifest.data_bytes / 1e6:,.0f} MB of COPY data, dump {manifest.size / 1e6:,.0f} MB,"
             f" {manifest.rows:,} rows",
             flush=True,
@@ -161,6 +165,13 @@ async def bench_scale(home: Path, scale: int, repeats: int) -> dict[str, float]:
     }
 
 
+async def stop_servers(home: Path) -> None:
+    account = ServerAccount.for_current_process(None)
+    for pid_file in home.glob("**/data/postmaster.pid"):
+        root = pid_file.parent.parent
+        await LocalCluster(root, 0, programs=PgPrograms(), account=account).stop(immediate=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 45])
@@ -178,8 +189,8 @@ def main() -> None:
         for scale in args.scales:
             results.append(asyncio.run(bench_scale(home, scale, args.repeats)))
     finally:
-        subprocess.run(["pkill", "-f", f"postgres -D {home}"], check=False)
-        subprocess.run(["rm", "-rf", str(home)], check=False)
+        asyncio.run(stop_servers(home))
+        shutil.rmtree(home, ignore_errors=True)
     print()
     print(
         f"{'scale':>5} {'data MB':>8} {'raw pg_restore':>15} {'raw initdb+restore':>19} "
@@ -192,7 +203,6 @@ def main() -> None:
             f"{r['ratio_vs_cluster_and_restore']:>6.2f}x {r['ratio_vs_pg_restore_only']:>20.2f}x "
             f"{r['devdb_peak_rss_mb']:>12.0f} MB"
         )
-    os.sync()
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ class TerminalProgress:
         self.live = self.console.is_terminal and not quiet
         self.bar: Progress | None = None
         self.task: TaskID | None = None
-        self._last_plain = ("", -1.0, 0.0)
+        self._last_plain = ("", "", 0.0)
 
     def __enter__(self) -> TerminalProgress:
         if self.live:
@@ -77,13 +77,15 @@ class TerminalProgress:
         if self.bar is not None and self.task is not None:
             self.bar.update(self.task, description=describe(event), completed=event.percent or 0.0)
             return
-        # Plain output (pipes, CI logs): a line per step change, and at most one every 5 s.
-        step, _, at = self._last_plain
+        # Plain output (pipes, CI logs): a line when the step or message changes, at most one
+        # a second, and otherwise one every 5 s.
+        step, message, at = self._last_plain
         now = time.monotonic()
-        if event.step.value != step or now - at >= 5 or event.percent == 100.0:
+        changed = event.step.value != step or (event.message != message and now - at >= 1)
+        if changed or now - at >= 5 or event.percent == 100.0:
             percent = f"{event.percent:5.1f}% " if event.percent is not None else ""
             print(f"  {percent}{describe(event)}", file=sys.stderr, flush=True)
-            self._last_plain = (event.step.value, event.percent or 0.0, now)
+            self._last_plain = (event.step.value, event.message, now)
 
 
 def environments_table(views: list[EnvironmentView]) -> Table:

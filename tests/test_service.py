@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import shutil
+import socket
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from provisioning.drivers.base import Placement
 from provisioning.drivers.local import LocalDriver
 from provisioning.errors import (
     Conflict,
@@ -331,3 +334,50 @@ async def test_destroying_what_does_not_exist(runtime: Runtime) -> None:
         await runtime.service.destroy("alice", "ghost")
     with pytest.raises(InvalidInput):
         await runtime.service.destroy("alice", "../../x")
+
+
+class PortSnatchingDriver(LocalDriver):
+    """A local driver whose first launch finds its port taken by another program."""
+
+    def __init__(self, base: LocalDriver) -> None:
+        super().__init__(
+            base.clusters_dir,
+            programs=base.programs,
+            account=base.account,
+            port_range=base.port_range,
+        )
+        self.squatters: list[socket.socket] = []
+        self.attempts: list[Placement] = []
+
+    async def launch(
+        self, placement: Placement, password: str, progress: Callable[[ProgressEvent], None]
+    ) -> None:
+        self.attempts.append(placement)
+        if len(self.attempts) == 1:
+            squatter = socket.socket()
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", placement.port))
+            squatter.listen()
+            self.squatters.append(squatter)
+        await super().launch(placement, password, progress)
+
+
+async def test_port_taken_meanwhile_moves_to_another_port(
+    runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    local = runtime.service.drivers["local"]
+    assert isinstance(local, LocalDriver)
+    snatching = PortSnatchingDriver(local)
+    owner = unique("dev")
+    try:
+        view = await service_with(runtime, drivers={"local": snatching}).refresh(
+            owner, snapshot=demo_snapshot.id
+        )
+    finally:
+        for squatter in snatching.squatters:
+            squatter.close()
+    first, second = snatching.attempts
+    assert view.endpoint is not None and view.endpoint.port == second.port != first.port
+    assert not Path(first.handle["dir"]).exists(), "the failed attempt left nothing behind"
+    assert await rows(view.endpoint.dsn, "tenants") == 10
+    await runtime.service.destroy(owner, view.env.name)
