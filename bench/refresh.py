@@ -8,8 +8,8 @@ For each size it generates the demo database, publishes a snapshot, then alterna
          `pg_restore --jobs 2` of the same dump into it;
   devdb  `Service.refresh` in a child process, from opening the state store until the
          environment is ready, then one connection to it.
-It prints the medians, the ratios, and the devdb process's own peak RSS (pg_restore, a
-child in both paths, is not counted).
+Which goes first alternates between rounds. It prints the medians, the ratios, and the
+devdb process's own peak RSS (pg_restore, a child in both paths, is not counted).
 """
 
 from __future__ import annotations
@@ -135,21 +135,29 @@ async def bench_scale(home: Path, scale: int, repeats: int) -> dict[str, float]:
     devdb_s: list[float] = []
     peaks: list[int] = []
     for attempt in range(repeats):
-        created, restored = await raw_restore(programs, dump, home / f"raw-{attempt}", 56250)
-        raw_create.append(created)
-        raw_restore_s.append(restored)
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", str(home), f"bench-{attempt}", manifest.id],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        child = json.loads(out.stdout.strip().splitlines()[-1])
-        devdb_s.append(child["seconds"])
-        peaks.append(child["peak_rss_kb"])
+
+        async def raw(attempt: int = attempt) -> None:
+            created, restored = await raw_restore(programs, dump, home / f"raw-{attempt}", 56250)
+            raw_create.append(created)
+            raw_restore_s.append(restored)
+
+        async def devdb(attempt: int = attempt) -> None:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(home), f"bench-{attempt}", manifest.id],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            child = json.loads(out.stdout.strip().splitlines()[-1])
+            devdb_s.append(child["seconds"])
+            peaks.append(child["peak_rss_kb"])
+
+        # Alternate which goes first, so neither always meets a warmer or busier machine.
+        for run in (raw, devdb) if attempt % 2 == 0 else (devdb, raw):
+            await run()
         print(
-            f"  run {attempt + 1}: raw {created:.2f}s + {restored:.2f}s, "
-            f"devdb {child['seconds']:.2f}s",
+            f"  run {attempt + 1}: raw {raw_create[-1]:.2f}s + {raw_restore_s[-1]:.2f}s, "
+            f"devdb {devdb_s[-1]:.2f}s",
             flush=True,
         )
     raw_total = statistics.median(c + r for c, r in zip(raw_create, raw_restore_s, strict=True))

@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
@@ -153,7 +152,7 @@ class RefreshJob:
         finally:
             detail = asdict(self.last_event) if self.last_event else None
             async with self.store.connection() as tx:
-                await tx.step_finished(self.job_id, step, ok=ok, detail=_jsonable(detail))
+                await tx.step_finished(self.job_id, step, ok=ok, detail=detail)
 
     async def _launch(self, password: str) -> None:
         for attempt in range(1, PORT_ATTEMPTS + 1):
@@ -214,7 +213,7 @@ class RefreshJob:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
-            progress = _jsonable(asdict(self.last_event)) if self.last_event else None
+            progress = asdict(self.last_event) if self.last_event else None
             with contextlib.suppress(Exception):
                 async with self.store.connection() as tx:
                     await tx.renew_lease(self.job_id, datetime.now(UTC) + LEASE, progress)
@@ -267,11 +266,3 @@ async def retire(
     secrets.delete(env.id)
     async with store.connection() as tx:
         await tx.set_state(env.id, EnvState.DESTROYED)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, Step):
-        return value.value
-    return value

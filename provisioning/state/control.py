@@ -10,7 +10,7 @@ import asyncio
 import fcntl
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from provisioning.cluster import SUPERUSER, LocalCluster
 from provisioning.errors import DevdbError, StateStoreUnavailable
@@ -73,7 +73,7 @@ async def ensure_control_cluster(
         try:
             await bring_up()
         finally:
-            lock.close()
+            lock.close()  # closing the file releases the lock
     except DevdbError as exc:
         raise StateStoreUnavailable(f"devdb's control database could not start: {exc}") from exc
     return {
@@ -84,16 +84,8 @@ async def ensure_control_cluster(
     }
 
 
-class _Lock:
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
-
-    def close(self) -> None:
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
-
-
-def _acquire(home: Path) -> _Lock:
-    handle = open(home / ".lock", "a+")  # noqa: SIM115 - released by _Lock.close
+def _acquire(home: Path) -> IO[str]:
+    """Open DEVDB_HOME/.lock and wait for an exclusive lock on it, across processes."""
+    handle = open(home / ".lock", "a+")  # noqa: SIM115 - the caller closes it
     fcntl.flock(handle, fcntl.LOCK_EX)
-    return _Lock(handle)
+    return handle

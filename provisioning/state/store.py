@@ -273,7 +273,7 @@ class Tx:
         await self.conn.execute(
             "insert into devdb.job_steps (job_id, step, state) values ($1, $2, 'started')"
             " on conflict (job_id, step) do update set state = 'started', started_at = now(),"
-            " finished_at = null;",
+            " finished_at = null",
             job_id,
             step.value,
         )
