@@ -15,17 +15,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from rich.console import Console, RenderableType
 
 from bot import grammar, messages, pgservice
 from bot.terminal import TerminalProgress, environments_table, snapshots_table
 from provisioning.demo import DEMO_DATABASE, generate
-from provisioning.errors import DevdbError
+from provisioning.errors import DevdbError, InvalidInput, PolicyViolation
 from provisioning.models import default_name
 from provisioning.runtime import Runtime, open_runtime
 from provisioning.settings import Settings
-from provisioning.snapshots.dump import dump_snapshot
+from provisioning.shrink.classify import draft_policy, render_policy
+from provisioning.shrink.pipeline import check_source, shrink
+from provisioning.shrink.policy import load_policy, parse_policy
 from provisioning.snapshots.manifest import Manifest
+
+DEMO_POLICY = Path(__file__).resolve().parents[1] / "provisioning" / "shrink" / "demo_policy.yml"
 
 
 def _manifest_dict(manifest: Manifest) -> dict[str, Any]:
@@ -106,21 +111,89 @@ class Cli:
                     self.emit(snapshots_table(manifests), [_manifest_dict(m) for m in manifests])
             case grammar.Demo(scale=scale):
                 await self.demo(scale)
+            case grammar.Shrink():
+                await self.shrink(command)
         return 0
 
     async def demo(self, scale: int) -> None:
         runtime = self.runtime
+        policy = parse_policy(DEMO_POLICY.read_text())
         with TerminalProgress(quiet=self.as_json) as progress:
             counts = await generate(runtime.server_dsn("postgres"), scale=scale, progress=progress)
-            manifest = await dump_snapshot(
+            manifest = await shrink(
                 runtime.server_dsn(DEMO_DATABASE),
+                policy,
                 runtime.snapshots,
                 runtime.programs,
+                salt=self.salt(),
                 jobs=self.settings.restore_jobs,
-                extra={"kind": "demo", "scale": scale, "generated": counts},
                 progress=progress,
             )
+        del counts
         self.emit(messages.demo_published(manifest.id, manifest.rows), _manifest_dict(manifest))
+
+    async def shrink(self, command: grammar.Shrink) -> None:
+        policy = load_policy(Path(command.policy))
+        with TerminalProgress(quiet=self.as_json) as progress:
+            manifest = await shrink(
+                command.source,
+                policy,
+                self.runtime.snapshots,
+                self.runtime.programs,
+                salt=self.salt(),
+                tenant=command.tenant,
+                allow=command.allow,
+                jobs=self.settings.restore_jobs,
+                keep_last=self.settings.snapshot_retention,
+                progress=progress,
+            )
+        self.emit(
+            messages.shrunk(manifest.id, manifest.rows, len(manifest.tables)),
+            _manifest_dict(manifest),
+        )
+
+    def salt(self) -> bytes:
+        return self.runtime.service.secrets.mask_salt(self.settings.mask_salt)
+
+
+async def policy_command(command: grammar.PolicyInit | grammar.PolicyCheck, as_json: bool) -> int:
+    """`devdb policy init|check`: only the source database is needed, not devdb's state."""
+    if isinstance(command, grammar.PolicyInit):
+        out = Path(command.out)
+        if out.exists():
+            raise InvalidInput(f"{out} already exists: remove it or choose another --out.")
+        conn = await asyncpg.connect(command.source)
+        try:
+            catalog, body = await draft_policy(conn)
+        finally:
+            await conn.close()
+        out.write_text(render_policy(body))
+        sensitive = sum(
+            1
+            for table in body["tables"].values()
+            for spec in table["columns"].values()
+            if isinstance(spec, dict)
+        )
+        print(
+            json.dumps(
+                {"policy": str(out), "tables": len(catalog.tables), "sensitive_columns": sensitive}
+            )
+            if as_json
+            else messages.policy_drafted(str(out), len(catalog.tables), sensitive)
+        )
+        return 0
+    policy = load_policy(Path(command.policy))
+    catalog, problems = await check_source(command.source, policy)
+    if problems:
+        raise PolicyViolation(
+            f"the policy does not match the database: {len(problems)} problem(s).", problems
+        )
+    print(
+        json.dumps({"ok": True, "tables": len(catalog.tables)})
+        if as_json
+        else messages.policy_ok(len(catalog.tables))
+    )
+    return 0
 
 
 async def _run(command: grammar.Command, settings: Settings, as_json: bool) -> int:
@@ -129,14 +202,18 @@ async def _run(command: grammar.Command, settings: Settings, as_json: bool) -> i
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    if isinstance(command, grammar.PolicyInit | grammar.PolicyCheck):
+        return await policy_command(command, as_json)
     async with open_runtime(settings) as runtime:
         return await Cli(runtime, as_json=as_json).run(command)
 
 
-def _fail(message: str, as_json: bool) -> None:
-    print(f"devdb: {message}", file=sys.stderr)
+def _fail(message: str, as_json: bool, problems: list[str] | None = None) -> None:
     if as_json:
-        print(json.dumps({"error": message}))
+        print(json.dumps({"error": message, **({"problems": problems} if problems else {})}))
+    elif problems:
+        print("\n".join(f"  {problem}" for problem in problems))
+    print(f"devdb: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,8 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         return asyncio.run(_run(command, settings, as_json))
+    except PolicyViolation as exc:
+        _fail(str(exc), as_json, exc.problems)
+        return 1
     except DevdbError as exc:
         _fail(str(exc), as_json)
+        return 1
+    except (OSError, asyncpg.PostgresError) as exc:  # e.g. an unreachable --source
+        _fail(f"the database could not be reached: {exc}.", as_json)
         return 1
     except (KeyboardInterrupt, asyncio.CancelledError):
         _fail(messages.interrupted(), as_json)

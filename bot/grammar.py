@@ -29,10 +29,12 @@ USAGE = {
     "extend": "extend NAME DURATION",
     "snapshots": "snapshots",
     "demo": "demo [--scale N]",
+    "policy": "policy init --source DSN --out FILE | policy check --source DSN --policy FILE",
+    "shrink": "shrink --source DSN --policy FILE [--tenant ID] [--allow REGEX ...]",
     "help": "help",
 }
 SHARED_COMMANDS = frozenset({"refresh", "list", "status", "destroy", "extend", "snapshots", "help"})
-TERMINAL_COMMANDS = SHARED_COMMANDS | {"demo"}
+TERMINAL_COMMANDS = SHARED_COMMANDS | {"demo", "policy", "shrink"}
 
 
 class UsageError(InvalidInput):
@@ -82,18 +84,53 @@ class Demo:
 
 
 @dataclass(frozen=True)
+class PolicyInit:
+    source: str
+    out: str
+
+
+@dataclass(frozen=True)
+class PolicyCheck:
+    source: str
+    policy: str
+
+
+@dataclass(frozen=True)
+class Shrink:
+    source: str
+    policy: str
+    tenant: str | None = None
+    allow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Help:
     pass
 
 
-Command = Refresh | ListEnvironments | Status | Destroy | Extend | Snapshots | Demo | Help
+Command = (
+    Refresh
+    | ListEnvironments
+    | Status
+    | Destroy
+    | Extend
+    | Snapshots
+    | Demo
+    | PolicyInit
+    | PolicyCheck
+    | Shrink
+    | Help
+)
 
 # Which options each command takes, and whether the option takes a value.
 _OPTIONS: dict[str, dict[str, bool]] = {
     "refresh": {"--snapshot": True, "--ttl": True},
     "list": {"--all": False},
     "demo": {"--scale": True},
+    "policy": {"--source": True, "--out": True, "--policy": True},
+    "shrink": {"--source": True, "--policy": True, "--tenant": True, "--allow": True},
 }
+_REPEATABLE = {"--allow"}
 _POSITIONALS = {
     "refresh": (0, 1),
     "list": (0, 0),
@@ -103,6 +140,8 @@ _POSITIONALS = {
     "snapshots": (0, 0),
     "demo": (0, 0),
     "help": (0, 1),
+    "policy": (1, 1),
+    "shrink": (0, 0),
 }
 
 
@@ -127,6 +166,7 @@ def parse(words: list[str], *, allowed: frozenset[str] = TERMINAL_COMMANDS) -> C
         raise UsageError(f"unknown command {shown!r}: use one of {known}.", "help")
     usage = USAGE[verb]
     options: dict[str, str | None] = {}
+    repeated: list[str] = []
     positionals: list[str] = []
     takes = _OPTIONS.get(verb, {})
     index = 0
@@ -137,7 +177,7 @@ def parse(words: list[str], *, allowed: frozenset[str] = TERMINAL_COMMANDS) -> C
             key, eq, value = word.partition("=")
             if key not in takes:
                 raise UsageError(f"{verb} has no option {key}.", usage)
-            if key in options:
+            if key in options and key not in _REPEATABLE:
                 raise UsageError(f"{key} is given twice.", usage)
             if takes[key] and not eq:
                 if index >= len(rest):
@@ -147,6 +187,8 @@ def parse(words: list[str], *, allowed: frozenset[str] = TERMINAL_COMMANDS) -> C
             elif not takes[key] and eq:
                 raise UsageError(f"{key} takes no value.", usage)
             options[key] = value if takes[key] else None
+            if key in _REPEATABLE:
+                repeated.append(value)
         else:
             positionals.append(word)
     low, high = _POSITIONALS[verb]
@@ -154,14 +196,36 @@ def parse(words: list[str], *, allowed: frozenset[str] = TERMINAL_COMMANDS) -> C
         expected = "no arguments" if high == 0 else usage
         raise UsageError(f"{verb} takes {expected}; got {len(positionals)} argument(s).", usage)
     try:
-        return _build(verb, positionals, options)
+        return _build(verb, positionals, options, tuple(repeated))
     except UsageError:
         raise
     except InvalidInput as exc:
         raise UsageError(str(exc), usage) from exc
 
 
-def _build(verb: str, args: list[str], options: dict[str, str | None]) -> Command:
+def _required(options: dict[str, str | None], *keys: str) -> list[str]:
+    missing = [key for key in keys if not options.get(key)]
+    if missing:
+        raise InvalidInput(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required."
+        )
+    return [str(options[key]) for key in keys]
+
+
+def _build(
+    verb: str, args: list[str], options: dict[str, str | None], repeated: tuple[str, ...]
+) -> Command:
+    if verb == "policy":
+        if args[0] == "init":
+            source, out = _required(options, "--source", "--out")
+            return PolicyInit(source=source, out=out)
+        if args[0] == "check":
+            source, policy = _required(options, "--source", "--policy")
+            return PolicyCheck(source=source, policy=policy)
+        raise InvalidInput(f"policy takes init or check, not {args[0][:20]!r}.")
+    if verb == "shrink":
+        source, policy = _required(options, "--source", "--policy")
+        return Shrink(source=source, policy=policy, tenant=options.get("--tenant"), allow=repeated)
     name = validate_name(args[0]) if args and verb != "help" else None
     if verb == "refresh":
         snapshot = options.get("--snapshot")

@@ -41,9 +41,26 @@ def extended(name: str, until: str) -> str:
 
 def demo_published(snapshot_id: str, rows: int) -> str:
     return (
-        f"Published snapshot {snapshot_id} ({rows:,} rows of generated demo data).\n"
-        "Next: devdb refresh"
+        f"Published snapshot {snapshot_id}: {rows:,} rows of generated demo data, subset to "
+        "sandbox tenants and masked.\nNext: devdb refresh"
     )
+
+
+def shrunk(snapshot_id: str, rows: int, tables: int) -> str:
+    return (
+        f"Published snapshot {snapshot_id}: {rows:,} rows in {tables} tables, masked and scanned."
+    )
+
+
+def policy_drafted(path: str, tables: int, sensitive: int) -> str:
+    return (
+        f"Wrote {path}: {tables} tables, {sensitive} columns marked pii or secret. "
+        "Review it, then run `devdb policy check`."
+    )
+
+
+def policy_ok(tables: int) -> str:
+    return f"The policy covers all {tables} tables and every column."
 
 
 def interrupted() -> str:

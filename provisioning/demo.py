@@ -147,7 +147,9 @@ select i, 1 + i % @tenants@,
 from generate_series(1, @users@::bigint) i""",
     "contacts": """
 insert into contacts
-select i, 1 + i % @tenants@, 1 + (i * 31) % @users@,
+select i, 1 + i % @tenants@,
+       -- the owner is a user of the same tenant (user ids ≡ tenant - 1 mod tenants)
+       i % @tenants@ + @tenants@ * (1 + (i * 31) % (@users@ / @tenants@ - 1)),
        pg_temp.pick(@FIRST@, i * 13), pg_temp.pick(@LAST@, i * 17),
        lower(pg_temp.pick(@FIRST@, i * 13) || '.' || pg_temp.pick(@LAST@, i * 17) || '.' || i)
          || '@' || pg_temp.pick('{gmail.test,yahoo.test,outlook.test,proton.test}', i),
@@ -169,7 +171,10 @@ from generate_series(1, @leads@::bigint) i
 join contacts c on c.id = 1 + (i * 7) % @contacts@""",
     "events": """
 insert into events
-select i, u.tenant_id, u.id, case when i % 3 = 0 then null else 1 + (i * 11) % @contacts@ end,
+select i, u.tenant_id, u.id,
+       case when i % 3 = 0 then null  -- else a contact of the user's own tenant
+            else u.id % @tenants@ + @tenants@ * (1 + (i * 11) % (@contacts@ / @tenants@ - 1))
+       end,
        pg_temp.pick('{page_view,login,logout,search,export,click,api_call,update}', i),
        jsonb_build_object(
            'path', '/app/' || pg_temp.pick('{dashboard,contacts,leads,reports,settings}', i * 7),

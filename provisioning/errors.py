@@ -53,3 +53,11 @@ class MigrationFailed(ProvisioningFailed):
 
 class StateStoreUnavailable(DevdbError):
     """The state store could not be reached or started."""
+
+
+class PolicyViolation(DevdbError):
+    """The masking policy and the database disagree, or the output holds personal data."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems

@@ -106,7 +106,7 @@ class Environment:
 class ProgressEvent:
     """One update from a long-running operation; front ends render these."""
 
-    step: Step
+    step: StrEnum  # a refresh `Step`, or a step of another pipeline (e.g. shrink)
     message: str
     percent: float | None = None
     bytes_done: int | None = None

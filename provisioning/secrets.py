@@ -38,3 +38,22 @@ class LocalSecrets:
 
     def delete(self, env_id: int) -> None:
         self._path(env_id).unlink(missing_ok=True)
+
+    def mask_salt(self, configured: str | None) -> bytes:
+        """DEVDB_MASK_SALT if set, else a random salt made once and kept here (0600)."""
+        if configured:
+            return configured.encode()
+        path = self.root / "mask.salt"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        salt = secrets.token_urlsafe(32).encode()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(salt)
+        return salt

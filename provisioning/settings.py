@@ -43,6 +43,8 @@ class Settings:
     pg_bin: Path | None = None
     server_user: str | None = None
     port_range: tuple[int, int] = (54330, 54999)
+    mask_salt: str | None = None
+    snapshot_retention: int = 7
     pg_service_file: Path = field(default_factory=lambda: Path.home() / ".pg_service.conf")
 
     @property
@@ -83,7 +85,9 @@ class Settings:
             kwargs["user"] = user
         if (admins := pick("admins")) is not None:
             kwargs["admins"] = frozenset(a.strip() for a in admins.split(",") if a.strip())
-        for key in ("quota", "restore_jobs"):
+        if (raw := env.get("DEVDB_MASK_SALT")) is not None:
+            kwargs["mask_salt"] = raw  # never from devdb.toml: a salt does not belong in a file
+        for key in ("quota", "restore_jobs", "snapshot_retention"):
             if (raw := pick(key)) is not None:
                 kwargs[key] = _positive_int(f"DEVDB_{key.upper()}", raw)
         for key in ("default_ttl", "max_lifetime"):

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -94,8 +94,8 @@ async def demo_snapshot(runtime: Runtime) -> Manifest:
 
 
 @pytest.fixture(scope="session")
-async def chinook_snapshot(runtime: Runtime) -> Manifest:
-    """The Chinook sample database (a schema nobody here wrote), published as a snapshot."""
+async def chinook_dsn(runtime: Runtime) -> str:
+    """The Chinook sample database (a schema nobody here wrote), loaded once."""
     script = (CHINOOK / "Chinook_PostgreSql.sql").read_text()
     body = script.split("\\c chinook;", 1)[1]
     admin = await asyncpg.connect(runtime.server_dsn("postgres"))
@@ -109,4 +109,33 @@ async def chinook_snapshot(runtime: Runtime) -> Manifest:
         await conn.execute(body)
     finally:
         await conn.close()
-    return await dump_snapshot(runtime.server_dsn("chinook"), runtime.snapshots, runtime.programs)
+    return runtime.server_dsn("chinook")
+
+
+@pytest.fixture(scope="session")
+async def chinook_snapshot(runtime: Runtime, chinook_dsn: str) -> Manifest:
+    return await dump_snapshot(chinook_dsn, runtime.snapshots, runtime.programs)
+
+
+@pytest.fixture
+async def scratch_copy(runtime: Runtime) -> AsyncIterator[Callable[[str], Awaitable[str]]]:
+    """Copies of a database (CREATE DATABASE … TEMPLATE) that a test may change; dropped after."""
+    made: list[str] = []
+
+    async def copy(template: str) -> str:
+        name = unique("scratch").replace("-", "_")
+        admin = await asyncpg.connect(runtime.server_dsn("postgres"))
+        try:
+            await admin.execute(f'create database "{name}" template "{template}"')
+        finally:
+            await admin.close()
+        made.append(name)
+        return runtime.server_dsn(name)
+
+    yield copy
+    admin = await asyncpg.connect(runtime.server_dsn("postgres"))
+    try:
+        for name in made:
+            await admin.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        await admin.close()

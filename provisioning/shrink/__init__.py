@@ -1,0 +1,1 @@
+"""The shrink pipeline: policy check → subset → mask → scan → dump → publish."""

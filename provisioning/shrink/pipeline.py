@@ -1,0 +1,249 @@
+"""`devdb shrink`: policy check → subset → dump → mask → scan → publish.
+
+Everything is read from one exported snapshot of the source, in a read-only transaction:
+the subset's keys, pg_dump's output and the manifest's `source_time` agree. pg_dump writes
+uncompressed table data; each table's file is then filtered and masked in place
+(`rewrite.py`) and the output scanned. Any finding, or any policy problem, stops the
+publish and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+import asyncpg
+
+from provisioning.errors import InvalidInput, PolicyViolation, ProvisioningFailed
+from provisioning.models import ProgressEvent
+from provisioning.postgres import PgPrograms, run
+from provisioning.shrink.catalog import Catalog, Table, read_catalog
+from provisioning.shrink.policy import Policy, check_policy
+from provisioning.shrink.rewrite import TablePlan, collect_pii_values, process
+from provisioning.shrink.scan import Findings
+from provisioning.shrink.subset import Selection, select_subset
+from provisioning.snapshots.base import SnapshotStore
+from provisioning.snapshots.dump import redact, split_password, table_data_files
+from provisioning.snapshots.manifest import (
+    FileEntry,
+    Manifest,
+    TableEntry,
+    describe_files,
+    new_snapshot_id,
+)
+
+Progress = Callable[[ProgressEvent], None]
+
+
+class ShrinkStep(StrEnum):
+    CHECK = "check"
+    SUBSET = "subset"
+    DUMP = "dump"
+    MASK = "mask"
+    PUBLISH = "publish"
+
+
+async def check_source(source_dsn: str, policy: Policy) -> tuple[Catalog, list[str]]:
+    """Read the source's catalog and compare it with the policy."""
+    conn = await _connect(source_dsn)
+    try:
+        catalog = await read_catalog(conn)
+    finally:
+        await conn.close()
+    return catalog, check_policy(policy, catalog)
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ProvisioningFailed(f"the source database could not be reached: {exc}.") from exc
+
+
+def plan_table(
+    table: Table, policy: Policy, path: Path, selection: Selection, salt: bytes
+) -> TablePlan:
+    entry = policy.tables[table.name]
+    masks = {}
+    unique = set()
+    pattern: list[int] = []
+    exact: list[int] = []
+    pii: list[int] = []
+    for index, column in enumerate(table.columns):
+        spec = entry.columns[column.name]
+        if spec.masked and spec.rule is not None:
+            masks[index] = spec.rule.masker(unique=column.unique)
+            if column.unique:
+                unique.add(index)
+        if spec.classification in ("pii", "secret"):
+            pii.append(index)
+        generated = spec.rule is not None and spec.rule.generates
+        if column.is_text and not generated:
+            pattern.append(index)
+            if not column.type.startswith("json"):
+                exact.append(index)
+    keep = selection.keys.get(table.name)
+    return TablePlan(
+        name=table.name,
+        path=path,
+        columns=tuple(c.name for c in table.columns),
+        keep=keep,
+        key_positions=tuple(table.position(c) for c in table.primary_key),
+        masks=masks,
+        unique_masked=frozenset(unique),
+        pattern_positions=tuple(pattern),
+        exact_positions=tuple(exact),
+        pii_positions=tuple(pii),
+    )
+
+
+def salt_id(salt: bytes) -> str:
+    """Tells two salts apart without revealing either."""
+    return hmac.new(salt, b"devdb salt id", "sha256").hexdigest()[:12]
+
+
+async def shrink(
+    source_dsn: str,
+    policy: Policy,
+    store: SnapshotStore,
+    programs: PgPrograms,
+    *,
+    salt: bytes,
+    tenant: str | None = None,
+    allow: Sequence[str] = (),
+    jobs: int = 2,
+    keep_last: int | None = None,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Build a dev-safe snapshot of `source_dsn` and publish it; return its manifest."""
+    emit = progress or (lambda _: None)
+    try:
+        allowed = [re.compile(pattern) for pattern in allow]
+    except re.error as exc:
+        raise InvalidInput(f"an --allow pattern is not a valid regular expression: {exc}.") from exc
+    emit(ProgressEvent(step=ShrinkStep.CHECK, message="checking the policy against the source"))
+    conn = await _connect(source_dsn)
+    staged: Path | None = None
+    try:
+        catalog = await read_catalog(conn)
+        problems = check_policy(policy, catalog)
+        if problems:
+            raise PolicyViolation(
+                f"the policy does not match the source ({len(problems)} problem(s)); "
+                "run `devdb policy check` for the list.",
+                problems,
+            )
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            exported = await conn.fetchval("select pg_export_snapshot()")
+            source_time = await conn.fetchval("select now()")
+            emit(ProgressEvent(step=ShrinkStep.SUBSET, message="choosing rows"))
+            selection = await select_subset(conn, policy, catalog, tenant)
+            emit(ProgressEvent(step=ShrinkStep.DUMP, message="dumping the source"))
+            staged = await store.staging()
+            bare, password = split_password(source_dsn)
+            excluded = [f"--exclude-table-data={name}" for name in sorted(selection.dropped)]
+            result = await run(
+                [
+                    programs.path("pg_dump"),
+                    "--format=directory",
+                    f"--jobs={jobs}",
+                    "--compress=0",
+                    f"--snapshot={exported}",
+                    "--no-owner",
+                    "--no-privileges",
+                    *excluded,
+                    "--file",
+                    str(staged / "dump"),
+                    "--dbname",
+                    bare,
+                ],
+                env={**os.environ, **({"PGPASSWORD": password} if password else {})},
+            )
+        if result.returncode != 0:
+            raise ProvisioningFailed(f"pg_dump failed: {result.stderr.strip().splitlines()[-1]}")
+        dump = staged / "dump"
+        files = await table_data_files(programs, dump)
+        plans = [
+            plan_table(catalog.tables[name], policy, dump / files[name], selection, salt)
+            for name in sorted(files)
+            if name in catalog.tables
+        ]
+        emit(ProgressEvent(step=ShrinkStep.MASK, message="collecting the values to look for"))
+        pii_values: set[str] = set()
+        for plan in plans:
+            if plan.pii_positions:
+                pii_values |= await asyncio.to_thread(collect_pii_values, plan)
+        findings = Findings(allowed)
+        rows: dict[str, int] = {}
+        for index, plan in enumerate(plans):
+            emit(
+                ProgressEvent(
+                    step=ShrinkStep.MASK,
+                    message=f"masking and scanning {plan.name}",
+                    percent=100.0 * index / len(plans),
+                )
+            )
+            rows[plan.name] = await asyncio.to_thread(process, plan, salt, pii_values, findings)
+        if findings.hits:
+            report = [finding.line() for finding in findings.report()]
+            raise PolicyViolation(
+                f"the scan found personal data in {len(report)} place(s), so nothing was "
+                f"published: {report[0]}",
+                report,
+            )
+        emit(ProgressEvent(step=ShrinkStep.PUBLISH, message="publishing"))
+        described = await asyncio.to_thread(describe_files, dump)
+        manifest = Manifest(
+            id=new_snapshot_id(),
+            created=datetime.now(UTC),
+            source=redact(source_dsn),
+            pg_version=str(await conn.fetchval("show server_version")),
+            files={
+                name: FileEntry(sha256=sha, size=size) for name, (sha, size, _) in described.items()
+            },
+            tables={
+                name: TableEntry(
+                    rows=rows.get(name, 0),
+                    data_bytes=described[files[name]][2] if name in files else 0,
+                    file=files.get(name),
+                )
+                for name in catalog.tables
+            },
+            extra={
+                "kind": "shrink",
+                "policy_sha256": policy.digest,
+                "source_time": source_time.isoformat(),
+                "tenant": tenant,
+                "salt_id": salt_id(salt),
+            },
+        )
+        published = await store.publish(staged, manifest)
+        staged = None
+        if keep_last:
+            await apply_retention(store, keep_last)
+        emit(
+            ProgressEvent(
+                step=ShrinkStep.PUBLISH, message=f"published {published.id}", percent=100.0
+            )
+        )
+        return published
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        await conn.close()
+
+
+async def apply_retention(store: SnapshotStore, keep_last: int) -> list[str]:
+    """Delete the oldest shrink-made snapshots beyond the newest `keep_last`."""
+    made = [m for m in await store.list() if m.extra.get("kind") == "shrink"]
+    doomed = [m.id for m in made[keep_last:]]
+    for snapshot_id in doomed:
+        await store.delete(snapshot_id)
+    return doomed

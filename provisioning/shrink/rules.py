@@ -1,0 +1,197 @@
+"""Masking rules: deterministic, keyed by a secret salt.
+
+Every rule sees the value and its keyed digest, HMAC-SHA256(salt, value). The digest depends
+only on the value, so the same value masks to the same output in every table and every run
+with the same salt (joins on masked columns still join), and to something else entirely
+with another salt. `fake` seeds Faker from the digest.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+Mask = Callable[[str, bytes], str | None]
+_FAKE_KINDS = (
+    "name",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "address",
+    "city",
+    "postcode",
+    "company",
+    "user_name",
+    "text",
+    "ipv4",
+    "iban",
+    "ssn",
+)
+_local = threading.local()
+
+
+def digest(salt: bytes, value: str) -> bytes:
+    return hmac.new(salt, value.encode(), "sha256").digest()
+
+
+def _seed(key: bytes) -> int:
+    return int.from_bytes(key[:8], "big")
+
+
+def _faker() -> Any:
+    fake = getattr(_local, "faker", None)
+    if fake is None:
+        from faker import Faker
+
+        fake = _local.faker = Faker("en_US")
+    return fake
+
+
+def _digits(key: bytes, count: int, offset: int = 8) -> str:
+    return str(int.from_bytes(key[offset : offset + 8], "big") % 10**count).zfill(count)
+
+
+def _fake(kind: str, unique: bool) -> Mask:
+    if kind not in _FAKE_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(_FAKE_KINDS)}, not {kind!r}")
+
+    def mask(value: str, key: bytes) -> str:
+        tag = key[8:13].hex()
+        if kind == "email":
+            fake = _faker()
+            fake.seed_instance(_seed(key))
+            first, last = fake.first_name().lower(), fake.last_name().lower()
+            # example.com is reserved: a masked address can never reach a real person.
+            return f"{first}.{last}.{tag}@example.com"
+        if kind == "phone":
+            # 555 numbers are fictional in North America.
+            area = f"{2 + key[16] % 8}{_digits(key, 2, 17)}"  # area codes start 2-9
+            phone = f"+1-{area}-555-{_digits(key, 4)}"
+            return f"{phone} ext. {_digits(key, 6, 20)}" if unique else phone
+        if kind == "ssn":
+            return f"900-{_digits(key, 2)}-{_digits(key, 4, 16)}"  # 9xx is never issued
+        fake = _faker()
+        fake.seed_instance(_seed(key))
+        method = {"address": "street_address", "text": "sentence"}.get(kind, kind)
+        result = str(getattr(fake, method)())
+        return f"{result} {tag}" if unique else result
+
+    return mask
+
+
+def _hash(length: int = 16) -> Mask:
+    if not 4 <= length <= 64:
+        raise ValueError("length must be from 4 to 64")
+    return lambda value, key: key.hex()[:length]
+
+
+def _partial(keep: int = 4, char: str = "*") -> Mask:
+    if keep < 0 or len(char) != 1:
+        raise ValueError("keep must be 0 or more and char one character")
+
+    def mask(value: str, key: bytes) -> str:
+        shown = value[-keep:] if keep and len(value) > keep else ""
+        return char * (len(value) - len(shown)) + shown
+
+    return mask
+
+
+def _null() -> Mask:
+    return lambda value, key: None
+
+
+def _constant(value: str) -> Mask:
+    text = str(value)
+    return lambda _value, key: text
+
+
+def _date_shift(days: int = 30) -> Mask:
+    if days < 1:
+        raise ValueError("days must be at least 1")
+
+    def mask(value: str, key: bytes) -> str:
+        offset = int.from_bytes(key[:4], "big") % (2 * days) - days
+        offset = offset if offset < 0 else offset + 1  # never 0: every date moves
+        try:
+            shifted = date.fromisoformat(value[:10]) + timedelta(days=offset)
+        except ValueError:
+            return value if value in ("infinity", "-infinity") else mask_error(value)
+        return shifted.isoformat() + value[10:]
+
+    return mask
+
+
+def _noise(ratio: float = 0.1) -> Mask:
+    if not 0 < ratio < 1:
+        raise ValueError("ratio must be between 0 and 1")
+
+    def mask(value: str, key: bytes) -> str:
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            return mask_error(value)
+        factor = Decimal(int.from_bytes(key[:4], "big")) / Decimal(2**32)  # [0, 1)
+        scaled = number * (1 + Decimal(ratio) * (2 * factor - 1))
+        exponent = number.as_tuple().exponent
+        return str(scaled.quantize(Decimal(1).scaleb(exponent if isinstance(exponent, int) else 0)))
+
+    return mask
+
+
+def _regex(pattern: str, replace: str) -> Mask:
+    compiled = re.compile(pattern)
+    return lambda value, key: compiled.sub(replace, value)
+
+
+def _keep() -> Mask:
+    return lambda value, key: value
+
+
+def mask_error(value: str) -> str:
+    raise ValueError(f"cannot mask a value of this shape ({len(value)} characters)")
+
+
+RULES: dict[str, Callable[..., Mask]] = {
+    "fake": _fake,
+    "hash": _hash,
+    "partial": _partial,
+    "null": _null,
+    "constant": _constant,
+    "date_shift": _date_shift,
+    "noise": _noise,
+    "regex": _regex,
+    "keep": _keep,
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def masker(self, *, unique: bool = False) -> Mask:
+        """The function applying this rule; `unique` columns get outputs that stay unique."""
+        if self.name == "fake":
+            return _fake(
+                str(self.params.get("kind", "")), unique or bool(self.params.get("unique"))
+            )
+        return RULES[self.name](**self.params)
+
+    @property
+    def generates(self) -> bool:
+        """True when the output is made up rather than derived from the input's text."""
+        return self.name in ("fake", "hash", "null", "constant", "date_shift", "noise")
+
+
+def build_rule(name: str, params: dict[str, Any]) -> Rule:
+    """Validate a rule's parameters by building it once."""
+    rule = Rule(name, params)
+    rule.masker()
+    return rule
