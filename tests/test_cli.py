@@ -141,3 +141,76 @@ async def test_unreachable_home_for_the_server_account(tmp_path: Path) -> None:
     result = devdb(env, "list")
     assert result.returncode == 1
     assert "cannot enter" in result.stderr and "set DEVDB_HOME" in result.stderr
+
+
+POLICY = Path(__file__).parent / "data" / "chinook_policy.yml"
+
+
+async def test_policy_init_and_check(
+    cli_env: dict[str, str], chinook_dsn: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "policy.yml"
+    drafted = devdb(cli_env, "policy", "init", "--source", chinook_dsn, "--out", str(out))
+    assert drafted.returncode == 0, drafted.stderr
+    assert "11 tables" in drafted.stdout
+    text = out.read_text()
+    assert "email: {class: pii, rule: fake, kind: email}" in text
+    assert "birth_date: {class: pii, rule: date_shift, days: 180}" in text
+    assert "genre_id: internal, name: internal" in text  # a genre's name is not a person's
+    again = devdb(cli_env, "policy", "init", "--source", chinook_dsn, "--out", str(out))
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+    ok = devdb(cli_env, "policy", "check", "--source", chinook_dsn, "--policy", str(out))
+    assert ok.returncode == 0 and "covers all 11 tables" in ok.stdout
+    partial = tmp_path / "partial.yml"
+    partial.write_text(text.replace("      email: {class: pii, rule: fake, kind: email}\n", "", 1))
+    bad = devdb(cli_env, "policy", "check", "--source", chinook_dsn, "--policy", str(partial))
+    assert bad.returncode == 1
+    assert "column public.customer.email is not classified" in bad.stdout
+    assert bad.stderr.strip() == "devdb: the policy does not match the database: 1 problem(s)."
+    as_json = json.loads(
+        devdb(
+            cli_env, "--json", "policy", "check", "--source", chinook_dsn, "--policy", str(partial)
+        ).stdout
+    )
+    assert as_json["problems"] == ["column public.customer.email is not classified"]
+
+
+async def test_shrink_from_the_terminal(cli_env: dict[str, str], chinook_dsn: str) -> None:
+    made = devdb(cli_env, "--json", "shrink", "--source", chinook_dsn, "--policy", str(POLICY))
+    assert made.returncode == 0, made.stderr
+    snapshot = json.loads(made.stdout)
+    assert snapshot["tables"]["public.customer"] == 5
+    name = unique("masked")
+    refreshed = devdb(cli_env, "refresh", name, "--snapshot", snapshot["id"])
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert psql(cli_env, f"devdb-{name}", "select count(*) from invoice") == "35"
+    assert devdb(cli_env, "destroy", name).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        (["shrink", "--source", "x", "--policy", "/nonexistent.yml"], "cannot be read"),
+        (["shrink", "--policy", "p.yml"], "--source is required"),
+        (
+            [
+                "policy",
+                "check",
+                "--source",
+                "postgresql://nobody@127.0.0.1:1/none",
+                "--policy",
+                str(POLICY),
+            ],
+            "could not be reached",
+        ),
+        (["policy", "bless"], "policy takes init or check"),
+    ],
+)
+async def test_shrink_and_policy_bad_input(
+    cli_env: dict[str, str], args: list[str], sentence: str
+) -> None:
+    result = devdb(cli_env, *args)
+    assert result.returncode in (1, 2)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert sentence in result.stderr.splitlines()[0]

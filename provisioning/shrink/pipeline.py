@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import multiprocessing
 import os
 import re
 import shutil
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -26,7 +29,7 @@ from provisioning.models import ProgressEvent
 from provisioning.postgres import PgPrograms, run
 from provisioning.shrink.catalog import Catalog, Table, read_catalog
 from provisioning.shrink.policy import Policy, check_policy
-from provisioning.shrink.rewrite import TablePlan, collect_pii_values, process
+from provisioning.shrink.rewrite import TablePlan, collect_pii_values, process, split_spans
 from provisioning.shrink.scan import Findings
 from provisioning.shrink.subset import Selection, select_subset
 from provisioning.snapshots.base import SnapshotStore
@@ -79,7 +82,7 @@ def plan_table(
     for index, column in enumerate(table.columns):
         spec = entry.columns[column.name]
         if spec.masked and spec.rule is not None:
-            masks[index] = spec.rule.masker(unique=column.unique)
+            masks[index] = spec.rule
             if column.unique:
                 unique.add(index)
         if spec.classification in ("pii", "secret"):
@@ -102,6 +105,14 @@ def plan_table(
         exact_positions=tuple(exact),
         pii_positions=tuple(pii),
     )
+
+
+_SPLIT_ABOVE = 16 << 20
+
+
+def _work(plan: TablePlan) -> int:
+    start, end = plan.span or (0, plan.path.stat().st_size)
+    return end - start
 
 
 def salt_id(salt: bytes) -> str:
@@ -176,21 +187,48 @@ async def shrink(
             if name in catalog.tables
         ]
         emit(ProgressEvent(step=ShrinkStep.MASK, message="collecting the values to look for"))
-        pii_values: set[str] = set()
-        for plan in plans:
-            if plan.pii_positions:
-                pii_values |= await asyncio.to_thread(collect_pii_values, plan)
-        findings = Findings(allowed)
-        rows: dict[str, int] = {}
-        for index, plan in enumerate(plans):
-            emit(
-                ProgressEvent(
-                    step=ShrinkStep.MASK,
-                    message=f"masking and scanning {plan.name}",
-                    percent=100.0 * index / len(plans),
+        loop = asyncio.get_running_loop()
+        # Masking and scanning are CPU work in Python: one worker process per core, a table
+        # at a time each, so the GIL does not make them take turns.
+        with ProcessPoolExecutor(
+            max_workers=max(1, jobs), mp_context=multiprocessing.get_context("fork")
+        ) as pool:
+            collected = await asyncio.gather(
+                *(
+                    loop.run_in_executor(pool, collect_pii_values, plan)
+                    for plan in plans
+                    if plan.pii_positions
                 )
             )
-            rows[plan.name] = await asyncio.to_thread(process, plan, salt, pii_values, findings)
+            pii_values: set[str] = set().union(*collected)
+            emit(
+                ProgressEvent(
+                    step=ShrinkStep.MASK, message=f"masking and scanning {len(plans)} tables"
+                )
+            )
+            # Large files that are only scanned are cut into pieces the workers share; the
+            # largest work goes first, so the long one does not start last.
+            pieces = [
+                replace(plan, span=span)
+                for plan in plans
+                for span in (
+                    split_spans(plan.path, 2 * jobs)
+                    if not plan.rewrites and plan.path.stat().st_size > _SPLIT_ABOVE
+                    else [None]
+                )
+            ]
+            ordered = sorted(pieces, key=_work, reverse=True)
+            results = await asyncio.gather(
+                *(
+                    loop.run_in_executor(pool, process, plan, salt, pii_values, allowed)
+                    for plan in ordered
+                )
+            )
+        findings = Findings(allowed)
+        rows: dict[str, int] = {}
+        for plan, (kept, found) in zip(ordered, results, strict=True):
+            rows[plan.name] = rows.get(plan.name, 0) + kept
+            findings.merge(found)
         if findings.hits:
             report = [finding.line() for finding in findings.report()]
             raise PolicyViolation(

@@ -58,16 +58,38 @@ def _digits(key: bytes, count: int, offset: int = 8) -> str:
     return str(int.from_bytes(key[offset : offset + 8], "big") % 10**count).zfill(count)
 
 
+class _Words:
+    """Faker's own en_US word lists, loaded once; picks are indexed by the keyed digest."""
+
+    _lists: dict[str, tuple[str, ...]] = {}
+
+    @classmethod
+    def pick(cls, name: str, key: bytes, offset: int) -> str:
+        words = cls._lists.get(name)
+        if words is None:
+            from faker.providers.address.en_US import Provider as Address
+            from faker.providers.company.en_US import Provider as Company
+            from faker.providers.person.en_US import Provider as Person
+
+            cls._lists.update(
+                first=tuple(Person.first_names),
+                last=tuple(Person.last_names),
+                suffix=tuple(Address.street_suffixes),
+                company=tuple(Company.company_suffixes),
+            )
+            words = cls._lists[name]
+        return words[int.from_bytes(key[offset : offset + 4], "big") % len(words)]
+
+
 def _fake(kind: str, unique: bool) -> Mask:
     if kind not in _FAKE_KINDS:
         raise ValueError(f"kind must be one of {', '.join(_FAKE_KINDS)}, not {kind!r}")
 
     def mask(value: str, key: bytes) -> str:
         tag = key[8:13].hex()
+        pick = _Words.pick
         if kind == "email":
-            fake = _faker()
-            fake.seed_instance(_seed(key))
-            first, last = fake.first_name().lower(), fake.last_name().lower()
+            first, last = pick("first", key, 20).lower(), pick("last", key, 24).lower()
             # example.com is reserved: a masked address can never reach a real person.
             return f"{first}.{last}.{tag}@example.com"
         if kind == "phone":
@@ -77,9 +99,21 @@ def _fake(kind: str, unique: bool) -> Mask:
             return f"{phone} ext. {_digits(key, 6, 20)}" if unique else phone
         if kind == "ssn":
             return f"900-{_digits(key, 2)}-{_digits(key, 4, 16)}"  # 9xx is never issued
+        if kind == "postcode":
+            return _digits(key, 5)
+        if kind in ("first_name", "last_name", "name", "address", "company"):
+            first, last = pick("first", key, 20), pick("last", key, 24)
+            result = {
+                "first_name": first,
+                "last_name": last,
+                "name": f"{first} {last}",
+                "address": f"{1 + int(_digits(key, 5)) % 9999} {last} {pick('suffix', key, 28)}",
+                "company": f"{last} {pick('company', key, 12)}",
+            }[kind]
+            return f"{result} {tag}" if unique else result
         fake = _faker()
         fake.seed_instance(_seed(key))
-        method = {"address": "street_address", "text": "sentence"}.get(kind, kind)
+        method = {"text": "sentence"}.get(kind, kind)
         result = str(getattr(fake, method)())
         return f"{result} {tag}" if unique else result
 

@@ -1,0 +1,105 @@
+"""Masking rules, PII detectors and the COPY text codec, without a database."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from provisioning.shrink.copytext import decode, encode
+from provisioning.shrink.rewrite import lines, split_spans
+from provisioning.shrink.rules import Rule, digest
+from provisioning.shrink.scan import Findings, find_pii, luhn_ok, redact
+
+SALT = b"unit-salt"
+
+
+def apply(rule: Rule, value: str, salt: bytes = SALT, unique: bool = False) -> str | None:
+    return rule.masker(unique=unique)(value, digest(salt, value))
+
+
+def test_fake_values_are_deterministic_keyed_and_shaped() -> None:
+    email = Rule("fake", {"kind": "email"})
+    first = apply(email, "maria@real-mail.com")
+    assert first == apply(email, "maria@real-mail.com")
+    assert first != apply(email, "maria@real-mail.com", salt=b"other")
+    assert first != apply(email, "joao@real-mail.com")
+    assert re.fullmatch(r"[a-z]+\.[a-z]+\.[0-9a-f]{10}@example\.com", first or "")
+    phone = apply(Rule("fake", {"kind": "phone"}), "+55 11 5555 1234")
+    assert re.fullmatch(r"\+1-[2-9]\d\d-555-\d{4}", phone or "")
+    assert apply(Rule("fake", {"kind": "name"}), "Ana", unique=True) != apply(
+        Rule("fake", {"kind": "name"}), "Ana"
+    )
+    ssn = apply(Rule("fake", {"kind": "ssn"}), "123-45-6789")
+    assert ssn and ssn.startswith("900-") and not list(find_pii(ssn))
+
+
+def test_other_rules() -> None:
+    assert apply(Rule("partial", {"keep": 4}), "4111 1111 1111 1111") == "*" * 15 + "1111"
+    assert apply(Rule("partial", {"keep": 4}), "123") == "***"
+    assert apply(Rule("hash", {"length": 8}), "x") == digest(SALT, "x").hex()[:8]
+    assert apply(Rule("null"), "x") is None
+    assert apply(Rule("constant", {"value": "REDACTED"}), "x") == "REDACTED"
+    assert apply(Rule("regex", {"pattern": r"\d", "replace": "#"}), "a1b22") == "a#b##"
+    assert apply(Rule("keep"), "same") == "same"
+    shifted = apply(Rule("date_shift", {"days": 10}), "2024-02-29 13:45:00+00")
+    assert shifted and shifted != "2024-02-29 13:45:00+00" and shifted.endswith(" 13:45:00+00")
+    assert shifted == apply(Rule("date_shift", {"days": 10}), "2024-02-29 13:45:00+00")
+    noisy = apply(Rule("noise", {"ratio": 0.1}), "100.00")
+    assert noisy and re.fullmatch(r"\d+\.\d\d", noisy) and 90 <= float(noisy) <= 110
+    assert apply(Rule("noise", {"ratio": 0.5}), "42") == apply(Rule("noise", {"ratio": 0.5}), "42")
+    with pytest.raises(ValueError):
+        apply(Rule("noise", {"ratio": 0.1}), "not a number")
+
+
+@pytest.mark.parametrize(
+    ("text", "kinds"),
+    [
+        ("ssn 123-45-6789", ["ssn"]),
+        ("ssn 000-45-6789 and 900-12-3456", []),
+        ("pay 4111 1111 1111 1111 now", ["card number"]),
+        ("pay 4111111111111111", ["card number"]),
+        ("pay 4111 1111 1111 1112", []),  # fails Luhn
+        ("at 2026-11-23 15:45:59.118697+00", []),
+        ("order 20261123154559118697", []),  # a long id, not a card
+        ("call (415) 867-5309", ["phone number"]),
+        ("call +14158675309", ["phone number"]),
+        ("fictional 555-0100 and +1-212-555-0142", []),
+        ("mail ana@gmail.com", ["email"]),
+        ("mail ana@example.com or bo@corp.test", []),
+        ("iban GB82 WEST 1234 5698 7654 32", ["iban"]),
+        ("iban GB82 WEST 1234 5698 7654 33", []),
+        ("ip 10.12.84.156", []),
+    ],
+)
+def test_detectors(text: str, kinds: list[str]) -> None:
+    assert sorted(kind for kind, _ in find_pii(text)) == kinds
+
+
+def test_findings_redact_and_allow() -> None:
+    assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
+    assert redact("123-45-6789") == "***-**-6789"
+    findings = Findings([re.compile(r"\(415\) 867-5309")])
+    findings.add("t", "c", "phone number", "(415) 867-5309")
+    findings.add("t", "c", "ssn", "123-45-6789")
+    findings.add("t", "c", "ssn", "123-45-6780")
+    [only] = findings.report()
+    assert only.line() == "t.c: 2 ssn value(s), e.g. ***-**-6789"
+
+
+def test_copy_text_round_trip() -> None:
+    for value in [None, "", "plain", "tab\there", "line\nbreak", "back\\slash", "\r\x0b\x08"]:
+        assert decode(encode(value)) == value
+    assert decode("\\N") is None
+    assert decode("\\101\\x42") == "AB"
+
+
+def test_data_file_lines_split_only_on_newlines(tmp_path: Path) -> None:
+    rows = ["a\tb", "", "x\u2028y\x1cz", "é" * 3000] * 3000
+    path = tmp_path / "1.dat"
+    path.write_text("\n".join(rows) + "\n\\.\n\n\n")
+    whole = list(lines(path))
+    assert whole == [*rows, "\\.", "", ""]
+    for parts in (1, 2, 3, 7):
+        assert [line for span in split_spans(path, parts) for line in lines(path, span)] == whole
