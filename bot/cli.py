@@ -20,17 +20,15 @@ from rich.console import Console, RenderableType
 
 from bot import grammar, messages, pgservice
 from bot.terminal import TerminalProgress, environments_table, snapshots_table
-from provisioning.demo import DEMO_DATABASE, generate
+from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.errors import DevdbError, InvalidInput, PolicyViolation
 from provisioning.models import default_name
 from provisioning.runtime import Runtime, open_runtime
 from provisioning.settings import Settings
 from provisioning.shrink.classify import draft_policy, render_policy
 from provisioning.shrink.pipeline import check_source, shrink
-from provisioning.shrink.policy import load_policy, parse_policy
+from provisioning.shrink.policy import load_policy
 from provisioning.snapshots.manifest import Manifest
-
-DEMO_POLICY = Path(__file__).resolve().parents[1] / "provisioning" / "shrink" / "demo_policy.yml"
 
 
 def _manifest_dict(manifest: Manifest) -> dict[str, Any]:
@@ -117,19 +115,17 @@ class Cli:
 
     async def demo(self, scale: int) -> None:
         runtime = self.runtime
-        policy = parse_policy(DEMO_POLICY.read_text())
         with TerminalProgress(quiet=self.as_json) as progress:
-            counts = await generate(runtime.server_dsn("postgres"), scale=scale, progress=progress)
+            await generate(runtime.server_dsn("postgres"), scale=scale, progress=progress)
             manifest = await shrink(
                 runtime.server_dsn(DEMO_DATABASE),
-                policy,
+                demo_policy(),
                 runtime.snapshots,
                 runtime.programs,
                 salt=self.salt(),
                 jobs=self.settings.restore_jobs,
                 progress=progress,
             )
-        del counts
         self.emit(messages.demo_published(manifest.id, manifest.rows), _manifest_dict(manifest))
 
     async def shrink(self, command: grammar.Shrink) -> None:

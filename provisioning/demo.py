@@ -9,12 +9,20 @@ fixed seed, so the same scale gives the same data.
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import resources
 
 import asyncpg
 
 from provisioning.models import ProgressEvent, Step
+from provisioning.shrink.policy import Policy, parse_policy
 
 DEMO_DATABASE = "devdb_demo"
+
+
+def demo_policy() -> Policy:
+    """The policy that makes the demo database dev-safe (sandbox tenants, a week, masked)."""
+    return parse_policy((resources.files("provisioning.shrink") / "demo_policy.yml").read_text())
+
 
 # Rows per scale unit.
 SIZES = {

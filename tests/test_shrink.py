@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from provisioning.demo import demo_policy
 from provisioning.errors import PolicyViolation
 from provisioning.runtime import Runtime
 from provisioning.shrink.copytext import decode
@@ -18,7 +19,6 @@ from provisioning.snapshots.manifest import Manifest
 from tests.conftest import unique
 
 POLICY = Path(__file__).parent / "data" / "chinook_policy.yml"
-DEMO_POLICY = Path(__file__).parents[1] / "provisioning" / "shrink" / "demo_policy.yml"
 SALT = b"test-salt-one"
 Copier = Callable[[str], Awaitable[str]]
 
@@ -255,7 +255,7 @@ async def test_planted_personal_data_blocks_the_publish(
 
 async def test_tenant_snapshot_and_retention(runtime: Runtime, demo_snapshot: Manifest) -> None:
     demo = runtime.server_dsn("devdb_demo")
-    policy = load_policy(DEMO_POLICY)
+    policy = demo_policy()
     manifest = await shrink(
         demo, policy, runtime.snapshots, runtime.programs, salt=SALT, tenant="4"
     )
