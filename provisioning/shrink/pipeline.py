@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import multiprocessing
-import os
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -26,14 +25,14 @@ import asyncpg
 
 from provisioning.errors import InvalidInput, PolicyViolation, ProvisioningFailed
 from provisioning.models import ProgressEvent
-from provisioning.postgres import PgPrograms, run
+from provisioning.postgres import PgPrograms
 from provisioning.shrink.catalog import Catalog, Table, read_catalog
 from provisioning.shrink.policy import Policy, check_policy
 from provisioning.shrink.rewrite import TablePlan, collect_pii_values, process, split_spans
 from provisioning.shrink.scan import Findings
 from provisioning.shrink.subset import Selection, select_subset
 from provisioning.snapshots.base import SnapshotStore
-from provisioning.snapshots.dump import redact, split_password, table_data_files
+from provisioning.snapshots.dump import pg_dump, redact, table_data_files
 from provisioning.snapshots.manifest import (
     FileEntry,
     Manifest,
@@ -158,27 +157,17 @@ async def shrink(
             selection = await select_subset(conn, policy, catalog, tenant)
             emit(ProgressEvent(step=ShrinkStep.DUMP, message="dumping the source"))
             staged = await store.staging()
-            bare, password = split_password(source_dsn)
-            excluded = [f"--exclude-table-data={name}" for name in sorted(selection.dropped)]
-            result = await run(
-                [
-                    programs.path("pg_dump"),
-                    "--format=directory",
-                    f"--jobs={jobs}",
+            await pg_dump(
+                programs,
+                source_dsn,
+                staged / "dump",
+                jobs=jobs,
+                snapshot=exported,
+                options=[
                     "--compress=0",
-                    f"--snapshot={exported}",
-                    "--no-owner",
-                    "--no-privileges",
-                    *excluded,
-                    "--file",
-                    str(staged / "dump"),
-                    "--dbname",
-                    bare,
+                    *(f"--exclude-table-data={name}" for name in sorted(selection.dropped)),
                 ],
-                env={**os.environ, **({"PGPASSWORD": password} if password else {})},
             )
-        if result.returncode != 0:
-            raise ProvisioningFailed(f"pg_dump failed: {result.stderr.strip().splitlines()[-1]}")
         dump = staged / "dump"
         files = await table_data_files(programs, dump)
         plans = [

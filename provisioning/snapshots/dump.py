@@ -10,7 +10,7 @@ import asyncio
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,38 @@ async def table_data_files(programs: PgPrograms, dump_dir: Path) -> dict[str, st
     return mapping
 
 
+async def pg_dump(
+    programs: PgPrograms,
+    dsn: str,
+    target: Path,
+    *,
+    jobs: int,
+    snapshot: str,
+    options: Sequence[str] = (),
+) -> None:
+    """`pg_dump --format=directory` of `dsn` as seen by an exported snapshot, into `target`."""
+    bare, password = split_password(dsn)
+    result = await run(
+        [
+            programs.path("pg_dump"),
+            "--format=directory",
+            f"--jobs={jobs}",
+            f"--snapshot={snapshot}",
+            "--no-owner",
+            "--no-privileges",
+            *options,
+            "--file",
+            str(target),
+            "--dbname",
+            bare,
+        ],
+        env={**os.environ, **({"PGPASSWORD": password} if password else {})},
+    )
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+        raise ProvisioningFailed(f"pg_dump failed: {lines[-1]}")
+
+
 async def dump_snapshot(
     source_dsn: str,
     store: SnapshotStore,
@@ -74,8 +106,6 @@ async def dump_snapshot(
     progress: Callable[[ProgressEvent], None] | None = None,
 ) -> Manifest:
     """Dump `source_dsn` with pg_dump's directory format and publish it as a new snapshot."""
-    bare_dsn, password = split_password(source_dsn)
-    env = {"PGPASSWORD": password} if password else {}
     staged = await store.staging()
     try:
         conn = await asyncpg.connect(source_dsn)
@@ -99,23 +129,7 @@ async def dump_snapshot(
                 )
             if progress:
                 progress(ProgressEvent(step=Step.RESTORE, message="dumping the source database"))
-            result = await run(
-                [
-                    programs.path("pg_dump"),
-                    "--format=directory",
-                    f"--jobs={jobs}",
-                    f"--snapshot={exported}",
-                    "--no-owner",
-                    "--no-privileges",
-                    "--file",
-                    str(staged / "dump"),
-                    "--dbname",
-                    bare_dsn,
-                ],
-                env={**os.environ, **env},
-            )
-        if result.returncode != 0:
-            raise ProvisioningFailed(f"pg_dump failed: {result.stderr.strip().splitlines()[-1]}")
+            await pg_dump(programs, source_dsn, staged / "dump", jobs=jobs, snapshot=exported)
         dump_dir = staged / "dump"
         files = await asyncio.to_thread(describe_files, dump_dir)
         data_files = await table_data_files(programs, dump_dir)
