@@ -271,3 +271,53 @@ async def test_tenant_snapshot_and_retention(runtime: Runtime, demo_snapshot: Ma
     assert remaining == kept and deleted
     with pytest.raises(Exception, match="no tenant '99999'"):
         await shrink(demo, policy, runtime.snapshots, runtime.programs, salt=SALT, tenant="99999")
+
+
+async def test_subset_follows_multi_column_keys_several_keys_and_declared_references(
+    runtime: Runtime, scratch_copy: Copier
+) -> None:
+    source = await scratch_copy("template1")
+    conn = await asyncpg.connect(source)
+    try:
+        await conn.execute("""
+            create table region (code text, country text, name text,
+                                 primary key (country, code));
+            create table shop (id int primary key, country text, region text, is_demo bool,
+                               foreign key (country, region) references region (country, code));
+            create table transfer (id int primary key,
+                                   from_shop int not null references shop (id),
+                                   to_shop int not null references shop (id),
+                                   audit_ref int);
+            create table audit (id int primary key, note text);
+            insert into region values ('ca', 'us', 'California'), ('ny', 'us', 'New York'),
+                                      ('by', 'de', 'Bavaria'), ('be', 'de', 'Berlin');
+            insert into shop values (1, 'us', 'ca', true), (2, 'us', 'ny', false),
+                                    (3, 'de', 'by', false), (4, 'de', 'be', false);
+            insert into audit values (10, 'a'), (11, 'b'), (12, 'c');
+            insert into transfer values (100, 1, 3, 10), (101, 2, 4, 11), (102, 4, 1, 12);
+        """)
+    finally:
+        await conn.close()
+    policy = parse_policy("""
+        tables:
+          public.shop: {action: subset, root: true, where: "is_demo",
+                        columns: {id: internal, country: internal, region: internal,
+                                  is_demo: internal}}
+          public.region: {action: subset, columns: {code: internal, country: internal,
+                                                    name: internal}}
+          public.transfer: {action: subset, columns: {id: internal, from_shop: internal,
+                                                      to_shop: internal, audit_ref: internal}}
+          public.audit: {action: subset, columns: {id: internal, note: internal}}
+        references:
+          - {from: "public.transfer(audit_ref)", to: "public.audit(id)"}
+    """)
+    manifest = await shrink(source, policy, runtime.snapshots, runtime.programs, salt=SALT)
+    rows = {
+        t: sorted(r[0] for r in dump_rows(runtime, manifest, f"public.{t}"))
+        for t in ("shop", "transfer", "audit")
+    }
+    # Shop 1 is the root; both transfers touching it (one key each way) come down; they pull
+    # up the shops at their other ends (3, 4) and the audit rows named by the undeclared key.
+    assert rows == {"shop": ["1", "3", "4"], "transfer": ["100", "102"], "audit": ["10", "12"]}
+    regions = sorted((r[1], r[0]) for r in dump_rows(runtime, manifest, "public.region"))
+    assert regions == [("de", "be"), ("de", "by"), ("us", "ca")]
