@@ -19,6 +19,7 @@ import asyncpg
 from rich.console import Console, RenderableType
 
 from bot import grammar, messages, pgservice
+from bot.slack_app import build_app, serve_http, serve_socket
 from bot.terminal import TerminalProgress, environments_table, snapshots_table
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.errors import DevdbError, InvalidInput, PolicyViolation
@@ -111,6 +112,8 @@ class Cli:
                 await self.demo(scale)
             case grammar.Shrink():
                 await self.shrink(command)
+            case grammar.Serve(socket=socket, port=port):
+                await self.serve(socket, port)
         return 0
 
     async def demo(self, scale: int) -> None:
@@ -147,6 +150,22 @@ class Cli:
             messages.shrunk(manifest.id, manifest.rows, len(manifest.tables)),
             _manifest_dict(manifest),
         )
+
+    async def serve(self, socket: bool, port: int) -> None:
+        settings = self.settings
+        if not settings.slack_bot_token or not settings.slack_signing_secret:
+            raise InvalidInput("serving Slack needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET.")
+        app = build_app(
+            self.service,
+            token=settings.slack_bot_token,
+            signing_secret=settings.slack_signing_secret,
+            api_url=settings.slack_api_url,
+        )
+        if socket:
+            await serve_socket(app, settings.slack_app_token)
+        else:
+            print(messages.serving(port), file=sys.stderr, flush=True)
+            await serve_http(app, port)
 
     def salt(self) -> bytes:
         return self.runtime.service.secrets.mask_salt(self.settings.mask_salt)

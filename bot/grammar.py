@@ -31,10 +31,11 @@ USAGE = {
     "demo": "demo [--scale N]",
     "policy": "policy init --source DSN --out FILE | policy check --source DSN --policy FILE",
     "shrink": "shrink --source DSN --policy FILE [--tenant ID] [--allow REGEX ...]",
+    "serve": "serve --http [--port 3000] | serve --socket",
     "help": "help",
 }
 SHARED_COMMANDS = frozenset({"refresh", "list", "status", "destroy", "extend", "snapshots", "help"})
-TERMINAL_COMMANDS = SHARED_COMMANDS | {"demo", "policy", "shrink"}
+TERMINAL_COMMANDS = SHARED_COMMANDS | {"demo", "policy", "shrink", "serve"}
 
 
 class UsageError(InvalidInput):
@@ -104,6 +105,12 @@ class Shrink:
 
 
 @dataclass(frozen=True)
+class Serve:
+    socket: bool = False
+    port: int = 3000
+
+
+@dataclass(frozen=True)
 class Help:
     pass
 
@@ -119,6 +126,7 @@ Command = (
     | PolicyInit
     | PolicyCheck
     | Shrink
+    | Serve
     | Help
 )
 
@@ -131,6 +139,7 @@ _OPTIONS: dict[str, dict[str, bool]] = {
     "shrink": {"--source": True, "--policy": True, "--tenant": True, "--allow": True},
 }
 _REPEATABLE = {"--allow"}
+_OPTIONS["serve"] = {"--http": False, "--socket": False, "--port": True}
 _POSITIONALS = {
     "refresh": (0, 1),
     "list": (0, 0),
@@ -142,6 +151,7 @@ _POSITIONALS = {
     "help": (0, 1),
     "policy": (1, 1),
     "shrink": (0, 0),
+    "serve": (0, 0),
 }
 
 
@@ -223,6 +233,13 @@ def _build(
             source, policy = _required(options, "--source", "--policy")
             return PolicyCheck(source=source, policy=policy)
         raise InvalidInput(f"policy takes init or check, not {args[0][:20]!r}.")
+    if verb == "serve":
+        if ("--http" in options) == ("--socket" in options):
+            raise InvalidInput("serve needs exactly one of --http or --socket.")
+        raw = options.get("--port") or "3000"
+        if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+            raise InvalidInput(f"--port must be a port number, not {raw!r}.")
+        return Serve(socket="--socket" in options, port=int(raw))
     if verb == "shrink":
         source, policy = _required(options, "--source", "--policy")
         return Shrink(source=source, policy=policy, tenant=options.get("--tenant"), allow=repeated)

@@ -69,3 +69,29 @@ def interrupted() -> str:
 
 def unexpected(log: str) -> str:
     return f"something unexpected went wrong; the details are in {log}."
+
+
+SLACK_HELP = "*devdb* — private, throw-away PostgreSQL environments.\n" + "\n".join(
+    f"• `/devdb {USAGE[verb]}`"
+    for verb in ("refresh", "list", "status", "destroy", "extend", "snapshots")
+)
+
+
+def slack_usage(line: str) -> str:
+    return f"Usage: `/devdb {USAGE.get(line, line)}`"
+
+
+def refresh_started(name: str) -> str:
+    return f"Refreshing `{name}`; progress follows in this channel, the password only to you."
+
+
+def slack_status(name: str, state: str, snapshot: str | None) -> str:
+    return f"`{name}` is {state} (snapshot `{snapshot}`)."
+
+
+def not_yours(name: str, owner: str) -> str:
+    return f"`{name}` belongs to <@{owner}>; only its owner or an admin sees how to connect."
+
+
+def serving(port: int) -> str:
+    return f"Serving Slack requests on port {port} at /slack/events (Ctrl-C stops)."

@@ -45,6 +45,10 @@ class Settings:
     port_range: tuple[int, int] = (54330, 54999)
     mask_salt: str | None = None
     snapshot_retention: int = 7
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str | None = None
     pg_service_file: Path = field(default_factory=lambda: Path.home() / ".pg_service.conf")
 
     @property
@@ -85,6 +89,11 @@ class Settings:
             kwargs["user"] = user
         if (admins := pick("admins")) is not None:
             kwargs["admins"] = frozenset(a.strip() for a in admins.split(",") if a.strip())
+        for key in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"):
+            if env.get(key):  # secrets: from the environment only, never from devdb.toml
+                kwargs[key.lower()] = env[key]
+        if (raw := pick("slack_api_url")) is not None:
+            kwargs["slack_api_url"] = raw
         if (raw := env.get("DEVDB_MASK_SALT")) is not None:
             kwargs["mask_salt"] = raw  # never from devdb.toml: a salt does not belong in a file
         for key in ("quota", "restore_jobs", "snapshot_retention"):

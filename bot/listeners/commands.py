@@ -1,0 +1,128 @@
+"""The `/devdb` slash command: acknowledge at once, then call the service and answer."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import grammar, messages, pgservice, views
+from bot.slack_progress import ChannelProgress
+from bot.terminal import human_bytes
+from provisioning.errors import DevdbError
+from provisioning.models import default_name
+from provisioning.service import Service
+
+_SEEN_FOR = 600.0  # seconds a trigger id is remembered, to drop retried deliveries
+
+
+class Deduplicator:
+    """Remembers trigger ids so a retried or doubled delivery does the work once."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
+
+    def first(self, key: str) -> bool:
+        now = time.monotonic()
+        self.seen = {k: t for k, t in self.seen.items() if now - t < _SEEN_FOR}
+        if key in self.seen:
+            return False
+        self.seen[key] = now
+        return True
+
+
+def register(app: AsyncApp, service: Service) -> None:
+    dedupe = Deduplicator()
+
+    @app.command("/devdb")
+    async def devdb(
+        ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
+        try:
+            parsed = grammar.parse(
+                grammar.split(command.get("text", "")), allowed=grammar.SHARED_COMMANDS
+            )
+        except grammar.UsageError as exc:
+            await ack(response_type="ephemeral", text=f"{exc}\n{messages.slack_usage(exc.usage)}")
+            return
+        if isinstance(parsed, grammar.Help):
+            await ack(response_type="ephemeral", text=messages.SLACK_HELP)
+            return
+        if not dedupe.first(command.get("trigger_id") or repr(sorted(command.items()))):
+            await ack()
+            return
+        user = command["user_id"]
+        if isinstance(parsed, grammar.Refresh):
+            name = parsed.name or default_name(command.get("user_name") or user)
+            await ack(response_type="ephemeral", text=messages.refresh_started(name))
+            await refresh(service, client, command["channel_id"], user, name, parsed)
+            return
+        await ack()
+        try:
+            await answer(service, parsed, user, command.get("user_name") or user, respond)
+        except DevdbError as exc:
+            await respond(response_type="ephemeral", text=str(exc))
+
+
+async def refresh(
+    service: Service,
+    client: AsyncWebClient,
+    channel: str,
+    user: str,
+    name: str,
+    command: grammar.Refresh,
+) -> None:
+    progress = ChannelProgress(client, channel, name, user)
+    try:
+        view = await service.refresh(
+            user, name, snapshot=command.snapshot, ttl=command.ttl, progress=progress
+        )
+    except DevdbError as exc:
+        if progress.event is None:
+            await client.chat_postEphemeral(channel=channel, user=user, text=str(exc))
+        else:
+            await progress.finish(failed=str(exc))
+        return
+    await progress.finish()
+    assert view.endpoint is not None
+    await client.chat_postEphemeral(
+        channel=channel,
+        user=user,
+        text=f"Connection details for {name}",
+        blocks=views.connection_blocks(name, view.endpoint, pgservice.section_name(name)),
+    )
+
+
+async def answer(
+    service: Service, command: grammar.Command, user: str, user_name: str, respond: AsyncRespond
+) -> None:
+    match command:
+        case grammar.ListEnvironments(everyone=everyone):
+            found = await service.list(user, everyone=everyone)
+            await respond(
+                response_type="ephemeral", text="Environments", blocks=views.list_blocks(found)
+            )
+        case grammar.Status(name=name):
+            view = await service.status(user, name or default_name(user_name))
+            text = messages.slack_status(view.env.name, view.env.state.value, view.env.snapshot_id)
+            blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+            if view.endpoint is not None:
+                blocks += views.connection_blocks(
+                    view.env.name, view.endpoint, pgservice.section_name(view.env.name)
+                )
+            await respond(response_type="ephemeral", text=text, blocks=blocks)
+        case grammar.Destroy(name=name):
+            env = await service.destroy(user, name)
+            await respond(response_type="ephemeral", text=messages.destroyed(env.name))
+        case grammar.Extend(name=name, by=by):
+            env = await service.extend(user, name, by)
+            await respond(
+                response_type="ephemeral",
+                text=messages.extended(env.name, f"{env.expires_at:%Y-%m-%d %H:%M} UTC"),
+            )
+        case grammar.Snapshots():
+            manifests = await service.list_snapshots()
+            lines = [f"• `{m.id}` · {m.rows:,} rows · {human_bytes(m.size)}" for m in manifests]
+            await respond(response_type="ephemeral", text="\n".join(lines) or "No snapshots yet.")

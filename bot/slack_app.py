@@ -1,0 +1,70 @@
+"""The Slack app: a Bolt AsyncApp with devdb's listeners, served over HTTP or Socket Mode."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.listeners import actions, commands
+from provisioning.errors import InvalidInput
+from provisioning.service import Service
+
+DEFAULT_API_URL = "https://slack.com/api/"
+
+
+def build_app(
+    service: Service, *, token: str, signing_secret: str, api_url: str | None = None
+) -> AsyncApp:
+    client = AsyncWebClient(
+        token=token,
+        base_url=api_url or DEFAULT_API_URL,
+        # 429s wait for Retry-After and go again rather than being lost.
+        retry_handlers=[
+            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+    app = AsyncApp(signing_secret=signing_secret, client=client)
+
+    @app.middleware
+    async def drop_retries(
+        req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse:
+        # Slack redelivers when an ack is late; the first delivery is already doing the work.
+        if req.headers.get("x-slack-retry-num"):
+            return BoltResponse(status=200, body="")
+        return await next()
+
+    commands.register(app, service)
+    actions.register(app, service)
+    return app
+
+
+async def serve_http(app: AsyncApp, port: int, host: str = "0.0.0.0") -> None:
+    """Serve Slack's requests at /slack/events until cancelled."""
+    runner = web.AppRunner(app.web_app(path="/slack/events", port=port))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+async def serve_socket(app: AsyncApp, app_token: str | None) -> None:
+    """Serve over Socket Mode (no public URL needed) until cancelled."""
+    if not app_token:
+        raise InvalidInput("Socket Mode needs SLACK_APP_TOKEN (an xapp- token).")
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    await AsyncSocketModeHandler(app, app_token).start_async()  # type: ignore[no-untyped-call]

@@ -1,0 +1,135 @@
+"""Block Kit for the Slack front end: the progress message, connection details, lists."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.terminal import human_bytes
+from provisioning.durations import format_duration
+from provisioning.models import STEPS, Endpoint, ProgressEvent, Step
+from provisioning.service import EnvironmentView
+
+Blocks = list[dict[str, Any]]
+_BAR = 20
+
+
+def _text(markdown: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": markdown}}
+
+
+def bar(percent: float) -> str:
+    filled = round(_BAR * max(0.0, min(100.0, percent)) / 100)
+    return "█" * filled + "░" * (_BAR - filled)
+
+
+def progress_blocks(
+    name: str,
+    owner: str,
+    event: ProgressEvent | None,
+    done: set[Step],
+    failed: str | None = None,
+    ready: bool = False,
+) -> Blocks:
+    """The one channel message a refresh edits as it goes. Never holds a secret."""
+    current = event.step if event else None
+    lines = []
+    for step in STEPS:
+        if step in done or ready:
+            mark = "✅"
+        elif failed and step == current:
+            mark = "❌"
+        elif step == current:
+            mark = "⏳"
+        else:
+            mark = "▫️"
+        lines.append(f"{mark} {step.value}")
+    title = f"*Refreshing `{name}`* for <@{owner}>"
+    if ready:
+        title = f"*`{name}` is ready* for <@{owner}>"
+    if failed:
+        title = f"*Refresh of `{name}` failed*: {failed}"
+    blocks: Blocks = [_text(title), _text("  ".join(lines))]
+    if event is not None and not ready and not failed:
+        detail = f"`{bar(event.percent or 0.0)}` {event.percent or 0.0:.0f}% · {event.message}"
+        if event.bytes_total:
+            detail += f" · {human_bytes(event.bytes_done or 0)} / {human_bytes(event.bytes_total)}"
+        if event.eta_seconds:
+            detail += f" · ETA {int(event.eta_seconds)}s"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": detail}]})
+    if ready:
+        blocks.append(environment_buttons(name))
+    return blocks
+
+
+def environment_buttons(name: str) -> dict[str, Any]:
+    return {
+        "type": "actions",
+        "block_id": f"env:{name}",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": "extend",
+                "value": name,
+                "text": {"type": "plain_text", "text": "Extend 4h"},
+            },
+            {
+                "type": "button",
+                "action_id": "details",
+                "value": name,
+                "text": {"type": "plain_text", "text": "Connection details"},
+            },
+            {
+                "type": "button",
+                "action_id": "destroy",
+                "value": name,
+                "style": "danger",
+                "text": {"type": "plain_text", "text": "Destroy"},
+                "confirm": {
+                    "title": {"type": "plain_text", "text": f"Destroy {name}?"},
+                    "text": {
+                        "type": "mrkdwn",
+                        "text": "Its database and everything in it go away.",
+                    },
+                    "confirm": {"type": "plain_text", "text": "Destroy"},
+                    "deny": {"type": "plain_text", "text": "Keep"},
+                },
+            },
+        ],
+    }
+
+
+def connection_blocks(name: str, endpoint: Endpoint, service: str) -> Blocks:
+    """For the requester only (ephemeral or DM)."""
+    conf = "\n".join(
+        [
+            f"[{service}]",
+            f"host={endpoint.host}",
+            f"port={endpoint.port}",
+            f"dbname={endpoint.database}",
+            f"user={endpoint.user}",
+            f"password={endpoint.password}",
+        ]
+    )
+    return [
+        _text(f"*Connection details for `{name}`* (only you can see this)"),
+        _text(f'```psql "{endpoint.dsn}"```'),
+        _text(f"`~/.pg_service.conf`:\n```{conf}```"),
+    ]
+
+
+def list_blocks(views: list[EnvironmentView]) -> Blocks:
+    if not views:
+        return [_text("No environments. Make one with `/devdb refresh`.")]
+    now = datetime.now(UTC)
+    rows = []
+    for view in views:
+        env = view.env
+        idle = view.idle_for(now)
+        rows.append(
+            f"• `{env.name}` <@{env.owner}> {env.kind} · snapshot `{env.snapshot_id}` · "
+            f"{env.state.value} · age {format_duration(now - env.created_at)} · idle "
+            f"{format_duration(idle) if idle else '-'} · expires in "
+            f"{format_duration(env.expires_at - now)} · ${view.cost:.2f}"
+        )
+    return [_text("\n".join(rows))]

@@ -1,0 +1,277 @@
+"""The Slack front end over real HTTP: signed requests in, a local fake Web API recording out."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bot.slack_app import build_app
+from provisioning.runtime import Runtime
+from provisioning.snapshots.manifest import Manifest
+from tests.conftest import unique
+
+SECRET = "test-signing-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class FakeSlack:
+    """Slack's Web API and response_url endpoints, recording every call."""
+
+    port: int
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def response_url(self, key: str) -> str:
+        return f"http://127.0.0.1:{self.port}/respond/{key}"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.content_type == "application/json":
+            data = await request.json()
+        else:
+            data = dict(await request.post())
+        method = request.match_info.get("method") or "respond:" + request.match_info["key"]
+        self.calls.append((method, data))
+        reply: dict[str, Any] = {"ok": True}
+        if method == "auth.test":
+            reply |= {
+                "user_id": "UBOT",
+                "bot_id": "BBOT",
+                "team_id": "T1",
+                "user": "devdb",
+                "team": "test",
+                "url": "https://test.slack.com/",
+            }
+        elif method == "chat.postMessage":
+            reply |= {"ts": f"{len(self.calls)}.0001", "channel": data.get("channel")}
+        return web.json_response(reply)
+
+    def of(self, method: str) -> list[dict[str, Any]]:
+        return [data for name, data in self.calls if name == method]
+
+    async def wait_for(self, method: str, timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while not self.of(method):
+            assert time.monotonic() < deadline, f"no {method} call: {self.calls}"
+            await asyncio.sleep(0.05)
+        return self.of(method)[-1]
+
+
+@dataclass
+class SlackRig:
+    fake: FakeSlack
+    url: str
+    session: aiohttp.ClientSession
+
+    async def post(
+        self,
+        body: str,
+        *,
+        timestamp: int | None = None,
+        sign: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> aiohttp.ClientResponse:
+        stamp = str(timestamp or int(time.time()))
+        signature = (
+            "v0="
+            + hmac.new(SECRET.encode(), f"v0:{stamp}:{body}".encode(), hashlib.sha256).hexdigest()
+        )
+        sent = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": stamp,
+            **(headers or {}),
+        }
+        if sign:
+            sent["X-Slack-Signature"] = signature
+        async with self.session.post(self.url, data=body.encode(), headers=sent) as response:
+            await response.read()
+            return response
+
+    def command(self, user: str, text: str, trigger: str | None = None) -> str:
+        return urlencode(
+            {
+                "token": "x",
+                "team_id": "T1",
+                "channel_id": "C1",
+                "user_id": user,
+                "user_name": user,
+                "command": "/devdb",
+                "text": text,
+                "response_url": self.fake.response_url(unique("cmd")),
+                "trigger_id": trigger or unique("trigger"),
+            }
+        )
+
+    def click(self, user: str, action: str, name: str) -> str:
+        payload = {
+            "type": "block_actions",
+            "team": {"id": "T1"},
+            "user": {"id": user},
+            "channel": {"id": "C1"},
+            "trigger_id": unique("trigger"),
+            "response_url": self.fake.response_url(unique("click")),
+            "actions": [
+                {
+                    "action_id": action,
+                    "block_id": f"env:{name}",
+                    "value": name,
+                    "type": "button",
+                    "action_ts": str(time.time()),
+                }
+            ],
+        }
+        return urlencode({"payload": json.dumps(payload)})
+
+
+@pytest.fixture
+async def slack(runtime: Runtime) -> AsyncIterator[SlackRig]:
+    fake = FakeSlack(free_port())
+    fake_app = web.Application()
+    fake_app.router.add_post("/api/{method}", fake.handle)
+    fake_app.router.add_post("/respond/{key}", fake.handle)
+    fake_runner = web.AppRunner(fake_app)
+    await fake_runner.setup()
+    await web.TCPSite(fake_runner, "127.0.0.1", fake.port).start()
+    port = free_port()
+    app = build_app(runtime.service, token="xoxb-test", signing_secret=SECRET, api_url=fake.api_url)
+    runner = web.AppRunner(app.web_app(path="/slack/events", port=port))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    async with aiohttp.ClientSession() as session:
+        yield SlackRig(fake, f"http://127.0.0.1:{port}/slack/events", session)
+    await runner.cleanup()
+    await fake_runner.cleanup()
+
+
+async def test_unsigned_or_stale_requests_are_refused(slack: SlackRig) -> None:
+    body = slack.command("U1", "help")
+    assert (await slack.post(body, sign=False)).status == 401
+    assert (await slack.post(body, timestamp=int(time.time()) - 3600)).status == 401
+    assert (await slack.post(body)).status == 200
+
+
+async def test_bad_input_gets_an_ephemeral_sentence_and_usage(slack: SlackRig) -> None:
+    body = slack.command("U1", "extend x soon")
+    async with slack.session.post(slack.url, data=body.encode(), headers=_signed(body)) as r:
+        reply = await r.json()
+    assert reply["response_type"] == "ephemeral"
+    assert reply["text"].splitlines() == [
+        "'soon' is not a duration: use a number and a unit, like 30m, 4h or 2d.",
+        "Usage: `/devdb extend NAME DURATION`",
+    ]
+    unknown = slack.command("U1", "demo")
+    async with slack.session.post(slack.url, data=unknown.encode(), headers=_signed(unknown)) as r:
+        assert "unknown command 'demo'" in (await r.json())["text"]
+
+
+def _signed(body: str) -> dict[str, str]:
+    stamp = str(int(time.time()))
+    return {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": "v0="
+        + hmac.new(SECRET.encode(), f"v0:{stamp}:{body}".encode(), hashlib.sha256).hexdigest(),
+    }
+
+
+async def test_refresh_shows_progress_in_channel_and_secrets_only_to_requester(
+    slack: SlackRig, runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    user = unique("U")
+    name = unique("slack")
+    started = time.monotonic()
+    response = await slack.post(
+        slack.command(user, f"refresh {name} --snapshot {demo_snapshot.id}")
+    )
+    assert response.status == 200 and time.monotonic() - started < 3
+    details = await slack.fake.wait_for("chat.postEphemeral")
+    status = await runtime.service.status(user, name)
+    assert status.endpoint is not None
+    password = status.endpoint.password
+    assert details["user"] == user and password in json.dumps(details)
+    posted = slack.fake.of("chat.postMessage")
+    updates = slack.fake.of("chat.update")
+    assert len(posted) == 1 and posted[0]["channel"] == "C1"
+    assert updates and all(u["ts"] == updates[0]["ts"] for u in updates)
+    assert "is ready" in json.dumps(updates[-1])
+    for message in posted + updates:
+        assert password not in json.dumps(message), "no channel message carries the password"
+    await runtime.service.destroy(user, name)
+
+
+async def test_a_retried_command_makes_one_environment(
+    slack: SlackRig, runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    user = unique("U")
+    name = unique("retry")
+    body = slack.command(user, f"refresh {name} --snapshot {demo_snapshot.id}", "T-fixed")
+    first = asyncio.ensure_future(slack.post(body))
+    await asyncio.sleep(0.2)
+    assert (
+        await slack.post(
+            body, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+        )
+    ).status == 200
+    assert (await slack.post(body)).status == 200  # the same delivery without the header
+    await first
+    await slack.fake.wait_for("chat.postEphemeral")
+    await asyncio.sleep(0.5)
+    assert len(slack.fake.of("chat.postMessage")) == 1
+    assert [v.env.name for v in await runtime.service.list(user)] == [name]
+    await runtime.service.destroy(user, name)
+
+
+async def test_buttons_respect_ownership(
+    slack: SlackRig, runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    owner = unique("U")
+    name = unique("buttons")
+    view = await runtime.service.refresh(owner, name, snapshot=demo_snapshot.id)
+    assert view.endpoint is not None
+
+    async def click(user: str, action: str) -> dict[str, Any]:
+        """Click, then wait for the reply that click sends to its response_url."""
+        replies = [data for method, data in slack.fake.calls if method.startswith("respond:")]
+        assert (await slack.post(slack.click(user, action, name))).status == 200
+        deadline = time.monotonic() + 30
+        while True:
+            now = [data for method, data in slack.fake.calls if method.startswith("respond:")]
+            if len(now) > len(replies):
+                return now[-1]
+            assert time.monotonic() < deadline, f"no reply to {user}'s {action}"
+            await asyncio.sleep(0.05)
+
+    for action in ("destroy", "extend", "details"):
+        reply = await click("mallory", action)
+        assert reply["response_type"] == "ephemeral" and "belongs to" in reply["text"]
+        assert view.endpoint.password not in json.dumps(reply)
+    assert view.endpoint.password in json.dumps(await click(owner, "details"))
+    assert "now expires at" in (await click("boss", "extend"))["text"]
+    await slack.post(slack.click("boss", "destroy", name))
+    deadline = time.monotonic() + 30
+    while await runtime.service.list(owner):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    async with runtime.store.connection() as tx:
+        audit = [(a["actor"], a["action"], a["result"]) for a in await tx.audit_entries(name)]
+    assert ("mallory", "destroy", "refused") in audit and ("boss", "destroy", "destroyed") in audit
