@@ -95,3 +95,11 @@ def not_yours(name: str, owner: str) -> str:
 
 def serving(port: int) -> str:
     return f"Serving Slack requests on port {port} at /slack/events (Ctrl-C stops)."
+
+
+def reap_warning(name: str, reason: str) -> str:
+    return f"{name} will be destroyed in 30 minutes: {reason}."
+
+
+def kept(name: str, until: str) -> str:
+    return f"Kept `{name}`: it now expires at {until}."

@@ -15,7 +15,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.listeners import actions, commands
+from bot.listeners import actions, commands, home
 from provisioning.errors import InvalidInput
 from provisioning.service import Service
 
@@ -47,6 +47,7 @@ def build_app(
 
     commands.register(app, service)
     actions.register(app, service)
+    home.register(app, service)
     return app
 
 

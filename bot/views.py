@@ -9,6 +9,7 @@ from bot.terminal import human_bytes
 from provisioning.durations import format_duration
 from provisioning.models import STEPS, Endpoint, ProgressEvent, Step
 from provisioning.service import EnvironmentView
+from provisioning.snapshots.manifest import Manifest
 
 Blocks = list[dict[str, Any]]
 _BAR = 20
@@ -133,3 +134,47 @@ def list_blocks(views: list[EnvironmentView]) -> Blocks:
             f"{format_duration(env.expires_at - now)} · ${view.cost:.2f}"
         )
     return [_text("\n".join(rows))]
+
+
+def home_blocks(mine: list[EnvironmentView], latest: Manifest | None) -> Blocks:
+    """The App Home tab: the viewer's environments, each with its buttons."""
+    blocks: Blocks = [{"type": "header", "text": {"type": "plain_text", "text": "devdb"}}]
+    if latest is not None:
+        blocks.append(
+            _text(
+                f"Latest snapshot `{latest.id}` · {latest.rows:,} rows · {human_bytes(latest.size)}"
+            )
+        )
+    if not mine:
+        blocks.append(_text("You have no environments. Make one with `/devdb refresh`."))
+    for view in mine:
+        blocks += list_blocks([view])
+        if view.env.state.value == "ready":
+            blocks.append(environment_buttons(view.env.name))
+    return blocks
+
+
+def reap_warning_blocks(name: str, reason: str) -> Blocks:
+    return [
+        _text(f"`{name}` will be destroyed in 30 minutes: {reason}."),
+        {
+            "type": "actions",
+            "block_id": f"reap:{name}",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "keep",
+                    "value": name,
+                    "style": "primary",
+                    "text": {"type": "plain_text", "text": "Keep it"},
+                },
+                {
+                    "type": "button",
+                    "action_id": "destroy",
+                    "value": name,
+                    "style": "danger",
+                    "text": {"type": "plain_text", "text": "Destroy now"},
+                },
+            ],
+        },
+    ]

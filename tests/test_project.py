@@ -19,6 +19,10 @@ def test_slack_manifest_is_valid() -> None:
     assert all(len(c["description"]) <= 100 for c in commands)
     assert "commands" in manifest["oauth_config"]["scopes"]["bot"]
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
+    assert manifest["settings"]["socket_mode_enabled"] is True
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    assert "app_home_opened" in manifest["settings"]["event_subscriptions"]["bot_events"]
+    assert {"chat:write", "im:write"} <= set(manifest["oauth_config"]["scopes"]["bot"])
 
 
 def test_image_runs_as_an_unprivileged_user() -> None:

@@ -16,7 +16,9 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 from aiohttp import web
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.listeners.home import warn_owner
 from bot.slack_app import build_app
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
@@ -37,6 +39,7 @@ class FakeSlack:
 
     port: int
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    rate_limit_once: set[str] = field(default_factory=set)
 
     @property
     def api_url(self) -> str:
@@ -52,6 +55,11 @@ class FakeSlack:
             data = dict(await request.post())
         method = request.match_info.get("method") or "respond:" + request.match_info["key"]
         self.calls.append((method, data))
+        if method in self.rate_limit_once:
+            self.rate_limit_once.discard(method)
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "1"}
+            )
         reply: dict[str, Any] = {"ok": True}
         if method == "auth.test":
             reply |= {
@@ -90,6 +98,7 @@ class SlackRig:
         timestamp: int | None = None,
         sign: bool = True,
         headers: dict[str, str] | None = None,
+        content_type: str = "application/x-www-form-urlencoded",
     ) -> aiohttp.ClientResponse:
         stamp = str(timestamp or int(time.time()))
         signature = (
@@ -97,7 +106,7 @@ class SlackRig:
             + hmac.new(SECRET.encode(), f"v0:{stamp}:{body}".encode(), hashlib.sha256).hexdigest()
         )
         sent = {
-            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Type": content_type,
             "X-Slack-Request-Timestamp": stamp,
             **(headers or {}),
         }
@@ -275,3 +284,57 @@ async def test_buttons_respect_ownership(
     async with runtime.store.connection() as tx:
         audit = [(a["actor"], a["action"], a["result"]) for a in await tx.audit_entries(name)]
     assert ("mallory", "destroy", "refused") in audit and ("boss", "destroy", "destroyed") in audit
+
+
+async def test_rate_limited_calls_are_retried_not_lost(
+    slack: SlackRig, runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    slack.fake.rate_limit_once.add("chat.postMessage")
+    user = unique("U")
+    name = unique("ratelimit")
+    await slack.post(slack.command(user, f"refresh {name} --snapshot {demo_snapshot.id}"))
+    await slack.fake.wait_for("chat.postEphemeral")
+    assert len(slack.fake.of("chat.postMessage")) == 2, "the 429 was retried"
+    assert "is ready" in json.dumps(slack.fake.of("chat.update")[-1])
+    await runtime.service.destroy(user, name)
+
+
+async def test_app_home_and_reaper_warning(
+    slack: SlackRig, runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    owner = unique("U")
+    name = unique("home")
+    view = await runtime.service.refresh(owner, name, snapshot=demo_snapshot.id)
+    event = {
+        "token": "x",
+        "team_id": "T1",
+        "api_app_id": "A1",
+        "type": "event_callback",
+        "event_id": unique("Ev"),
+        "event_time": int(time.time()),
+        "event": {
+            "type": "app_home_opened",
+            "user": owner,
+            "channel": "D1",
+            "tab": "home",
+            "event_ts": str(time.time()),
+        },
+    }
+    response = await slack.post(json.dumps(event), content_type="application/json")
+    assert response.status == 200
+    home = await slack.fake.wait_for("views.publish")
+    assert home["user_id"] == owner
+    text = json.dumps(home["view"])
+    assert name in text and '"action_id": "destroy"' in text and "Latest snapshot" in text
+
+    client = AsyncWebClient(token="xoxb-test", base_url=slack.fake.api_url)
+    await warn_owner(client, view.env, "idle for 4h")
+    warning = slack.fake.of("chat.postMessage")[-1]
+    assert warning["channel"] == owner and '"action_id": "keep"' in json.dumps(warning)
+    before = (await runtime.service.status(owner, name)).env.expires_at
+    await slack.post(slack.click(owner, "keep", name))
+    deadline = time.monotonic() + 30
+    while (await runtime.service.status(owner, name)).env.expires_at == before:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await runtime.service.destroy(owner, name)

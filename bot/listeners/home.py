@@ -1,0 +1,55 @@
+"""The App Home tab (your environments with their buttons, the latest snapshot) and the
+reaper's warning DM with its Keep / Destroy buttons."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import messages, views
+from provisioning.errors import DevdbError, NotFound
+from provisioning.models import Environment
+from provisioning.service import Service
+
+KEEP_FOR = timedelta(hours=4)
+
+
+async def publish_home(client: AsyncWebClient, service: Service, user: str) -> None:
+    mine = await service.list(user)
+    try:
+        latest = await service.snapshots.latest()
+    except NotFound:
+        latest = None
+    await client.views_publish(
+        user_id=user, view={"type": "home", "blocks": views.home_blocks(mine, latest)}
+    )
+
+
+async def warn_owner(client: AsyncWebClient, env: Environment, reason: str) -> None:
+    """DM the owner that `env` is about to be reaped (the scheduler calls this)."""
+    await client.chat_postMessage(
+        channel=env.owner,
+        text=messages.reap_warning(env.name, reason),
+        blocks=views.reap_warning_blocks(env.name, reason),
+    )
+
+
+def register(app: AsyncApp, service: Service) -> None:
+    @app.event("app_home_opened")
+    async def home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
+        if event.get("tab", "home") == "home":
+            await publish_home(client, service, event["user"])
+
+    @app.action("keep")
+    async def keep(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        user, name = body["user"]["id"], body["actions"][0]["value"]
+        try:
+            env = await service.extend(user, name, KEEP_FOR)
+            text = messages.kept(env.name, f"{env.expires_at:%Y-%m-%d %H:%M} UTC")
+        except DevdbError as exc:
+            text = str(exc)
+        await respond(replace_original=True, text=text)
