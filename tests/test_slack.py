@@ -6,7 +6,9 @@ import asyncio
 import hashlib
 import hmac
 import json
+import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -338,3 +340,58 @@ async def test_app_home_and_reaper_warning(
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     await runtime.service.destroy(owner, name)
+
+
+async def test_devdb_serve_http_runs_a_refresh_end_to_end(
+    runtime: Runtime, cli_env: dict[str, str], demo_snapshot: Manifest
+) -> None:
+    fake = FakeSlack(free_port())
+    fake_app = web.Application()
+    fake_app.router.add_post("/api/{method}", fake.handle)
+    fake_app.router.add_post("/respond/{key}", fake.handle)
+    fake_runner = web.AppRunner(fake_app)
+    await fake_runner.setup()
+    await web.TCPSite(fake_runner, "127.0.0.1", fake.port).start()
+    port = free_port()
+    env = {
+        **cli_env,
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "DEVDB_SLACK_API_URL": fake.api_url,
+    }
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "serve",
+        "--http",
+        "--port",
+        str(port),
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert server.stderr is not None
+        line = b""
+        while f"port {port}".encode() not in line:
+            line = await asyncio.wait_for(server.stderr.readline(), 60)
+            assert line, "devdb serve exited"
+        async with aiohttp.ClientSession() as session:
+            rig = SlackRig(fake, f"http://127.0.0.1:{port}/slack/events", session)
+            user = unique("U")
+            name = unique("served")
+            started = time.monotonic()
+            response = await rig.post(
+                rig.command(user, f"refresh {name} --snapshot {demo_snapshot.id}")
+            )
+            assert response.status == 200 and time.monotonic() - started < 3
+            details = await fake.wait_for("chat.postEphemeral")
+        status = await runtime.service.status(user, name)
+        assert status.endpoint is not None and status.endpoint.password in json.dumps(details)
+        updates = fake.of("chat.update")
+        assert fake.of("chat.postMessage") and "is ready" in json.dumps(updates[-1])
+        await runtime.service.destroy(user, name)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(server.wait(), 30)
+        await fake_runner.cleanup()
