@@ -19,7 +19,7 @@ import asyncpg
 from rich.console import Console, RenderableType
 
 from bot import grammar, messages, pgservice
-from bot.slack_app import build_app, serve_http, serve_socket
+from bot.slack_app import build_app, keep_admins_fresh, serve_http, serve_socket
 from bot.terminal import TerminalProgress, environments_table, snapshots_table
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.errors import DevdbError, InvalidInput, PolicyViolation
@@ -161,11 +161,17 @@ class Cli:
             signing_secret=settings.slack_signing_secret,
             api_url=settings.slack_api_url,
         )
-        if socket:
-            await serve_socket(app, settings.slack_app_token)
-        else:
-            print(messages.serving(port), file=sys.stderr, flush=True)
-            await serve_http(app, port)
+        admins = asyncio.ensure_future(
+            keep_admins_fresh(app, self.service, settings.slack_admin_group)
+        )
+        try:
+            if socket:
+                await serve_socket(app, settings.slack_app_token)
+            else:
+                print(messages.serving(port), file=sys.stderr, flush=True)
+                await serve_http(app, port)
+        finally:
+            admins.cancel()
 
     def salt(self) -> bytes:
         return self.runtime.service.secrets.mask_salt(self.settings.mask_salt)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
@@ -49,6 +51,30 @@ def build_app(
     actions.register(app, service)
     home.register(app, service)
     return app
+
+
+ADMIN_GROUP_EVERY = 300.0
+
+
+async def refresh_admins(
+    client: AsyncWebClient, service: Service, group: str, configured: frozenset[str]
+) -> frozenset[str]:
+    """Admins are the configured user ids plus the members of a Slack user group."""
+    reply = await client.usergroups_users_list(usergroup=group)
+    admins = configured | frozenset(reply.get("users") or [])
+    service.policy = replace(service.policy, admins=admins)
+    return admins
+
+
+async def keep_admins_fresh(app: AsyncApp, service: Service, group: str | None) -> None:
+    """Re-read the admin group every few minutes while serving."""
+    if not group:
+        return
+    configured = service.policy.admins
+    while True:
+        with contextlib.suppress(Exception):  # Slack unreachable: keep the last answer
+            await refresh_admins(app.client, service, group, configured)
+        await asyncio.sleep(ADMIN_GROUP_EVERY)
 
 
 async def serve_http(app: AsyncApp, port: int, host: str = "0.0.0.0") -> None:

@@ -119,7 +119,9 @@ def connection_blocks(name: str, endpoint: Endpoint, service: str) -> Blocks:
     ]
 
 
-def list_blocks(views: list[EnvironmentView]) -> Blocks:
+def list_blocks(
+    views: list[EnvironmentView], snapshot_created: dict[str, datetime] | None = None
+) -> Blocks:
     if not views:
         return [_text("No environments. Make one with `/devdb refresh`.")]
     now = datetime.now(UTC)
@@ -127,8 +129,10 @@ def list_blocks(views: list[EnvironmentView]) -> Blocks:
     for view in views:
         env = view.env
         idle = view.idle_for(now)
+        made = (snapshot_created or {}).get(env.snapshot_id or "")
+        age = f" ({format_duration(now - made)} old)" if made else ""
         rows.append(
-            f"• `{env.name}` <@{env.owner}> {env.kind} · snapshot `{env.snapshot_id}` · "
+            f"• `{env.name}` <@{env.owner}> {env.kind} · snapshot `{env.snapshot_id}`{age} · "
             f"{env.state.value} · age {format_duration(now - env.created_at)} · idle "
             f"{format_duration(idle) if idle else '-'} · expires in "
             f"{format_duration(env.expires_at - now)} · ${view.cost:.2f}"

@@ -49,6 +49,7 @@ class Settings:
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None
     slack_api_url: str | None = None
+    slack_admin_group: str | None = None
     pg_service_file: Path = field(default_factory=lambda: Path.home() / ".pg_service.conf")
 
     @property
@@ -94,6 +95,8 @@ class Settings:
                 kwargs[key.lower()] = env[key]
         if (raw := pick("slack_api_url")) is not None:
             kwargs["slack_api_url"] = raw
+        if (raw := pick("admin_group")) is not None:
+            kwargs["slack_admin_group"] = raw
         if (raw := env.get("DEVDB_MASK_SALT")) is not None:
             kwargs["mask_salt"] = raw  # never from devdb.toml: a salt does not belong in a file
         for key in ("quota", "restore_jobs", "snapshot_retention"):

@@ -21,7 +21,7 @@ from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners.home import warn_owner
-from bot.slack_app import build_app
+from bot.slack_app import build_app, refresh_admins
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
 from tests.conftest import unique
@@ -51,7 +51,9 @@ class FakeSlack:
         return f"http://127.0.0.1:{self.port}/respond/{key}"
 
     async def handle(self, request: web.Request) -> web.Response:
-        if request.content_type == "application/json":
+        if request.method == "GET":
+            data: dict[str, Any] = dict(request.query)
+        elif request.content_type == "application/json":
             data = await request.json()
         else:
             data = dict(await request.post())
@@ -72,6 +74,8 @@ class FakeSlack:
                 "team": "test",
                 "url": "https://test.slack.com/",
             }
+        elif method == "usergroups.users.list":
+            reply |= {"users": ["UGROUP1", "UGROUP2"]}
         elif method == "chat.postMessage":
             reply |= {"ts": f"{len(self.calls)}.0001", "channel": data.get("channel")}
         return web.json_response(reply)
@@ -159,6 +163,7 @@ async def slack(runtime: Runtime) -> AsyncIterator[SlackRig]:
     fake = FakeSlack(free_port())
     fake_app = web.Application()
     fake_app.router.add_post("/api/{method}", fake.handle)
+    fake_app.router.add_get("/api/{method}", fake.handle)
     fake_app.router.add_post("/respond/{key}", fake.handle)
     fake_runner = web.AppRunner(fake_app)
     await fake_runner.setup()
@@ -395,3 +400,29 @@ async def test_devdb_serve_http_runs_a_refresh_end_to_end(
         server.send_signal(signal.SIGTERM)
         await asyncio.wait_for(server.wait(), 30)
         await fake_runner.cleanup()
+
+
+async def test_admins_from_a_user_group_and_list_shows_snapshot_age(
+    slack: SlackRig, runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    owner = unique("U")
+    name = unique("group")
+    await runtime.service.refresh(owner, name, snapshot=demo_snapshot.id)
+    original = runtime.service.policy
+    try:
+        client = AsyncWebClient(token="xoxb-test", base_url=slack.fake.api_url)
+        admins = await refresh_admins(client, runtime.service, "S123", original.admins)
+        assert admins == original.admins | {"UGROUP1", "UGROUP2"}
+        assert slack.fake.of("usergroups.users.list")[-1]["usergroup"] == "S123"
+        await slack.post(slack.command(owner, "list"))
+        deadline = time.monotonic() + 30
+        while not any(name in json.dumps(d) for m, d in slack.fake.calls if "respond" in m):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        listed = next(d for m, d in slack.fake.calls if "respond" in m and name in json.dumps(d))
+        assert f"snapshot `{demo_snapshot.id}` (" in json.dumps(listed) and "old)" in json.dumps(
+            listed
+        )
+        await runtime.service.destroy("UGROUP2", name)  # a group member may
+    finally:
+        runtime.service.policy = original

@@ -101,8 +101,11 @@ async def answer(
     match command:
         case grammar.ListEnvironments(everyone=everyone):
             found = await service.list(user, everyone=everyone)
+            created = {m.id: m.created for m in await service.list_snapshots()}
             await respond(
-                response_type="ephemeral", text="Environments", blocks=views.list_blocks(found)
+                response_type="ephemeral",
+                text="Environments",
+                blocks=views.list_blocks(found, created),
             )
         case grammar.Status(name=name):
             view = await service.status(user, name or default_name(user_name))
