@@ -154,8 +154,43 @@ def home_blocks(mine: list[EnvironmentView], latest: Manifest | None) -> Blocks:
     for view in mine:
         blocks += list_blocks([view])
         if view.env.state.value == "ready":
-            blocks.append(environment_buttons(view.env.name))
+            buttons = environment_buttons(view.env.name)
+            buttons["elements"].insert(
+                1,
+                {
+                    "type": "button",
+                    "action_id": "extend_custom",
+                    "value": view.env.name,
+                    "text": {"type": "plain_text", "text": "Extend…"},
+                },
+            )
+            blocks.append(buttons)
     return blocks
+
+
+def extend_modal(name: str) -> dict[str, Any]:
+    """A modal asking how long to extend `name` by; submitted as a view_submission."""
+    return {
+        "type": "modal",
+        "callback_id": "extend_modal",
+        "private_metadata": name,
+        "title": {"type": "plain_text", "text": "Extend environment"},
+        "submit": {"type": "plain_text", "text": "Extend"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "duration",
+                "label": {"type": "plain_text", "text": f"Extend {name} by"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "value",
+                    "initial_value": "4h",
+                },
+                "hint": {"type": "plain_text", "text": "For example 30m, 4h or 2d."},
+            }
+        ],
+    }
 
 
 def reap_warning_blocks(name: str, reason: str) -> Blocks:

@@ -426,3 +426,56 @@ async def test_admins_from_a_user_group_and_list_shows_snapshot_age(
         await runtime.service.destroy("UGROUP2", name)  # a group member may
     finally:
         runtime.service.policy = original
+
+
+async def test_extend_modal_validates_in_the_modal(
+    slack: SlackRig, runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    owner = unique("U")
+    name = unique("modal")
+    await runtime.service.refresh(owner, name, snapshot=demo_snapshot.id)
+    await slack.post(slack.click(owner, "extend_custom", name))
+    opened = await slack.fake.wait_for("views.open")
+    assert opened["view"]["callback_id"] == "extend_modal"
+    assert opened["view"]["private_metadata"] == name
+
+    async def submit(user: str, value: str) -> dict[str, Any]:
+        payload = {
+            "type": "view_submission",
+            "team": {"id": "T1"},
+            "user": {"id": user, "username": user, "team_id": "T1"},
+            "api_app_id": "A1",
+            "token": "x",
+            "trigger_id": unique("trigger"),
+            "view": {
+                "id": "V1",
+                "team_id": "T1",
+                "type": "modal",
+                "callback_id": "extend_modal",
+                "private_metadata": name,
+                "hash": "1.abc",
+                "blocks": opened["view"]["blocks"],
+                "state": {
+                    "values": {"duration": {"value": {"type": "plain_text_input", "value": value}}}
+                },
+            },
+            "response_urls": [],
+        }
+        body = urlencode({"payload": json.dumps(payload)})
+        async with slack.session.post(
+            slack.url, data=body.encode(), headers=_signed(body)
+        ) as response:
+            assert response.status == 200
+            text = await response.text()
+            return json.loads(text) if text else {}
+
+    bad = await submit(owner, "soon")
+    assert bad["response_action"] == "errors"
+    assert "'soon' is not a duration" in bad["errors"]["duration"]
+    refused = await submit("mallory", "2h")
+    assert "belongs to" in refused["errors"]["duration"]
+    before = (await runtime.service.status(owner, name)).env.expires_at
+    assert await submit(owner, "2h") == {}
+    after = (await runtime.service.status(owner, name)).env.expires_at
+    assert (after - before).total_seconds() >= 7190
+    await runtime.service.destroy(owner, name)

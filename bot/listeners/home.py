@@ -10,6 +10,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import messages, views
+from provisioning.durations import parse_duration
 from provisioning.errors import DevdbError, NotFound
 from provisioning.models import Environment
 from provisioning.service import Service
@@ -42,6 +43,31 @@ def register(app: AsyncApp, service: Service) -> None:
     async def home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
         if event.get("tab", "home") == "home":
             await publish_home(client, service, event["user"])
+
+    @app.action("extend_custom")
+    async def extend_custom(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        await client.views_open(
+            trigger_id=body["trigger_id"], view=views.extend_modal(body["actions"][0]["value"])
+        )
+
+    @app.view("extend_modal")
+    async def extend_submitted(
+        ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        user, name = body["user"]["id"], view["private_metadata"]
+        raw = view["state"]["values"]["duration"]["value"]["value"] or ""
+        try:
+            env = await service.extend(user, name, parse_duration(raw))
+        except DevdbError as exc:
+            # Shown under the field, and the modal stays open to correct it.
+            await ack(response_action="errors", errors={"duration": str(exc)})
+            return
+        await ack()
+        await client.chat_postMessage(
+            channel=user, text=messages.extended(env.name, f"{env.expires_at:%Y-%m-%d %H:%M} UTC")
+        )
+        await publish_home(client, service, user)
 
     @app.action("keep")
     async def keep(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
