@@ -168,8 +168,11 @@ class Cli:
             if socket:
                 await serve_socket(app, settings.slack_app_token)
             else:
-                print(messages.serving(port), file=sys.stderr, flush=True)
-                await serve_http(app, port)
+                await serve_http(
+                    app,
+                    port,
+                    on_listening=lambda: print(messages.serving(port), file=sys.stderr, flush=True),
+                )
         finally:
             admins.cancel()
 

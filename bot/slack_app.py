@@ -77,12 +77,20 @@ async def keep_admins_fresh(app: AsyncApp, service: Service, group: str | None) 
         await asyncio.sleep(ADMIN_GROUP_EVERY)
 
 
-async def serve_http(app: AsyncApp, port: int, host: str = "0.0.0.0") -> None:
+async def serve_http(
+    app: AsyncApp,
+    port: int,
+    *,
+    host: str = "0.0.0.0",
+    on_listening: Callable[[], None] | None = None,
+) -> None:
     """Serve Slack's requests at /slack/events until cancelled."""
     runner = web.AppRunner(app.web_app(path="/slack/events", port=port))
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
+        if on_listening:
+            on_listening()  # only now: announcing earlier invites requests that are refused
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
