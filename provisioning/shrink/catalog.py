@@ -51,9 +51,6 @@ class Catalog:
     def parents_of(self, table: str) -> list[ForeignKey]:
         return [fk for fk in self.foreign_keys if fk.table == table]
 
-    def children_of(self, table: str) -> list[ForeignKey]:
-        return [fk for fk in self.foreign_keys if fk.parent == table]
-
 
 _TABLES = """
 select c.oid, n.nspname || '.' || c.relname as name
