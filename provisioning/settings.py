@@ -17,6 +17,13 @@ from provisioning.durations import parse_duration
 from provisioning.errors import InvalidInput
 
 
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry and no $USER
+        return f"uid-{os.getuid()}"
+
+
 def _default_home(environ: Mapping[str, str]) -> Path:
     if os.geteuid() == 0:
         # root's home is usually private (0700), so the unprivileged account that runs the
@@ -32,7 +39,7 @@ class Settings:
 
     home: Path
     database_url: str | None = None
-    user: str = field(default_factory=getpass.getuser)
+    user: str = field(default_factory=_login_name)
     admins: frozenset[str] = frozenset()
     quota: int = 2
     default_ttl: timedelta = timedelta(hours=8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -93,3 +94,12 @@ def test_verify_rejects_damage_and_unsafe_names(tmp_path: Path) -> None:
         verify(tmp_path, unsafe)
     with pytest.raises(SnapshotInvalid, match="unreadable"):
         Manifest.from_json('{"format": 1, "id": "../x"}')
+
+
+def test_user_without_a_login_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_name() -> str:
+        raise KeyError("getpwuid(): uid not found")
+
+    monkeypatch.setattr("getpass.getuser", no_name)
+    settings = Settings.from_env({"DEVDB_HOME": str(tmp_path)})
+    assert settings.user == f"uid-{os.getuid()}"
