@@ -22,6 +22,7 @@ from provisioning.models import Endpoint, Environment, ProgressEvent, Step
 from provisioning.postgres import PgPrograms, ServerAccount
 from provisioning.restore import Target, restore_dump
 from provisioning.snapshots.manifest import Manifest
+from provisioning.sql import quote_ident
 
 DEV_USER = "dev"
 PROBE_APP = "devdb-probe"
@@ -35,10 +36,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class LocalDriver(Driver):
@@ -113,9 +110,8 @@ class LocalDriver(Driver):
                 password,
             )
             await conn.execute(create_role)
-            await conn.execute(
-                f"create database {_ident(placement.database)} owner {_ident(placement.user)}"
-            )
+            database, owner = quote_ident(placement.database), quote_ident(placement.user)
+            await conn.execute(f"create database {database} owner {owner}")
         finally:
             await conn.close()
         progress(ProgressEvent(step=Step.LAUNCH, message="server is up", percent=100.0))

@@ -14,7 +14,7 @@ import yaml
 
 from provisioning.shrink.catalog import Catalog, Column, read_catalog
 from provisioning.shrink.scan import find_pii
-from provisioning.shrink.subset import quote_ident, quote_table
+from provisioning.sql import quote_ident, quote_table
 
 _SAMPLE = 200
 # (name pattern, class, rule) — the first match wins.

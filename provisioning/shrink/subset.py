@@ -20,18 +20,10 @@ import asyncpg
 from provisioning.errors import InvalidInput
 from provisioning.shrink.catalog import Catalog, ForeignKey, Table
 from provisioning.shrink.policy import Policy
+from provisioning.sql import quote_ident, quote_table
 
 Key = tuple[str, ...]
 _BATCH = 5000
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_table(name: str) -> str:
-    schema, _, table = name.partition(".")
-    return f"{quote_ident(schema)}.{quote_ident(table)}"
 
 
 @dataclass

@@ -29,6 +29,7 @@ from provisioning.snapshots.manifest import (
     describe_files,
     new_snapshot_id,
 )
+from provisioning.sql import quote_ident
 
 _TOC_DATA = re.compile(r"^(\d+); \d+ \d+ TABLE DATA (\S+) (.+) \S+$")
 
@@ -125,7 +126,7 @@ async def dump_snapshot(
             counts: dict[str, int] = {}
             for schema, name in tables:
                 counts[f"{schema}.{name}"] = await conn.fetchval(
-                    f"select count(*) from {_quote(schema)}.{_quote(name)}"
+                    f"select count(*) from {quote_ident(schema)}.{quote_ident(name)}"
                 )
             if progress:
                 progress(ProgressEvent(step=Step.RESTORE, message="dumping the source database"))
@@ -157,7 +158,3 @@ async def dump_snapshot(
         raise
     finally:
         await conn.close()
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
