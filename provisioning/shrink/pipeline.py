@@ -17,7 +17,6 @@ import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -33,13 +32,7 @@ from provisioning.shrink.scan import Findings
 from provisioning.shrink.subset import Selection, select_subset
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.dump import pg_dump, redact, table_data_files
-from provisioning.snapshots.manifest import (
-    FileEntry,
-    Manifest,
-    TableEntry,
-    describe_files,
-    new_snapshot_id,
-)
+from provisioning.snapshots.manifest import Manifest, manifest_for_dump
 
 Progress = Callable[[ProgressEvent], None]
 
@@ -226,23 +219,13 @@ async def shrink(
                 report,
             )
         emit(ProgressEvent(step=ShrinkStep.PUBLISH, message="publishing"))
-        described = await asyncio.to_thread(describe_files, dump)
-        manifest = Manifest(
-            id=new_snapshot_id(),
-            created=datetime.now(UTC),
+        manifest = await asyncio.to_thread(
+            manifest_for_dump,
+            dump,
             source=redact(source_dsn),
             pg_version=str(await conn.fetchval("show server_version")),
-            files={
-                name: FileEntry(sha256=sha, size=size) for name, (sha, size, _) in described.items()
-            },
-            tables={
-                name: TableEntry(
-                    rows=rows.get(name, 0),
-                    data_bytes=described[files[name]][2] if name in files else 0,
-                    file=files.get(name),
-                )
-                for name in catalog.tables
-            },
+            rows={name: rows.get(name, 0) for name in catalog.tables},
+            data_files=files,
             extra={
                 "kind": "shrink",
                 "policy_sha256": policy.digest,

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -22,13 +21,7 @@ from provisioning.errors import ProvisioningFailed
 from provisioning.models import ProgressEvent, Step
 from provisioning.postgres import PgPrograms, run
 from provisioning.snapshots.base import SnapshotStore
-from provisioning.snapshots.manifest import (
-    FileEntry,
-    Manifest,
-    TableEntry,
-    describe_files,
-    new_snapshot_id,
-)
+from provisioning.snapshots.manifest import Manifest, manifest_for_dump
 from provisioning.sql import quote_ident
 
 _TOC_DATA = re.compile(r"^(\d+); \d+ \d+ TABLE DATA (\S+) (.+) \S+$")
@@ -132,24 +125,14 @@ async def dump_snapshot(
                 progress(ProgressEvent(step=Step.RESTORE, message="dumping the source database"))
             await pg_dump(programs, source_dsn, staged / "dump", jobs=jobs, snapshot=exported)
         dump_dir = staged / "dump"
-        files = await asyncio.to_thread(describe_files, dump_dir)
         data_files = await table_data_files(programs, dump_dir)
-        manifest = Manifest(
-            id=new_snapshot_id(),
-            created=datetime.now(UTC),
+        manifest = await asyncio.to_thread(
+            manifest_for_dump,
+            dump_dir,
             source=redact(source_dsn),
             pg_version=str(version),
-            files={
-                name: FileEntry(sha256=sha, size=size) for name, (sha, size, _) in files.items()
-            },
-            tables={
-                name: TableEntry(
-                    rows=rows,
-                    data_bytes=files[data_files[name]][2] if name in data_files else 0,
-                    file=data_files.get(name),
-                )
-                for name, rows in counts.items()
-            },
+            rows=counts,
+            data_files=data_files,
             extra=extra or {},
         )
         return await store.publish(staged, manifest)

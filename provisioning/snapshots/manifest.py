@@ -134,6 +134,38 @@ def describe_files(dump_dir: Path, workers: int = 4) -> dict[str, tuple[str, int
         return dict(zip(names, results, strict=True))
 
 
+def manifest_for_dump(
+    dump_dir: Path,
+    *,
+    source: str,
+    pg_version: str,
+    rows: dict[str, int],
+    data_files: dict[str, str],
+    extra: dict[str, Any],
+) -> Manifest:
+    """Hash a finished dump and describe it: rows per table, and each table's data file.
+    Blocking (it reads every file): call it in a thread."""
+    described = describe_files(dump_dir)
+    return Manifest(
+        id=new_snapshot_id(),
+        created=datetime.now(UTC),
+        source=source,
+        pg_version=pg_version,
+        files={
+            name: FileEntry(sha256=sha, size=size) for name, (sha, size, _) in described.items()
+        },
+        tables={
+            name: TableEntry(
+                rows=count,
+                data_bytes=described[data_files[name]][2] if name in data_files else 0,
+                file=data_files.get(name),
+            )
+            for name, count in rows.items()
+        },
+        extra=extra,
+    )
+
+
 def verify(dump_dir: Path, manifest: Manifest, workers: int = 4) -> None:
     """Raise `SnapshotInvalid` unless every file the manifest lists is present and intact."""
     if "toc.dat" not in manifest.files:
