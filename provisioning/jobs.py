@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -79,7 +79,7 @@ class RefreshJob:
         manifest: Manifest,
         dump_dir: Path,
         progress: Progress,
-        replaced_driver: Driver | None = None,
+        drivers: Mapping[str, Driver] | None = None,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -90,7 +90,8 @@ class RefreshJob:
         self.manifest = manifest
         self.dump_dir = dump_dir
         self.progress = progress
-        self.replaced_driver = replaced_driver or driver
+        # The environment this refresh replaces may be of another kind.
+        self.drivers = drivers or {driver.kind: driver}
         self.placement: Placement | None = None
         self.last_event: ProgressEvent | None = None
 
@@ -208,7 +209,7 @@ class RefreshJob:
             )
             await tx.finish_job(self.job_id, JobState.SUCCEEDED)
         if old is not None:
-            await retire(self.store, self.replaced_driver, self.secrets, old)
+            await retire(self.store, self.drivers.get(old.kind, self.driver), self.secrets, old)
 
     async def _heartbeat(self) -> None:
         while True:

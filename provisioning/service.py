@@ -139,10 +139,6 @@ class Service:
         dump_dir = await self.snapshots.fetch(manifest)
         env, job_id = await self._reserve(actor, name, kind, manifest, ttl)
         emit(ProgressEvent(step=Step.RESERVE, message="reserved", percent=100.0))
-        replaced = None
-        if env.replaces is not None:
-            async with self.store.connection() as tx:
-                replaced = self.drivers.get((await tx.environment(env.replaces)).kind)
         job = RefreshJob(
             store=self.store,
             driver=driver,
@@ -153,7 +149,7 @@ class Service:
             manifest=manifest,
             dump_dir=dump_dir,
             progress=emit,
-            replaced_driver=replaced,
+            drivers=self.drivers,
         )
         endpoint = await job.run()
         async with self.store.connection() as tx:
