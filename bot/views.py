@@ -63,39 +63,31 @@ def progress_blocks(
     return blocks
 
 
+def _button(action_id: str, name: str, text: str, **extra: Any) -> dict[str, Any]:
+    """A button acting on environment `name` (its value), with optional style or confirm."""
+    return {
+        "type": "button",
+        "action_id": action_id,
+        "value": name,
+        "text": {"type": "plain_text", "text": text},
+        **extra,
+    }
+
+
 def environment_buttons(name: str) -> dict[str, Any]:
+    confirm = {
+        "title": {"type": "plain_text", "text": f"Destroy {name}?"},
+        "text": {"type": "mrkdwn", "text": "Its database and everything in it go away."},
+        "confirm": {"type": "plain_text", "text": "Destroy"},
+        "deny": {"type": "plain_text", "text": "Keep"},
+    }
     return {
         "type": "actions",
         "block_id": f"env:{name}",
         "elements": [
-            {
-                "type": "button",
-                "action_id": "extend",
-                "value": name,
-                "text": {"type": "plain_text", "text": "Extend 4h"},
-            },
-            {
-                "type": "button",
-                "action_id": "details",
-                "value": name,
-                "text": {"type": "plain_text", "text": "Connection details"},
-            },
-            {
-                "type": "button",
-                "action_id": "destroy",
-                "value": name,
-                "style": "danger",
-                "text": {"type": "plain_text", "text": "Destroy"},
-                "confirm": {
-                    "title": {"type": "plain_text", "text": f"Destroy {name}?"},
-                    "text": {
-                        "type": "mrkdwn",
-                        "text": "Its database and everything in it go away.",
-                    },
-                    "confirm": {"type": "plain_text", "text": "Destroy"},
-                    "deny": {"type": "plain_text", "text": "Keep"},
-                },
-            },
+            _button("extend", name, "Extend 4h"),
+            _button("details", name, "Connection details"),
+            _button("destroy", name, "Destroy", style="danger", confirm=confirm),
         ],
     }
 
@@ -155,15 +147,7 @@ def home_blocks(mine: list[EnvironmentView], latest: Manifest | None) -> Blocks:
         blocks += list_blocks([view])
         if view.env.state.value == "ready":
             buttons = environment_buttons(view.env.name)
-            buttons["elements"].insert(
-                1,
-                {
-                    "type": "button",
-                    "action_id": "extend_custom",
-                    "value": view.env.name,
-                    "text": {"type": "plain_text", "text": "Extend…"},
-                },
-            )
+            buttons["elements"].insert(1, _button("extend_custom", view.env.name, "Extend…"))
             blocks.append(buttons)
     return blocks
 
@@ -200,20 +184,8 @@ def reap_warning_blocks(name: str, reason: str) -> Blocks:
             "type": "actions",
             "block_id": f"reap:{name}",
             "elements": [
-                {
-                    "type": "button",
-                    "action_id": "keep",
-                    "value": name,
-                    "style": "primary",
-                    "text": {"type": "plain_text", "text": "Keep it"},
-                },
-                {
-                    "type": "button",
-                    "action_id": "destroy",
-                    "value": name,
-                    "style": "danger",
-                    "text": {"type": "plain_text", "text": "Destroy now"},
-                },
+                _button("keep", name, "Keep it", style="primary"),
+                _button("destroy", name, "Destroy now", style="danger"),
             ],
         },
     ]
