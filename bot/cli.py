@@ -177,7 +177,7 @@ class Cli:
             admins.cancel()
 
     def salt(self) -> bytes:
-        return self.runtime.service.secrets.mask_salt(self.settings.mask_salt)
+        return self.runtime.service.secrets.local.mask_salt(self.settings.mask_salt)
 
 
 async def policy_command(command: grammar.PolicyInit | grammar.PolicyCheck, as_json: bool) -> int:

@@ -25,7 +25,7 @@ from provisioning.drivers.base import Driver, Placement, Progress
 from provisioning.errors import DevdbError, PortInUse, ProvisioningFailed
 from provisioning.migrate import apply_migrations
 from provisioning.models import Endpoint, Environment, EnvState, JobState, ProgressEvent, Step
-from provisioning.secrets import LocalSecrets, new_password
+from provisioning.secrets import Passwords, new_password
 from provisioning.snapshots.manifest import Manifest
 from provisioning.state.store import StateStore
 
@@ -72,12 +72,12 @@ class RefreshJob:
         *,
         store: StateStore,
         driver: Driver,
-        secrets: LocalSecrets,
+        secrets: Passwords,
         options: JobOptions,
         env: Environment,
         job_id: int,
         manifest: Manifest,
-        dump_dir: Path,
+        dump_dir: Path | None,
         progress: Progress,
         drivers: Mapping[str, Driver] | None = None,
     ) -> None:
@@ -176,14 +176,26 @@ class RefreshJob:
                         continue
                     raise ProvisioningFailed("no free port could be reserved.") from None
             self.placement = placement
-            self.secrets.put(self.env.id, password)
+            await self.secrets.put(self.env, password)
             try:
-                await self.driver.launch(placement, password, self._emit)
-                return
+                launched = await self.driver.launch(placement, password, self._emit)
             except PortInUse:
                 await self.driver.terminate(placement.handle)
                 if attempt == PORT_ATTEMPTS:
                     raise
+                continue
+            if launched != placement:  # what the launch learned (an address, a price)
+                async with self.store.connection() as tx:
+                    await tx.set_placement(
+                        self.env.id,
+                        handle=launched.handle,
+                        host=launched.host,
+                        port=launched.port,
+                        database=launched.database,
+                        user=launched.user,
+                    )
+                self.placement = launched
+            return
         raise ProvisioningFailed("no port could be bound after several attempts.")
 
     async def _go_live(self) -> None:
@@ -240,7 +252,7 @@ class RefreshJob:
 async def abandon(
     store: StateStore,
     driver: Driver,
-    secrets: LocalSecrets,
+    secrets: Passwords,
     env: Environment,
     job_id: int,
     reason: str,
@@ -250,7 +262,8 @@ async def abandon(
     """Terminate what a failed refresh made and record the failure; nothing is left behind."""
     with contextlib.suppress(Exception):
         await driver.terminate(env.handle)
-    secrets.delete(env.id)
+    with contextlib.suppress(Exception):
+        await secrets.delete(env)
     async with store.transaction() as tx:
         await tx.set_state(env.id, EnvState.FAILED, error=reason)
         await tx.finish_job(job_id, JobState.FAILED, reason)
@@ -260,10 +273,10 @@ async def abandon(
 
 
 async def retire(
-    store: StateStore, driver: Driver, secrets: LocalSecrets, env: Environment
+    store: StateStore, driver: Driver, secrets: Passwords, env: Environment
 ) -> None:
     """Remove an environment already marked `destroying`, then mark it destroyed."""
     await driver.terminate(env.handle)
-    secrets.delete(env.id)
+    await secrets.delete(env)
     async with store.connection() as tx:
         await tx.set_state(env.id, EnvState.DESTROYED)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from provisioning.drivers.base import Driver
 from provisioning.jobs import LEASE, abandon, worker_id, worker_is_gone
 from provisioning.models import EnvState
-from provisioning.secrets import LocalSecrets
+from provisioning.secrets import Passwords
 from provisioning.state.store import StateStore
 
 
@@ -30,7 +30,7 @@ class RecoveryReport:
 
 
 async def recover(
-    store: StateStore, drivers: Mapping[str, Driver], secrets: LocalSecrets
+    store: StateStore, drivers: Mapping[str, Driver], secrets: Passwords
 ) -> RecoveryReport:
     report = RecoveryReport()
     me = worker_id()
@@ -59,7 +59,7 @@ async def recover(
         for env in await tx.orphaned_destroys():
             if env.kind in drivers:
                 await drivers[env.kind].terminate(env.handle)
-                secrets.delete(env.id)
+                await secrets.delete(env)
                 await tx.set_state(env.id, EnvState.DESTROYED)
                 await tx.audit(
                     "devdb",

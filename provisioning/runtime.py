@@ -13,7 +13,7 @@ from provisioning.drivers.local import LocalDriver
 from provisioning.jobs import JobOptions
 from provisioning.postgres import PgPrograms, ServerAccount
 from provisioning.recovery import RecoveryReport, recover
-from provisioning.secrets import LocalSecrets
+from provisioning.secrets import LocalSecrets, Passwords
 from provisioning.service import Policy, Service
 from provisioning.settings import Settings
 from provisioning.snapshots.local import LocalSnapshotStore
@@ -65,7 +65,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             ),
         }
         snapshots = LocalSnapshotStore(settings.snapshots_dir)
-        secrets = LocalSecrets(settings.secrets_dir)
+        secrets = Passwords(LocalSecrets(settings.secrets_dir), {})
         service = Service(
             store=store,
             drivers=drivers,

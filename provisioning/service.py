@@ -26,7 +26,7 @@ from provisioning.models import (
     default_name,
     validate_name,
 )
-from provisioning.secrets import LocalSecrets
+from provisioning.secrets import Passwords
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest, validate_snapshot_id
 from provisioning.state.store import StateStore, Tx
@@ -89,7 +89,7 @@ class Service:
         store: StateStore,
         drivers: Mapping[str, Driver],
         snapshots: SnapshotStore,
-        secrets: LocalSecrets,
+        secrets: Passwords,
         policy: Policy,
         job_options: JobOptions,
     ) -> None:
@@ -136,7 +136,7 @@ class Service:
         await driver.preflight()
         manifest = await self.snapshots.resolve(snapshot and validate_snapshot_id(snapshot))
         emit(ProgressEvent(step=Step.RESERVE, message=f"verifying snapshot {manifest.id}"))
-        dump_dir = await self.snapshots.fetch(manifest)
+        dump_dir = await driver.stage(self.snapshots, manifest)
         env, job_id = await self._reserve(actor, name, kind, manifest, ttl)
         emit(ProgressEvent(step=Step.RESERVE, message="reserved", percent=100.0))
         job = RefreshJob(
@@ -231,7 +231,7 @@ class Service:
             driver = self.drivers[env.kind]
             running = await driver.is_running(env.handle)
             if self.may_act(actor, env):
-                endpoint = await driver.endpoint(placement_of(env), self.secrets.get(env.id))
+                endpoint = await driver.endpoint(placement_of(env), await self.secrets.get(env))
         job_view = dict(job) if job else None
         return EnvironmentView(env=env, running=running, endpoint=endpoint, job=job_view)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from provisioning.aws.settings import AwsSettings
 from provisioning.durations import parse_duration
 from provisioning.errors import InvalidInput
 
@@ -58,6 +59,7 @@ class Settings:
     slack_api_url: str | None = None
     slack_admin_group: str | None = None
     pg_service_file: Path = field(default_factory=lambda: Path.home() / ".pg_service.conf")
+    aws: AwsSettings = field(default_factory=AwsSettings)
 
     @property
     def snapshots_dir(self) -> Path:
@@ -70,6 +72,10 @@ class Settings:
     @property
     def secrets_dir(self) -> Path:
         return self.home / "secrets"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -122,6 +128,7 @@ class Settings:
             kwargs["server_user"] = raw
         if (raw := pick("port_range")) is not None:
             kwargs["port_range"] = _port_range(raw)
+        kwargs["aws"] = AwsSettings.from_values(pick)
         service_file = env.get("PGSERVICEFILE")
         if service_file:
             kwargs["pg_service_file"] = Path(service_file).expanduser()

@@ -351,7 +351,7 @@ class PortSnatchingDriver(LocalDriver):
 
     async def launch(
         self, placement: Placement, password: str, progress: Callable[[ProgressEvent], None]
-    ) -> None:
+    ) -> Placement:
         self.attempts.append(placement)
         if len(self.attempts) == 1:
             squatter = socket.socket()
@@ -359,7 +359,7 @@ class PortSnatchingDriver(LocalDriver):
             squatter.bind(("127.0.0.1", placement.port))
             squatter.listen()
             self.squatters.append(squatter)
-        await super().launch(placement, password, progress)
+        return await super().launch(placement, password, progress)
 
 
 async def test_port_taken_meanwhile_moves_to_another_port(

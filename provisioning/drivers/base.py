@@ -15,10 +15,12 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from provisioning.models import Endpoint, Environment, ProgressEvent
+from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
 
 Handle = dict[str, Any]
@@ -58,15 +60,27 @@ class Driver(ABC):
     async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
         """Choose resources for `env` (a port, a directory, a region); create nothing."""
 
+    async def stage(self, snapshots: SnapshotStore, manifest: Manifest) -> Path | None:
+        """Get the snapshot ready for `restore`, before anything is reserved or launched.
+
+        By default: a verified local copy of the dump. A driver whose servers fetch the
+        snapshot themselves checks that they can, and returns None.
+        """
+        return await snapshots.fetch(manifest)
+
     @abstractmethod
-    async def launch(self, placement: Placement, password: str, progress: Progress) -> None:
-        """Create and start the server, its login role and an empty database."""
+    async def launch(self, placement: Placement, password: str, progress: Progress) -> Placement:
+        """Create and start the server, its login role and an empty database.
+
+        Returns the placement, completed with what only the launch could learn (an address,
+        an instance id, a price); the core records it.
+        """
 
     @abstractmethod
     async def restore(
         self,
         placement: Placement,
-        dump_dir: Path,
+        dump_dir: Path | None,
         manifest: Manifest,
         jobs: int,
         progress: Progress,
@@ -88,6 +102,17 @@ class Driver(ABC):
     @abstractmethod
     async def activity(self, handle: Handle) -> Activity:
         """Client connections and counters, not counting devdb's own probe."""
+
+    async def interruption(self, handle: Handle) -> str | None:
+        """Why a ready environment's server went or is going away, or None if it is fine.
+
+        For servers the platform may take back (spot instances); local servers are not.
+        """
+        return None
+
+    def cost(self, env: Environment, since: datetime, until: datetime) -> float:
+        """Estimated spend in US dollars on `env` between `since` and `until`."""
+        return 0.0
 
     @abstractmethod
     async def terminate(self, handle: Handle) -> None:

@@ -87,7 +87,7 @@ class LocalDriver(Driver):
             user=DEV_USER,
         )
 
-    async def launch(self, placement: Placement, password: str, progress: Progress) -> None:
+    async def launch(self, placement: Placement, password: str, progress: Progress) -> Placement:
         self.clusters_dir.mkdir(parents=True, exist_ok=True)
         if self.account:
             os.chmod(self.clusters_dir, 0o711)
@@ -115,15 +115,18 @@ class LocalDriver(Driver):
         finally:
             await conn.close()
         progress(ProgressEvent(step=Step.LAUNCH, message="server is up", percent=100.0))
+        return placement
 
     async def restore(
         self,
         placement: Placement,
-        dump_dir: Path,
+        dump_dir: Path | None,
         manifest: Manifest,
         jobs: int,
         progress: Progress,
     ) -> None:
+        if dump_dir is None:
+            raise ProvisioningFailed("a local restore needs the snapshot on this machine.")
         cluster = self._cluster(placement.handle)
         await restore_dump(
             programs=self.programs,

@@ -1,0 +1,108 @@
+"""AWS settings: read with the rest of devdb's settings, at the edge.
+
+EC2 environments are available when an AMI or a launch template is configured; snapshots
+live in S3 when a bucket is. Credentials are never settings: boto3 finds them as usual
+(instance profile, environment, ~/.aws), and `AWS_ENDPOINT_URL` points it elsewhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from provisioning.durations import parse_duration
+from provisioning.errors import InvalidInput
+
+DEFAULT_INSTANCE_TYPES = ("m6i.large", "m5.large", "r6i.large")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AwsSettings:
+    region: str | None = None
+    bucket: str | None = None
+    prefix: str = "devdb/"
+    kms_key: str | None = None
+    ami: str | None = None
+    launch_template: str | None = None
+    instance_types: tuple[str, ...] = DEFAULT_INSTANCE_TYPES
+    subnets: tuple[str, ...] = ()
+    allow_cidr: str | None = None
+    bastion_group: str | None = None
+    instance_profile: str | None = None
+    bastion: str | None = None  # user@host for `devdb connect` over ssh
+    auto_replace: bool = False
+    monthly_cap: float | None = None  # US dollars of cloud spend per team per month
+    teams: dict[str, frozenset[str]] = field(default_factory=dict)
+    boot_timeout: timedelta = timedelta(minutes=10)
+    ready_timeout: timedelta = timedelta(minutes=60)
+
+    @property
+    def ec2_enabled(self) -> bool:
+        return bool(self.ami or self.launch_template)
+
+    def team_of(self, user: str) -> tuple[str, frozenset[str]]:
+        """The user's team and its members; someone in no team is a team of one."""
+        for team, members in sorted(self.teams.items()):
+            if user in members:
+                return team, members
+        return user, frozenset({user})
+
+    @classmethod
+    def from_values(cls, pick: Callable[[str], str | None]) -> AwsSettings:
+        kwargs: dict[str, object] = {}
+        for key in (
+            "bucket",
+            "kms_key",
+            "ami",
+            "launch_template",
+            "instance_profile",
+            "bastion",
+            "bastion_group",
+        ):
+            if (raw := pick(key if key != "bucket" else "s3_bucket")) is not None:
+                kwargs[key] = raw
+        kwargs["region"] = pick("aws_region")
+        if (raw := pick("s3_prefix")) is not None:
+            kwargs["prefix"] = raw.strip("/") + "/" if raw.strip("/") else ""
+        for key, name in (("instance_types", "ec2_instance_types"), ("subnets", "ec2_subnets")):
+            if (raw := pick(name)) is not None:
+                kwargs[key] = tuple(part.strip() for part in raw.split(",") if part.strip())
+        if (raw := pick("ec2_allow_cidr")) is not None:
+            try:
+                kwargs["allow_cidr"] = str(ipaddress.ip_network(raw, strict=False))
+            except ValueError:
+                raise InvalidInput(
+                    f"DEVDB_EC2_ALLOW_CIDR must be a network like 10.0.0.0/16, not {raw!r}."
+                ) from None
+        if (raw := pick("auto_replace")) is not None:
+            kwargs["auto_replace"] = raw.lower() in ("1", "true", "yes", "on")
+        if (raw := pick("monthly_cap")) is not None:
+            try:
+                kwargs["monthly_cap"] = float(raw)
+            except ValueError:
+                raise InvalidInput(
+                    f"DEVDB_MONTHLY_CAP must be an amount in dollars, like 250, not {raw!r}."
+                ) from None
+        if (raw := pick("teams")) is not None:
+            kwargs["teams"] = _teams(raw)
+        for key in ("boot_timeout", "ready_timeout"):
+            if (raw := pick(f"ec2_{key}")) is not None:
+                kwargs[key] = parse_duration(raw)
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _teams(raw: str) -> dict[str, frozenset[str]]:
+    """`data:alice,bob;web:carol` → {"data": {alice, bob}, "web": {carol}}."""
+    teams: dict[str, frozenset[str]] = {}
+    for part in raw.split(";"):
+        if not part.strip():
+            continue
+        team, sep, members = part.partition(":")
+        if not sep or not team.strip():
+            raise InvalidInput(
+                f"DEVDB_TEAMS must look like 'data:alice,bob;web:carol', not {raw!r}."
+            )
+        teams[team.strip()] = frozenset(m.strip() for m in members.split(",") if m.strip())
+    return teams
