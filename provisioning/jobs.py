@@ -272,9 +272,7 @@ async def abandon(
         )
 
 
-async def retire(
-    store: StateStore, driver: Driver, secrets: Passwords, env: Environment
-) -> None:
+async def retire(store: StateStore, driver: Driver, secrets: Passwords, env: Environment) -> None:
     """Remove an environment already marked `destroying`, then mark it destroyed."""
     await driver.terminate(env.handle)
     await secrets.delete(env)

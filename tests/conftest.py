@@ -22,6 +22,7 @@ from provisioning.runtime import Runtime, open_runtime
 from provisioning.settings import Settings
 from provisioning.snapshots.dump import dump_snapshot
 from provisioning.snapshots.manifest import Manifest
+from tests.cloud import Moto, moto_server
 
 CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook"
 PORTS = (55100, 55399)
@@ -139,3 +140,9 @@ async def scratch_copy(runtime: Runtime) -> AsyncIterator[Callable[[str], Awaita
             await admin.execute(f'drop database if exists "{name}" with (force)')
     finally:
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[Moto]:
+    """A moto server for the session; AWS tests use their own buckets and tags."""
+    yield from moto_server()

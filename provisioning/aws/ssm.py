@@ -1,0 +1,70 @@
+"""EC2 environments' passwords: SSM Parameter Store SecureStrings `/devdb/<env>/password`.
+
+`<env>` is the environment's name and id (`alice-42`): while a refresh replaces an
+environment, the old and the new one exist side by side, each with its own password.
+The instance reads its parameter at boot; the bot deletes it when the environment goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from provisioning.errors import NotFound, ProvisioningFailed
+from provisioning.models import Environment
+
+
+def parameter_name(env: Environment) -> str:
+    return f"/devdb/{env.name}-{env.id}/password"
+
+
+def _reason(exc: BotoCoreError | ClientError) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "error"))
+    return str(exc)
+
+
+class SsmSecrets:
+    def __init__(self, client: Any, *, kms_key: str | None = None) -> None:
+        self.client = client
+        self.kms_key = kms_key
+
+    async def put(self, env: Environment, password: str) -> None:
+        args: dict[str, Any] = {
+            "Name": parameter_name(env),
+            "Value": password,
+            "Type": "SecureString",
+            "Overwrite": True,
+        }
+        if self.kms_key:
+            args["KeyId"] = self.kms_key
+        try:
+            await asyncio.to_thread(self.client.put_parameter, **args)
+        except (BotoCoreError, ClientError) as exc:
+            raise ProvisioningFailed(
+                f"the password could not be stored in SSM ({_reason(exc)})."
+            ) from exc
+
+    async def get(self, env: Environment) -> str:
+        try:
+            reply = await asyncio.to_thread(
+                self.client.get_parameter, Name=parameter_name(env), WithDecryption=True
+            )
+        except ClientError as exc:
+            if _reason(exc) == "ParameterNotFound":
+                raise NotFound(f"the password of environment {env.name!r} is missing.") from None
+            raise ProvisioningFailed(f"SSM refused the password ({_reason(exc)}).") from exc
+        except BotoCoreError as exc:
+            raise ProvisioningFailed(f"SSM could not be reached ({_reason(exc)}).") from exc
+        return str(reply["Parameter"]["Value"])
+
+    async def delete(self, env: Environment) -> None:
+        try:
+            await asyncio.to_thread(self.client.delete_parameter, Name=parameter_name(env))
+        except ClientError as exc:
+            if _reason(exc) != "ParameterNotFound":
+                raise ProvisioningFailed(
+                    f"the password could not be deleted from SSM ({_reason(exc)})."
+                ) from exc
