@@ -125,7 +125,7 @@ async def test_a_tampered_object_is_refused_and_nothing_is_kept(
         Bucket=bucket, Key=writer.key(manifest.id, "dump/4001.dat"), Body=b"b" * 1000
     )
     reader = make_store(moto, tmp_path, bucket)
-    with pytest.raises(SnapshotInvalid, match="4001.dat does not match its checksum"):
+    with pytest.raises(SnapshotInvalid, match=r"4001\.dat does not match its checksum"):
         await reader.fetch(manifest)
     assert not reader.cache.exists() or list(reader.cache.iterdir()) == []
 
