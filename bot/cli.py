@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import traceback
@@ -21,9 +22,11 @@ from rich.console import Console, RenderableType
 from bot import grammar, messages, pgservice
 from bot.slack_app import build_app, keep_admins_fresh, serve_http, serve_socket
 from bot.terminal import TerminalProgress, environments_table, snapshots_table
+from provisioning.aws.agent import AgentConfig, run_agent
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.errors import DevdbError, InvalidInput, PolicyViolation
 from provisioning.models import default_name
+from provisioning.postgres import PgPrograms, ServerAccount
 from provisioning.runtime import Runtime, open_runtime
 from provisioning.settings import Settings
 from provisioning.shrink.classify import draft_policy, render_policy
@@ -60,10 +63,10 @@ class Cli:
 
     async def run(self, command: grammar.Command) -> int:
         match command:
-            case grammar.Refresh(name=name, snapshot=snapshot, ttl=ttl):
+            case grammar.Refresh(name=name, snapshot=snapshot, ttl=ttl, kind=kind):
                 with TerminalProgress(quiet=self.as_json) as progress:
                     view = await self.service.refresh(
-                        self.user, name, snapshot=snapshot, ttl=ttl, progress=progress
+                        self.user, name, snapshot=snapshot, ttl=ttl, kind=kind, progress=progress
                     )
                 assert view.endpoint is not None
                 pgservice.write_entry(self.settings.pg_service_file, view.env.name, view.endpoint)
@@ -228,6 +231,15 @@ async def _run(command: grammar.Command, settings: Settings, as_json: bool) -> i
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     if isinstance(command, grammar.PolicyInit | grammar.PolicyCheck):
         return await policy_command(command, as_json)
+    if isinstance(command, grammar.AgentRestore):
+        # On an EC2 environment's instance: no state store, only this one restore.
+        await run_agent(
+            AgentConfig.from_env(os.environ, command.jobs),
+            PgPrograms(settings.pg_bin),
+            ServerAccount.for_current_process(settings.server_user),
+        )
+        print("devdb agent: the environment is ready.")
+        return 0
     async with open_runtime(settings) as runtime:
         return await Cli(runtime, as_json=as_json).run(command)
 

@@ -1,12 +1,14 @@
 """devdb's command grammar, shared by the terminal and Slack: one parser, the same words.
 
-refresh [NAME] [--snapshot ID] [--ttl 8h]
+refresh [NAME] [--snapshot ID] [--ttl 8h] [--ec2]
 list [--all]
 status [NAME]
 destroy NAME
 extend NAME DURATION
 snapshots
 demo [--scale N]            (terminal only)
+connect NAME [--port 15432] (terminal only)
+agent restore [--jobs N]    (on an EC2 environment's instance)
 help
 """
 
@@ -22,7 +24,7 @@ from provisioning.models import validate_name
 from provisioning.snapshots.manifest import validate_snapshot_id
 
 USAGE = {
-    "refresh": "refresh [NAME] [--snapshot ID] [--ttl 8h]",
+    "refresh": "refresh [NAME] [--snapshot ID] [--ttl 8h] [--ec2]",
     "list": "list [--all]",
     "status": "status [NAME]",
     "destroy": "destroy NAME",
@@ -32,10 +34,12 @@ USAGE = {
     "policy": "policy init --source DSN --out FILE | policy check --source DSN --policy FILE",
     "shrink": "shrink --source DSN --policy FILE [--tenant ID] [--allow REGEX ...]",
     "serve": "serve --http [--port 3000] | serve --socket",
+    "connect": "connect NAME [--port 15432]",
+    "agent": "agent restore [--jobs N]",
     "help": "help",
 }
 SHARED_COMMANDS = frozenset({"refresh", "list", "status", "destroy", "extend", "snapshots", "help"})
-TERMINAL_COMMANDS = SHARED_COMMANDS | {"demo", "policy", "shrink", "serve"}
+TERMINAL_COMMANDS = SHARED_COMMANDS | {"demo", "policy", "shrink", "serve", "connect", "agent"}
 
 
 class UsageError(InvalidInput):
@@ -51,6 +55,18 @@ class Refresh:
     name: str | None = None
     snapshot: str | None = None
     ttl: timedelta | None = None
+    kind: str = "local"
+
+
+@dataclass(frozen=True)
+class Connect:
+    name: str
+    port: int = 15432
+
+
+@dataclass(frozen=True)
+class AgentRestore:
+    jobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -127,12 +143,14 @@ Command = (
     | PolicyCheck
     | Shrink
     | Serve
+    | Connect
+    | AgentRestore
     | Help
 )
 
 # Which options each command takes, and whether the option takes a value.
 _OPTIONS: dict[str, dict[str, bool]] = {
-    "refresh": {"--snapshot": True, "--ttl": True},
+    "refresh": {"--snapshot": True, "--ttl": True, "--ec2": False},
     "list": {"--all": False},
     "demo": {"--scale": True},
     "policy": {"--source": True, "--out": True, "--policy": True},
@@ -140,6 +158,8 @@ _OPTIONS: dict[str, dict[str, bool]] = {
 }
 _REPEATABLE = {"--allow"}
 _OPTIONS["serve"] = {"--http": False, "--socket": False, "--port": True}
+_OPTIONS["connect"] = {"--port": True}
+_OPTIONS["agent"] = {"--jobs": True}
 _POSITIONALS = {
     "refresh": (0, 1),
     "list": (0, 0),
@@ -152,6 +172,8 @@ _POSITIONALS = {
     "policy": (1, 1),
     "shrink": (0, 0),
     "serve": (0, 0),
+    "connect": (1, 1),
+    "agent": (1, 1),
 }
 
 
@@ -236,10 +258,14 @@ def _build(
     if verb == "serve":
         if ("--http" in options) == ("--socket" in options):
             raise InvalidInput("serve needs exactly one of --http or --socket.")
-        raw = options.get("--port") or "3000"
-        if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-            raise InvalidInput(f"--port must be a port number, not {raw!r}.")
-        return Serve(socket="--socket" in options, port=int(raw))
+        return Serve(socket="--socket" in options, port=_port(options.get("--port") or "3000"))
+    if verb == "agent":
+        if args[0] != "restore":
+            raise InvalidInput(f"agent takes restore, not {args[0][:20]!r}.")
+        raw = options.get("--jobs")
+        if raw is not None and not (raw.isdigit() and 1 <= int(raw) <= 256):
+            raise InvalidInput(f"--jobs must be a whole number from 1 to 256, not {raw!r}.")
+        return AgentRestore(jobs=int(raw) if raw else None)
     if verb == "shrink":
         source, policy = _required(options, "--source", "--policy")
         return Shrink(source=source, policy=policy, tenant=options.get("--tenant"), allow=repeated)
@@ -251,7 +277,11 @@ def _build(
             name=name,
             snapshot=validate_snapshot_id(snapshot) if snapshot is not None else None,
             ttl=parse_duration(ttl) if ttl is not None else None,
+            kind="ec2" if "--ec2" in options else "local",
         )
+    if verb == "connect":
+        assert name is not None
+        return Connect(name=name, port=_port(options.get("--port") or "15432"))
     if verb == "list":
         return ListEnvironments(everyone="--all" in options)
     if verb == "status":
@@ -270,3 +300,9 @@ def _build(
             raise InvalidInput(f"--scale must be a whole number from 1 to 1000, not {raw!r}.")
         return Demo(scale=int(raw))
     return Help()
+
+
+def _port(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise InvalidInput(f"--port must be a port number, not {raw!r}.")
+    return int(raw)

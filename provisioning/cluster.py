@@ -6,7 +6,8 @@ Layout of a cluster root (mode 0700, owned by the server account):
     .s.PGSQL.*   its Unix socket (only the server account and root can reach it)
 
 The superuser `devdb` logs in over that socket without a password; TCP, when enabled,
-listens on 127.0.0.1 only and requires scram-sha-256.
+listens on 127.0.0.1 (or the given addresses, on a cloud instance behind its security
+group) and requires scram-sha-256.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class LocalCluster:
         account: ServerAccount | None,
         tcp: bool = True,
         durable: bool = True,
+        listen: str = "127.0.0.1",
     ) -> None:
         self.root = root
         self.port = port
@@ -47,6 +49,7 @@ class LocalCluster:
         self.account = account
         self.tcp = tcp
         self.durable = durable
+        self.listen = listen
 
     @property
     def data_dir(self) -> Path:
@@ -108,7 +111,7 @@ class LocalCluster:
             raise ProvisioningFailed(f"initdb failed: {_last_line(result.stderr)}")
         settings = {
             "port": str(self.port),
-            "listen_addresses": "'127.0.0.1'" if self.tcp else "''",
+            "listen_addresses": f"'{self.listen}'" if self.tcp else "''",
             "unix_socket_directories": f"'{self.socket_dir}'",
             "unix_socket_permissions": "0700",
             "password_encryption": "'scram-sha-256'",
@@ -122,6 +125,12 @@ class LocalCluster:
         conf = "\n# devdb\n" + "".join(f"{key} = {value}\n" for key, value in settings.items())
         with open(self.data_dir / "postgresql.conf", "a") as handle:
             handle.write(conf)
+        if self.tcp and self.listen not in ("127.0.0.1", "localhost"):
+            # initdb admits TCP from loopback only; the instance's firewall decides who else.
+            with open(self.data_dir / "pg_hba.conf", "a") as handle:
+                handle.write("\n# devdb: remote clients, password required\n")
+                handle.write("host all all 0.0.0.0/0 scram-sha-256\n")
+                handle.write("host all all ::/0 scram-sha-256\n")
 
     async def start(self) -> None:
         """Start the server and wait until it accepts connections."""

@@ -32,7 +32,8 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def _stop_all_servers(home: Path) -> None:
+def stop_servers(home: Path) -> None:
+    """Stop every PostgreSQL server whose data directory lies under `home`."""
     account = ServerAccount.for_current_process(None)
     pg_ctl = PgPrograms().path("pg_ctl")
     for pid_file in home.glob("**/data/postmaster.pid"):
@@ -50,7 +51,7 @@ def home() -> Iterator[Path]:
     try:
         yield path
     finally:
-        _stop_all_servers(path)
+        stop_servers(path)
         shutil.rmtree(path, ignore_errors=True)
 
 

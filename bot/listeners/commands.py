@@ -77,7 +77,12 @@ async def refresh(
     progress = ChannelProgress(client, channel, name, user)
     try:
         view = await service.refresh(
-            user, name, snapshot=command.snapshot, ttl=command.ttl, progress=progress
+            user,
+            name,
+            snapshot=command.snapshot,
+            ttl=command.ttl,
+            kind=command.kind,
+            progress=progress,
         )
     except DevdbError as exc:
         if progress.event is None:

@@ -17,6 +17,7 @@ import asyncpg
 
 from provisioning.cluster import LocalCluster
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
+from provisioning.drivers.probe import PROBE_APP, read_activity
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import Endpoint, Environment, ProgressEvent, Step
 from provisioning.postgres import PgPrograms, ServerAccount
@@ -25,7 +26,6 @@ from provisioning.snapshots.manifest import Manifest
 from provisioning.sql import quote_ident
 
 DEV_USER = "dev"
-PROBE_APP = "devdb-probe"
 HOST = "127.0.0.1"
 
 
@@ -173,25 +173,9 @@ class LocalDriver(Driver):
             server_settings={"application_name": PROBE_APP},
         )
         try:
-            row = await conn.fetchrow(
-                "select"
-                " (select count(*) from pg_stat_activity where backend_type = 'client backend'"
-                "   and pid <> pg_backend_pid()"
-                "   and coalesce(application_name, '') <> $1) as connections,"
-                " (select coalesce(sum(xact_commit + xact_rollback), 0) from pg_stat_database"
-                "   where datname not in ('postgres', 'template0', 'template1')) as xacts,"
-                " (select coalesce(sum(tup_inserted + tup_updated + tup_deleted + tup_returned),"
-                "   0) from pg_stat_database"
-                "   where datname not in ('postgres', 'template0', 'template1')) as tuples",
-                PROBE_APP,
-            )
+            return await read_activity(conn)
         finally:
             await conn.close()
-        return Activity(
-            connections=row["connections"],
-            transactions=int(row["xacts"]),
-            tuples=int(row["tuples"]),
-        )
 
     async def terminate(self, handle: Handle) -> None:
         if not handle.get("dir"):

@@ -1,0 +1,212 @@
+"""`devdb agent restore`: what an EC2 environment's instance runs at boot.
+
+The user data sets `DEVDB_AGENT_*` (nothing secret) and runs this. It uses the same parts as
+the local driver: a `LocalCluster` (listening for the bot and the developer, behind the
+security group), the S3 store's parallel download and sha256 check, and `restore_dump`
+with `pg_restore --jobs`. The password comes from SSM at boot. Progress and readiness go to
+the status row (`agent_status`), which the bot polls.
+
+On a reboot the agent finds its cluster and status and only starts the server again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import boto3
+
+from provisioning.aws import agent_status
+from provisioning.aws.agent_status import AgentState
+from provisioning.cluster import LocalCluster
+from provisioning.errors import DevdbError, InvalidInput, ProvisioningFailed
+from provisioning.models import ProgressEvent, Step
+from provisioning.postgres import PgPrograms, ServerAccount
+from provisioning.restore import Target, restore_dump
+from provisioning.snapshots.s3 import S3SnapshotStore
+from provisioning.sql import quote_ident
+
+AGENT_APP = "devdb-agent"
+WRITE_EVERY = 0.5  # seconds between status writes while bytes move
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentConfig:
+    bucket: str
+    prefix: str
+    snapshot: str
+    parameter: str
+    database: str
+    user: str
+    root: Path
+    port: int
+    listen: str
+    jobs: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], jobs: int | None = None) -> AgentConfig:
+        def need(key: str) -> str:
+            value = environ.get(f"DEVDB_AGENT_{key}")
+            if not value:
+                raise InvalidInput(f"DEVDB_AGENT_{key} is not set: run the agent from user data.")
+            return value
+
+        try:
+            port = int(environ.get("DEVDB_AGENT_PORT") or 5432)
+        except ValueError:
+            raise InvalidInput("DEVDB_AGENT_PORT must be a port number.") from None
+        return cls(
+            bucket=need("BUCKET"),
+            prefix=environ.get("DEVDB_AGENT_PREFIX", ""),
+            snapshot=need("SNAPSHOT"),
+            parameter=need("PARAMETER"),
+            database=need("DATABASE"),
+            user=need("USER"),
+            root=Path(environ.get("DEVDB_AGENT_ROOT") or "/var/lib/devdb-agent"),
+            port=port,
+            listen=environ.get("DEVDB_AGENT_LISTEN") or "*",
+            jobs=jobs or os.cpu_count() or 2,
+        )
+
+
+class _StatusWriter:
+    """Turns progress events into status writes, at most every WRITE_EVERY seconds."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.latest: ProgressEvent | None = None
+        self.written_at = 0.0
+        self.pending: asyncio.Task[None] | None = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.latest = event
+        final = event.percent == 100.0
+        if (final or time.monotonic() - self.written_at >= WRITE_EVERY) and (
+            self.pending is None or self.pending.done()
+        ):
+            self.written_at = time.monotonic()
+            self.pending = asyncio.ensure_future(
+                agent_status.write(self.conn, AgentState.RESTORING, event)
+            )
+
+    async def flush(self) -> None:
+        if self.pending is not None:
+            await self.pending
+        if self.latest is not None:
+            await agent_status.write(self.conn, AgentState.RESTORING, self.latest)
+
+
+async def run_agent(
+    config: AgentConfig, programs: PgPrograms, account: ServerAccount | None
+) -> None:
+    """Bring the instance's server up and restore the snapshot; report through the status."""
+    cluster = LocalCluster(
+        config.root / "cluster",
+        config.port,
+        programs=programs,
+        account=account,
+        tcp=True,
+        durable=False,
+        listen=config.listen,
+    )
+    config.root.mkdir(parents=True, exist_ok=True)
+    if account:
+        os.chmod(config.root, 0o711)
+    if not cluster.exists():
+        await cluster.create()
+    await cluster.start()
+    conn = await cluster.connect()
+    try:
+        await conn.execute(f"set application_name = {quote_ident(AGENT_APP)}")
+        status = await agent_status.read(conn)
+        if status is not None and status.state == AgentState.READY:
+            return  # a reboot: the server is back, the data was restored before
+        await _prepare(conn, config)
+        try:
+            await _restore(conn, cluster, config, programs)
+        except BaseException as exc:
+            reason = str(exc) if isinstance(exc, DevdbError) else f"unexpected error: {exc!r}"
+            await agent_status.write(conn, AgentState.FAILED, error=reason)
+            raise
+        await agent_status.write(
+            conn,
+            AgentState.READY,
+            ProgressEvent(step=Step.RESTORE, message="ready", percent=100.0),
+        )
+    finally:
+        await conn.close()
+
+
+async def _prepare(conn: asyncpg.Connection, config: AgentConfig) -> None:
+    """The login role with the password from SSM, an empty database it owns, the status."""
+    password = await asyncio.to_thread(_password, config.parameter)
+    role, database = quote_ident(config.user), quote_ident(config.database)
+    exists = await conn.fetchval("select 1 from pg_roles where rolname = $1", config.user)
+    statement = await conn.fetchval(
+        "select format('%s role %I login password %L', $1::text, $2::text, $3::text)",
+        "alter" if exists else "create",
+        config.user,
+        password,
+    )
+    await conn.execute(statement)
+    # The reaper's probe logs in as this role and must see every session's activity.
+    await conn.execute(f"grant pg_read_all_stats to {role}")
+    await agent_status.install(conn, config.user)
+    if not await conn.fetchval("select 1 from pg_database where datname = $1", config.database):
+        await conn.execute(f"create database {database} owner {role}")
+
+
+def _password(parameter: str) -> str:
+    ssm = boto3.client("ssm")
+    try:
+        reply: Any = ssm.get_parameter(Name=parameter, WithDecryption=True)
+    except Exception as exc:
+        raise ProvisioningFailed(f"the password could not be read from SSM: {exc}.") from exc
+    return str(reply["Parameter"]["Value"])
+
+
+async def _restore(
+    conn: asyncpg.Connection, cluster: LocalCluster, config: AgentConfig, programs: PgPrograms
+) -> None:
+    writer = _StatusWriter(conn)
+    store = S3SnapshotStore(
+        boto3.client("s3"), config.bucket, prefix=config.prefix, cache=config.root / "snapshots"
+    )
+    manifest = await store.get(config.snapshot)
+    done = 0
+    loop = asyncio.get_running_loop()
+
+    def downloaded(count: int) -> None:  # called from the transfer manager's threads
+        nonlocal done
+        done += count
+        event = ProgressEvent(
+            step=Step.RESTORE,
+            message=f"downloading snapshot {manifest.id}",
+            bytes_done=done,
+            bytes_total=manifest.size,
+        )
+        loop.call_soon_threadsafe(writer, event)
+
+    writer(ProgressEvent(step=Step.RESTORE, message=f"downloading snapshot {manifest.id}"))
+    dump = await store.fetch(manifest, on_bytes=downloaded)
+    await restore_dump(
+        programs=programs,
+        dump_dir=dump,
+        manifest=manifest,
+        target=Target(
+            host=str(cluster.socket_dir),
+            port=config.port,
+            user=config.user,
+            database=config.database,
+        ),
+        jobs=config.jobs,
+        monitor=cluster.connect,
+        progress=writer,
+    )
+    await writer.flush()

@@ -1,0 +1,41 @@
+#!/bin/bash
+# devdb instance bootstrap: prepare the data volume, then restore one snapshot with the agent.
+# Rendered per environment by provisioning/aws/userdata.py; it holds no secret (the agent
+# reads the database password from SSM Parameter Store with the instance's role).
+set -euo pipefail
+
+export AWS_DEFAULT_REGION=@REGION@
+export DEVDB_AGENT_BUCKET=@BUCKET@
+export DEVDB_AGENT_PREFIX=@PREFIX@
+export DEVDB_AGENT_SNAPSHOT=@SNAPSHOT@
+export DEVDB_AGENT_PARAMETER=@PARAMETER@
+export DEVDB_AGENT_DATABASE=@DATABASE@
+export DEVDB_AGENT_USER=@USER@
+# Where the data lives and where the server listens; set beforehand to run elsewhere.
+export DEVDB_AGENT_ROOT="${DEVDB_AGENT_ROOT:-/var/lib/devdb-agent}"
+export DEVDB_AGENT_PORT="${DEVDB_AGENT_PORT:-5432}"
+export DEVDB_AGENT_LISTEN="${DEVDB_AGENT_LISTEN:-*}"
+data_device="${DEVDB_DATA_DEVICE:-}"
+
+# The gp3 data volume is the second disk (nvme1n1 on Nitro, xvdf on older types).
+if [ -z "$data_device" ]; then
+  for candidate in /dev/nvme1n1 /dev/xvdf /dev/sdf; do
+    if [ -b "$candidate" ]; then
+      data_device="$candidate"
+      break
+    fi
+  done
+fi
+if [ -n "$data_device" ] && ! mountpoint -q "$DEVDB_AGENT_ROOT"; then
+  if ! blkid "$data_device" >/dev/null 2>&1; then
+    mkfs.ext4 -q -F "$data_device"
+  fi
+  mkdir -p "$DEVDB_AGENT_ROOT"
+  mount -o noatime "$data_device" "$DEVDB_AGENT_ROOT"
+fi
+
+if ! command -v devdb >/dev/null 2>&1; then
+  echo "devdb agent: the devdb command is not installed on this image" >&2
+  exit 1
+fi
+exec devdb agent restore --jobs "$(nproc)"
