@@ -39,9 +39,12 @@ class EnvState(StrEnum):
     DESTROYING = "destroying"
     DESTROYED = "destroyed"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # its server was taken away (a reclaimed spot instance)
 
 
-LIVE_STATES = (EnvState.PROVISIONING, EnvState.READY, EnvState.DESTROYING)
+LIVE_STATES = (EnvState.PROVISIONING, EnvState.READY, EnvState.DESTROYING, EnvState.INTERRUPTED)
+# The states a refresh of the same name replaces, and a destroy removes.
+REPLACEABLE = (EnvState.READY, EnvState.INTERRUPTED)
 
 
 class JobState(StrEnum):
@@ -100,6 +103,7 @@ class Environment:
     last_active_at: datetime | None
     replaces: int | None = None
     error: str | None = None
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

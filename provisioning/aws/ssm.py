@@ -48,13 +48,16 @@ class SsmSecrets:
             ) from exc
 
     async def get(self, env: Environment) -> str:
+        return await self.read(parameter_name(env))
+
+    async def read(self, parameter: str) -> str:
         try:
             reply = await asyncio.to_thread(
-                self.client.get_parameter, Name=parameter_name(env), WithDecryption=True
+                self.client.get_parameter, Name=parameter, WithDecryption=True
             )
         except ClientError as exc:
             if _reason(exc) == "ParameterNotFound":
-                raise NotFound(f"the password of environment {env.name!r} is missing.") from None
+                raise NotFound(f"the password {parameter} is missing from SSM.") from None
             raise ProvisioningFailed(f"SSM refused the password ({_reason(exc)}).") from exc
         except BotoCoreError as exc:
             raise ProvisioningFailed(f"SSM could not be reached ({_reason(exc)}).") from exc

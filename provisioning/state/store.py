@@ -22,7 +22,7 @@ from provisioning.models import LIVE_STATES, Environment, EnvState, JobState, St
 _MIGRATION_LOCK = 0x6465_7664_62  # "devdb"
 _ENV_COLUMNS = (
     "id, name, owner, kind, state, snapshot_id, handle, host, port, database, username, "
-    "replaces, created_at, ready_at, expires_at, last_active_at, error"
+    "replaces, created_at, ready_at, expires_at, last_active_at, error, finished_at"
 )
 _LIVE = [state.value for state in LIVE_STATES]
 
@@ -46,6 +46,7 @@ def _environment(row: asyncpg.Record) -> Environment:
         last_active_at=row["last_active_at"],
         replaces=row["replaces"],
         error=row["error"],
+        finished_at=row["finished_at"],
     )
 
 
@@ -174,6 +175,19 @@ class Tx:
         )
         return count
 
+    async def environments_since(
+        self, kind: str, owners: Sequence[str], since: datetime
+    ) -> list[Environment]:
+        """`kind` environments of `owners` that existed at any time since `since`."""
+        rows = await self.conn.fetch(
+            f"select {_ENV_COLUMNS} from devdb.environments where kind = $1"
+            " and owner = any($2::text[]) and (finished_at is null or finished_at >= $3)",
+            kind,
+            list(owners),
+            since,
+        )
+        return [_environment(r) for r in rows]
+
     async def used_local_ports(self) -> set[int]:
         rows = await self.conn.fetch(
             "select port from devdb.environments"
@@ -230,8 +244,8 @@ class Tx:
         await self.conn.execute(
             "update devdb.environments set state = $2, error = coalesce($3, error),"
             " ready_at = case when $2 = 'ready' then now() else ready_at end,"
-            " finished_at = case when $2 in ('destroyed', 'failed') then now()"
-            "                    else finished_at end"
+            " finished_at = case when $2 in ('destroyed', 'failed', 'interrupted')"
+            "                    then coalesce(finished_at, now()) else finished_at end"
             " where id = $1",
             env_id,
             state.value,

@@ -1,0 +1,254 @@
+"""Getting one spot instance: the network it lives in, its launch template, the request.
+
+Blocking boto3 calls; the EC2 driver runs them in threads. Everything made for one
+environment carries the tag `devdb:launch=<token>`, so it can always be found and removed,
+even when the process that made it died half-way.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from provisioning.aws.settings import AwsSettings
+from provisioning.errors import ProvisioningFailed
+
+GROUP_NAME = "devdb-postgres"
+DATA_DEVICE = "/dev/sdf"
+# Spot requests that fail for want of capacity or price, where trying another type helps.
+_CAPACITY = (
+    "InsufficientInstanceCapacity",
+    "SpotMaxPriceTooLow",
+    "MaxSpotInstanceCountExceeded",
+    "InsufficientCapacity",
+    "UnfulfillableCapacity",
+    "Unsupported",
+)
+
+
+def aws_reason(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+    return str(exc)
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": key, "Value": value} for key, value in tags.items()]
+
+
+def template_name(token: str) -> str:
+    return f"devdb-{token}"
+
+
+@dataclass(frozen=True)
+class Network:
+    vpc: str
+    subnets: tuple[str, ...]
+    cidr: str
+
+
+def network(ec2: Any, settings: AwsSettings) -> Network:
+    """The configured subnets (or the default VPC's) and their VPC."""
+    if settings.subnets:
+        found = ec2.describe_subnets(SubnetIds=list(settings.subnets))["Subnets"]
+        vpcs = {subnet["VpcId"] for subnet in found}
+        if len(vpcs) != 1:
+            raise ProvisioningFailed("DEVDB_EC2_SUBNETS must all be in one VPC.")
+        vpc = vpcs.pop()
+        subnets = settings.subnets
+    else:
+        defaults = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+        if not defaults:
+            raise ProvisioningFailed(
+                "there is no default VPC: set DEVDB_EC2_SUBNETS to the subnets to launch in."
+            )
+        vpc = defaults[0]["VpcId"]
+        found = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+        subnets = tuple(sorted(subnet["SubnetId"] for subnet in found))
+    cidr = ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"]
+    return Network(vpc=vpc, subnets=subnets, cidr=cidr)
+
+
+def security_group(ec2: Any, settings: AwsSettings, net: Network) -> str:
+    """`devdb-postgres` in the VPC: PostgreSQL from the configured CIDR or bastion only.
+
+    Without either, only from inside the VPC. Made once and shared by every environment.
+    """
+    filters = [
+        {"Name": "group-name", "Values": [GROUP_NAME]},
+        {"Name": "vpc-id", "Values": [net.vpc]},
+    ]
+    existing = ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
+    if existing:
+        return str(existing[0]["GroupId"])
+    try:
+        group = ec2.create_security_group(
+            GroupName=GROUP_NAME,
+            Description="devdb environments: PostgreSQL from the allowed network only",
+            VpcId=net.vpc,
+            TagSpecifications=[
+                {"ResourceType": "security-group", "Tags": tag_list({"devdb:managed": "true"})}
+            ],
+        )["GroupId"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "InvalidGroup.Duplicate":
+            raise
+        return str(ec2.describe_security_groups(Filters=filters)["SecurityGroups"][0]["GroupId"])
+    rule: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432}
+    if settings.bastion_group:
+        rule["UserIdGroupPairs"] = [
+            {"GroupId": settings.bastion_group, "Description": "devdb bastion"}
+        ]
+    else:
+        rule["IpRanges"] = [
+            {"CidrIp": settings.allow_cidr or net.cidr, "Description": "devdb clients"}
+        ]
+    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[rule])
+    return str(group)
+
+
+def launch_template(
+    ec2: Any,
+    settings: AwsSettings,
+    *,
+    token: str,
+    group: str,
+    user_data: str,
+    volume_gib: int,
+    tags: dict[str, str],
+) -> str:
+    """This environment's own launch template, on top of the configured one if any."""
+    data: dict[str, Any] = {}
+    if settings.launch_template:
+        key = (
+            "LaunchTemplateId"
+            if settings.launch_template.startswith("lt-")
+            else ("LaunchTemplateName")
+        )
+        versions = ec2.describe_launch_template_versions(
+            **{key: settings.launch_template}, Versions=["$Default"]
+        )["LaunchTemplateVersions"]
+        data = dict(versions[0]["LaunchTemplateData"])
+    if settings.ami:
+        data["ImageId"] = settings.ami
+    if settings.instance_profile:
+        data["IamInstanceProfile"] = {"Name": settings.instance_profile}
+    data.update(
+        UserData=base64.b64encode(user_data.encode()).decode(),
+        # IMDSv2 only: a token is needed for every metadata read.
+        MetadataOptions={
+            "HttpTokens": "required",
+            "HttpEndpoint": "enabled",
+            "HttpPutResponseHopLimit": 1,
+        },
+        SecurityGroupIds=[group],
+        InstanceInitiatedShutdownBehavior="terminate",
+        BlockDeviceMappings=[
+            *[
+                mapping
+                for mapping in data.get("BlockDeviceMappings", [])
+                if mapping.get("DeviceName") != DATA_DEVICE
+            ],
+            {
+                "DeviceName": DATA_DEVICE,
+                "Ebs": {
+                    "VolumeSize": volume_gib,
+                    "VolumeType": "gp3",
+                    "DeleteOnTermination": True,
+                    "Encrypted": True,
+                },
+            },
+        ],
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": tag_list(tags)},
+            {"ResourceType": "volume", "Tags": tag_list(tags)},
+        ],
+    )
+    reply = ec2.create_launch_template(
+        LaunchTemplateName=template_name(token),
+        LaunchTemplateData=data,
+        TagSpecifications=[{"ResourceType": "launch-template", "Tags": tag_list(tags)}],
+    )
+    return str(reply["LaunchTemplate"]["LaunchTemplateId"])
+
+
+def request_spot(
+    ec2: Any, template: str, types: Sequence[str], subnets: Sequence[str]
+) -> tuple[str, str]:
+    """One spot instance (id, type): an instant fleet first, then plain spot requests."""
+    spec = {"LaunchTemplateId": template, "Version": "$Latest"}
+    reasons: list[str] = []
+    try:
+        reply = ec2.create_fleet(
+            Type="instant",
+            LaunchTemplateConfigs=[
+                {
+                    "LaunchTemplateSpecification": spec,
+                    "Overrides": [
+                        {"InstanceType": kind, "SubnetId": subnet}
+                        for kind in types
+                        for subnet in subnets
+                    ],
+                }
+            ],
+            TargetCapacitySpecification={
+                "TotalTargetCapacity": 1,
+                "SpotTargetCapacity": 1,
+                "DefaultTargetCapacityType": "spot",
+            },
+            SpotOptions={"AllocationStrategy": "price-capacity-optimized"},
+        )
+        for group in reply.get("Instances", []):
+            if group.get("InstanceIds"):
+                return str(group["InstanceIds"][0]), str(group["InstanceType"])
+        reasons += [error.get("ErrorMessage", "") for error in reply.get("Errors", [])]
+    except (BotoCoreError, ClientError) as exc:
+        reasons.append(aws_reason(exc))
+    for kind in types:
+        for subnet in subnets:
+            try:
+                reply = ec2.run_instances(
+                    LaunchTemplate=spec,
+                    InstanceType=kind,
+                    SubnetId=subnet,
+                    MinCount=1,
+                    MaxCount=1,
+                    InstanceMarketOptions={
+                        "MarketType": "spot",
+                        "SpotOptions": {
+                            "SpotInstanceType": "one-time",
+                            "InstanceInterruptionBehavior": "terminate",
+                        },
+                    },
+                )
+                return str(reply["Instances"][0]["InstanceId"]), kind
+            except ClientError as exc:
+                reasons.append(aws_reason(exc))
+                if exc.response.get("Error", {}).get("Code") not in _CAPACITY:
+                    raise ProvisioningFailed(
+                        f"EC2 refused the spot request ({aws_reason(exc)})."
+                    ) from exc
+    raise ProvisioningFailed(
+        f"no spot capacity for {', '.join(types)} in {len(subnets)} subnet(s)"
+        f" ({reasons[-1] if reasons else 'no reason given'}): try again later or add "
+        "instance types to DEVDB_EC2_INSTANCE_TYPES."
+    )
+
+
+def spot_price(ec2: Any, instance_type: str, zone: str) -> float | None:
+    """The current spot price per hour, as EC2 reports it; None if it does not."""
+    try:
+        history = ec2.describe_spot_price_history(
+            InstanceTypes=[instance_type],
+            AvailabilityZone=zone,
+            ProductDescriptions=["Linux/UNIX"],
+            MaxResults=1,
+        ).get("SpotPriceHistory", [])
+    except (BotoCoreError, ClientError):
+        return None
+    return float(history[0]["SpotPrice"]) if history else None

@@ -1,0 +1,429 @@
+"""The EC2 driver: one spot instance per environment, restoring from S3 by itself.
+
+`place` decides the launch token, the volume size (from the snapshot) and the SSM parameter;
+`launch` makes the launch template, gets a spot instance (instant fleet, then spot
+requests), waits for it to run and for its PostgreSQL to answer; `restore` follows the
+agent's status row until the snapshot is in. Every resource carries `devdb:launch=<token>`,
+so `terminate` finds everything from the handle recorded before the launch began.
+
+devdb reaches the instance's private address (the bot runs in the VPC); developers reach it
+through `devdb connect`, which forwards a local port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from botocore.exceptions import BotoCoreError, ClientError
+
+from provisioning.aws import agent_status, fleet
+from provisioning.aws.agent_status import AgentState, AgentStatus
+from provisioning.aws.settings import AwsSettings
+from provisioning.aws.ssm import SsmSecrets, parameter_name
+from provisioning.aws.userdata import render_user_data
+from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
+from provisioning.drivers.probe import PROBE_APP, read_activity
+from provisioning.errors import InvalidInput, ProvisioningFailed
+from provisioning.models import Endpoint, Environment, ProgressEvent, Step
+from provisioning.snapshots.base import SnapshotStore
+from provisioning.snapshots.manifest import Manifest
+from provisioning.snapshots.s3 import S3SnapshotStore
+
+DEV_USER = "dev"
+PORT = 5432
+GIB = 1 << 30
+GP3_PER_GIB_MONTH = 0.08  # US dollars, us-east-1 list price
+HOURS_PER_MONTH = 730.0
+_GONE = ("shutting-down", "terminated", "stopping", "stopped")
+_RECLAIMING = (
+    "marked-for-termination",
+    "marked-for-stop",
+    "instance-terminated-by-price",
+    "instance-terminated-no-capacity",
+    "instance-terminated-capacity-oversubscribed",
+    "instance-stopped-by-price",
+    "instance-stopped-no-capacity",
+)
+_ORDER = (AgentState.STARTING, AgentState.RESTORING, AgentState.READY)
+Address = Callable[[dict[str, Any]], tuple[str, int] | None]
+
+
+def private_address(instance: dict[str, Any]) -> tuple[str, int] | None:
+    address = instance.get("PrivateIpAddress")
+    return (str(address), PORT) if address else None
+
+
+def volume_size(manifest: Manifest) -> int:
+    """GiB for the data volume: the dump, the restored tables (about twice their data) and
+    room to work."""
+    need = manifest.size + 2 * manifest.data_bytes
+    return max(20, math.ceil(need / GIB) + 10)
+
+
+class Ec2Driver(Driver):
+    kind = "ec2"
+
+    def __init__(
+        self,
+        ec2: Any,
+        settings: AwsSettings,
+        *,
+        snapshots: S3SnapshotStore,
+        passwords: SsmSecrets,
+        region: str,
+        address: Address = private_address,
+        poll_seconds: float = 2.0,
+    ) -> None:
+        self.ec2 = ec2
+        self.settings = settings
+        self.snapshots = snapshots
+        self.passwords = passwords
+        self.region = region
+        self.address = address
+        self.poll = poll_seconds
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(getattr(self.ec2, method), **kwargs)
+
+    # -- before anything exists -------------------------------------------------------------
+
+    async def preflight(self) -> None:
+        if not self.settings.ec2_enabled:
+            raise InvalidInput("EC2 environments need DEVDB_EC2_AMI or DEVDB_EC2_LAUNCH_TEMPLATE.")
+
+    async def stage(self, snapshots: SnapshotStore, manifest: Manifest) -> Path | None:
+        if not isinstance(snapshots, S3SnapshotStore):
+            raise InvalidInput("EC2 environments restore from S3: set DEVDB_S3_BUCKET.")
+        return None  # the instance downloads and verifies it
+
+    async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
+        if not env.snapshot_id:
+            raise ProvisioningFailed("an EC2 environment needs a snapshot to size its volume.")
+        manifest = await self.snapshots.get(env.snapshot_id)
+        handle: Handle = {
+            "token": f"{env.id}-{secrets.token_hex(4)}",
+            "region": self.region,
+            "snapshot": manifest.id,
+            "volume_gib": volume_size(manifest),
+            "parameter": parameter_name(env),
+            "tags": {
+                "devdb:managed": "true",
+                "devdb:env": env.name,
+                "devdb:owner": env.owner,
+                "devdb:expires": env.expires_at.astimezone(UTC).isoformat(timespec="seconds"),
+            },
+        }
+        return Placement(handle=handle, host="pending", port=PORT, database=env.name, user=DEV_USER)
+
+    # -- launch and restore -----------------------------------------------------------------
+
+    async def launch(self, placement: Placement, password: str, progress: Progress) -> Placement:
+        handle = placement.handle
+        token = handle["token"]
+        tags = {**handle["tags"], "devdb:launch": token}
+
+        def step(message: str, percent: float) -> None:
+            progress(ProgressEvent(step=Step.LAUNCH, message=message, percent=percent))
+
+        step("preparing the network and launch template", 5.0)
+        try:
+            net = await asyncio.to_thread(fleet.network, self.ec2, self.settings)
+            group = await asyncio.to_thread(fleet.security_group, self.ec2, self.settings, net)
+            user_data = render_user_data(
+                region=self.region,
+                bucket=self.snapshots.bucket,
+                prefix=self.snapshots.prefix,
+                snapshot=handle["snapshot"],
+                parameter=handle["parameter"],
+                database=placement.database,
+                user=placement.user,
+            )
+            template = await asyncio.to_thread(
+                fleet.launch_template,
+                self.ec2,
+                self.settings,
+                token=token,
+                group=group,
+                user_data=user_data,
+                volume_gib=handle["volume_gib"],
+                tags=tags,
+            )
+            step(f"requesting a spot instance ({', '.join(self.settings.instance_types)})", 15.0)
+            instance_id, instance_type = await asyncio.to_thread(
+                fleet.request_spot, self.ec2, template, self.settings.instance_types, net.subnets
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise ProvisioningFailed(f"EC2 refused the launch ({fleet.aws_reason(exc)}).") from exc
+        step(f"instance {instance_id} ({instance_type}) is starting", 30.0)
+        deadline = time.monotonic() + self.settings.boot_timeout.total_seconds()
+        instance = await self._wait_running(instance_id, deadline)
+        zone = instance.get("Placement", {}).get("AvailabilityZone", "")
+        price = await asyncio.to_thread(fleet.spot_price, self.ec2, instance_type, zone)
+        launched_handle = {
+            **handle,
+            "instance_id": instance_id,
+            "instance_type": instance_type,
+            "zone": zone,
+            "spot_price": price,
+            "launched_at": datetime.now(UTC).isoformat(),
+        }
+        shown = f"${price:.4f}/h" if price is not None else "price unknown"
+        step(f"{instance_id} is running ({instance_type}, {shown}); waiting for PostgreSQL", 60.0)
+        host, port = await self._wait_address(instance_id, deadline)
+        launched = Placement(
+            handle=launched_handle,
+            host=host,
+            port=port,
+            database=placement.database,
+            user=placement.user,
+        )
+        await self._follow(launched, password, deadline, until=AgentState.STARTING, emit=None)
+        step("server is up", 100.0)
+        return launched
+
+    async def _describe(self, instance_id: str) -> dict[str, Any] | None:
+        try:
+            reply = await self._call("describe_instances", InstanceIds=[instance_id])
+        except ClientError as exc:
+            if "NotFound" in str(exc.response.get("Error", {}).get("Code")):
+                return None
+            raise
+        for reservation in reply.get("Reservations", []):
+            for instance in reservation.get("Instances", []):
+                return dict(instance)
+        return None
+
+    async def _wait_running(self, instance_id: str, deadline: float) -> dict[str, Any]:
+        while True:
+            instance = await self._describe(instance_id)
+            state = instance["State"]["Name"] if instance else "missing"
+            if state == "running" and instance is not None:
+                return instance
+            if state in _GONE:
+                raise ProvisioningFailed(
+                    f"the spot instance {instance_id} was {state} before it started: "
+                    "capacity was taken back; try again."
+                )
+            if time.monotonic() > deadline:
+                raise ProvisioningFailed(
+                    f"the instance {instance_id} did not start within {self.settings.boot_timeout}."
+                )
+            await asyncio.sleep(self.poll)
+
+    async def _wait_address(self, instance_id: str, deadline: float) -> tuple[str, int]:
+        while True:
+            instance = await self._describe(instance_id)
+            if instance is not None and (found := self.address(instance)):
+                return found
+            if time.monotonic() > deadline:
+                raise ProvisioningFailed(f"the instance {instance_id} has no address.")
+            await asyncio.sleep(self.poll)
+
+    async def _status(self, placement: Placement, password: str) -> AgentStatus | None:
+        """The agent's status, or None while the server does not answer yet."""
+        try:
+            conn = await asyncpg.connect(
+                host=placement.host,
+                port=placement.port,
+                user=placement.user,
+                password=password,
+                database="postgres",
+                timeout=5,
+                server_settings={"application_name": PROBE_APP},
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError):
+            return None  # still booting, or the role is not made yet
+        try:
+            return await agent_status.read(conn)
+        finally:
+            await conn.close()
+
+    async def _follow(
+        self,
+        placement: Placement,
+        password: str,
+        deadline: float,
+        *,
+        until: AgentState,
+        emit: Progress | None,
+    ) -> None:
+        """Poll the agent until it reaches `until` (or gets past it); re-emit its progress."""
+        instance_id = placement.handle["instance_id"]
+        last: ProgressEvent | None = None
+        checked = time.monotonic()
+        while True:
+            status = await self._status(placement, password)
+            if status is not None:
+                if status.state == AgentState.FAILED:
+                    raise ProvisioningFailed(f"the instance could not restore: {status.error}")
+                if emit and status.event is not None and status.event != last:
+                    last = status.event
+                    emit(status.event)
+                if _ORDER.index(status.state) >= _ORDER.index(until):
+                    return
+            if time.monotonic() - checked > 10 * self.poll:
+                checked = time.monotonic()
+                if reason := await self.interruption(placement.handle):
+                    raise ProvisioningFailed(f"the environment's server went away: {reason}.")
+            if time.monotonic() > deadline:
+                raise ProvisioningFailed(
+                    f"the instance {instance_id} did not report "
+                    f"{until.value} in time; it was terminated."
+                )
+            await asyncio.sleep(self.poll / 2)
+
+    async def restore(
+        self,
+        placement: Placement,
+        dump_dir: Path | None,
+        manifest: Manifest,
+        jobs: int,
+        progress: Progress,
+    ) -> None:
+        password = await self.passwords.read(placement.handle["parameter"])
+        deadline = time.monotonic() + self.settings.ready_timeout.total_seconds()
+        await self._follow(placement, password, deadline, until=AgentState.READY, emit=progress)
+
+    async def endpoint(self, placement: Placement, password: str) -> Endpoint:
+        return Endpoint(
+            host=placement.host,
+            port=placement.port,
+            database=placement.database,
+            user=placement.user,
+            password=password,
+        )
+
+    # -- while it lives ---------------------------------------------------------------------
+
+    async def is_running(self, handle: Handle) -> bool:
+        if not handle.get("instance_id"):
+            return False
+        instance = await self._describe(handle["instance_id"])
+        return bool(instance and instance["State"]["Name"] == "running")
+
+    async def resume(self, handle: Handle) -> bool:
+        return await self.is_running(handle)  # a one-time spot instance cannot be restarted
+
+    async def activity(self, handle: Handle) -> Activity:
+        instance = await self._describe(handle["instance_id"])
+        address = self.address(instance) if instance else None
+        if address is None:
+            raise ProvisioningFailed(f"the instance {handle['instance_id']} is gone.")
+        conn = await asyncpg.connect(
+            host=address[0],
+            port=address[1],
+            user=DEV_USER,
+            password=await self.passwords.read(handle["parameter"]),
+            database="postgres",
+            timeout=10,
+            server_settings={"application_name": PROBE_APP},
+        )
+        try:
+            return await read_activity(conn)
+        finally:
+            await conn.close()
+
+    async def interruption(self, handle: Handle) -> str | None:
+        instance_id = handle.get("instance_id")
+        if not instance_id:
+            return None
+        instance = await self._describe(instance_id)
+        if instance is None:
+            return f"its instance {instance_id} no longer exists"
+        state = instance["State"]["Name"]
+        if state in _GONE:
+            return f"its spot instance {instance_id} is {state}"
+        requests = await self._call(
+            "describe_spot_instance_requests",
+            Filters=[{"Name": "instance-id", "Values": [instance_id]}],
+        )
+        for request in requests.get("SpotInstanceRequests", []):
+            code = request.get("Status", {}).get("Code", "")
+            if code in _RECLAIMING:
+                return f"AWS is reclaiming its spot instance {instance_id} ({code})"
+        return None
+
+    def cost(self, env: Environment, since: datetime, until: datetime) -> float:
+        handle = env.handle
+        if not handle.get("launched_at"):
+            return 0.0
+        start = max(since, datetime.fromisoformat(handle["launched_at"]))
+        end = min(until, env.finished_at or until)
+        hours = max(timedelta(0), end - start).total_seconds() / 3600
+        per_hour = float(handle.get("spot_price") or 0.0)
+        per_hour += int(handle.get("volume_gib") or 0) * GP3_PER_GIB_MONTH / HOURS_PER_MONTH
+        return round(hours * per_hour, 4)
+
+    # -- removal ----------------------------------------------------------------------------
+
+    async def terminate(self, handle: Handle) -> None:
+        token = handle.get("token")
+        if not token:
+            if handle.get("instance_id"):  # found untagged by inventory: only the instance
+                await self._call("terminate_instances", InstanceIds=[handle["instance_id"]])
+            return
+        launch_tag = [{"Name": "tag:devdb:launch", "Values": [token]}]
+        reply = await self._call(
+            "describe_instances",
+            Filters=[
+                *launch_tag,
+                {
+                    "Name": "instance-state-name",
+                    "Values": ["pending", "running", "stopping", "stopped"],
+                },
+            ],
+        )
+        ids = [
+            instance["InstanceId"]
+            for reservation in reply.get("Reservations", [])
+            for instance in reservation.get("Instances", [])
+        ]
+        if ids:
+            await self._call("terminate_instances", InstanceIds=ids)
+        # Volumes go with their instance (DeleteOnTermination); one left detached is deleted.
+        volumes = await self._call(
+            "describe_volumes",
+            Filters=[*launch_tag, {"Name": "status", "Values": ["available"]}],
+        )
+        for volume in volumes.get("Volumes", []):
+            with contextlib.suppress(ClientError):
+                await self._call("delete_volume", VolumeId=volume["VolumeId"])
+        try:
+            await self._call(
+                "delete_launch_template", LaunchTemplateName=fleet.template_name(token)
+            )
+        except ClientError as exc:
+            if "NotFound" not in str(exc.response.get("Error", {}).get("Code")):
+                raise
+
+    async def inventory(self) -> list[Handle]:
+        reply = await self._call(
+            "describe_instances",
+            Filters=[
+                {"Name": "tag:devdb:managed", "Values": ["true"]},
+                {
+                    "Name": "instance-state-name",
+                    "Values": ["pending", "running", "stopping", "stopped"],
+                },
+            ],
+        )
+        handles: list[Handle] = []
+        for reservation in reply.get("Reservations", []):
+            for instance in reservation.get("Instances", []):
+                tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+                handles.append(
+                    {"token": tags.get("devdb:launch", ""), "instance_id": instance["InstanceId"]}
+                )
+        return handles
+
+    def key(self, handle: Handle) -> str:
+        return str(handle.get("token") or handle.get("instance_id") or "")
