@@ -6,13 +6,24 @@ would on an instance, and must see the same buckets, parameters and instances as
 
 from __future__ import annotations
 
+import base64
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
 import requests
 from moto.server import ThreadedMotoServer
+
+from tests.servers import stop_servers
 
 REGION = "eu-west-1"
 CREDENTIALS = {
@@ -43,6 +54,7 @@ class Moto:
 
 
 def moto_server() -> Iterator[Moto]:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -50,3 +62,103 @@ def moto_server() -> Iterator[Moto]:
         yield Moto(f"http://{host}:{port}")
     finally:
         server.stop()
+
+
+class InstanceHost:
+    """Plays EC2's part for devdb's instances: runs each one's user data on this machine.
+
+    A thread watches the moto server. For every running instance tagged `devdb:managed` it
+    runs the instance's user data with bash, as cloud-init would, with the agent's server on
+    a free local port (which `address` reports in place of the private IP); when the
+    instance is terminated, its server is stopped and its files removed.
+    """
+
+    def __init__(self, moto: Moto, root: Path, ports: range = range(55500, 55600)) -> None:
+        self.moto = moto
+        self.root = root
+        self.ports = ports
+        self.ec2 = moto.client("ec2")
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.booted: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._watch, name="instance-host", daemon=True)
+        self._thread.start()
+
+    def address(self, instance: dict[str, Any]) -> tuple[str, int] | None:
+        with self._lock:
+            return self.addresses.get(instance["InstanceId"])
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                reply = self.ec2.describe_instances(
+                    Filters=[{"Name": "tag:devdb:managed", "Values": ["true"]}]
+                )
+            except Exception:  # the server is going away at the end of the session
+                continue
+            for reservation in reply.get("Reservations", []):
+                for instance in reservation["Instances"]:
+                    instance_id, state = instance["InstanceId"], instance["State"]["Name"]
+                    if state == "running" and instance_id not in self.processes:
+                        self._boot(instance_id)
+                    elif state in ("terminated", "shutting-down") and instance_id in self.processes:
+                        self._halt(instance_id)
+
+    def _free_port(self) -> int:
+        with self._lock:
+            taken = {port for _, port in self.addresses.values()}
+        for port in self.ports:
+            if port in taken:
+                continue
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+        raise RuntimeError("no free port for a stand-in instance")
+
+    def _boot(self, instance_id: str) -> None:
+        raw = self.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        script = base64.b64decode(raw["UserData"]["Value"]).decode()
+        home = self.root / instance_id
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "user-data.sh").write_text(script)
+        port = self._free_port()
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "HOME": os.environ.get("HOME", "/root"),
+            **self.moto.env,
+            "DEVDB_AGENT_ROOT": str(home / "data"),
+            "DEVDB_AGENT_PORT": str(port),
+            "DEVDB_AGENT_LISTEN": "127.0.0.1",
+        }
+        with open(home / "cloud-init.log", "wb") as log:
+            self.processes[instance_id] = subprocess.Popen(
+                ["bash", str(home / "user-data.sh")], env=env, stdout=log, stderr=log
+            )
+        with self._lock:
+            self.addresses[instance_id] = ("127.0.0.1", port)
+        self.booted.append(instance_id)
+
+    def _halt(self, instance_id: str) -> None:
+        process = self.processes.pop(instance_id)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        with self._lock:
+            self.addresses.pop(instance_id, None)
+        stop_servers(self.root / instance_id)
+        shutil.rmtree(self.root / instance_id, ignore_errors=True)
+
+    def log(self, instance_id: str) -> str:
+        path = self.root / instance_id / "cloud-init.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for instance_id in list(self.processes):
+            self._halt(instance_id)

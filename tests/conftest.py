@@ -7,22 +7,29 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from provisioning.aws.settings import AwsSettings
+from provisioning.aws.ssm import SsmSecrets
 from provisioning.demo import DEMO_DATABASE, generate
-from provisioning.postgres import PgPrograms, ServerAccount
+from provisioning.drivers.ec2 import Ec2Driver
 from provisioning.runtime import Runtime, open_runtime
+from provisioning.secrets import Passwords
+from provisioning.service import Service
 from provisioning.settings import Settings
 from provisioning.snapshots.dump import dump_snapshot
 from provisioning.snapshots.manifest import Manifest
-from tests.cloud import Moto, moto_server
+from provisioning.snapshots.s3 import S3SnapshotStore
+from tests.cloud import REGION, InstanceHost, Moto, moto_server
+from tests.servers import stop_servers
 
 CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook"
 PORTS = (55100, 55399)
@@ -30,19 +37,6 @@ PORTS = (55100, 55399)
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def stop_servers(home: Path) -> None:
-    """Stop every PostgreSQL server whose data directory lies under `home`."""
-    account = ServerAccount.for_current_process(None)
-    pg_ctl = PgPrograms().path("pg_ctl")
-    for pid_file in home.glob("**/data/postmaster.pid"):
-        subprocess.run(
-            [pg_ctl, "stop", "-m", "immediate", "-D", str(pid_file.parent)],
-            capture_output=True,
-            check=False,
-            **(account.popen_kwargs() if account else {}),
-        )
 
 
 @pytest.fixture(scope="session")
@@ -147,3 +141,64 @@ async def scratch_copy(runtime: Runtime) -> AsyncIterator[Callable[[str], Awaita
 def moto() -> Iterator[Moto]:
     """A moto server for the session; AWS tests use their own buckets and tags."""
     yield from moto_server()
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """EC2 environments against moto, their instances played by this machine."""
+
+    moto: Moto
+    host: InstanceHost
+    settings: AwsSettings
+    store: S3SnapshotStore
+    ssm: SsmSecrets
+    driver: Ec2Driver
+    service: Service
+
+
+@pytest.fixture(scope="session")
+async def cloud(
+    moto: Moto, runtime: Runtime, demo_snapshot: Manifest, settings: Settings
+) -> AsyncIterator[Cloud]:
+    s3 = moto.client("s3")
+    bucket = unique("devdb-snapshots")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    store = S3SnapshotStore(s3, bucket, cache=settings.home / "s3-cache")
+    dump = await runtime.snapshots.fetch(demo_snapshot)
+    staged = await store.staging()
+    shutil.copytree(dump, staged / "dump")
+    await store.publish(staged, demo_snapshot)
+
+    aws = AwsSettings(
+        region=REGION,
+        bucket=bucket,
+        ami="ami-12c6146b",
+        instance_types=("m6i.large", "m5.large"),
+        allow_cidr="10.20.0.0/16",
+        boot_timeout=timedelta(seconds=60),
+        ready_timeout=timedelta(seconds=120),
+    )
+    ssm = SsmSecrets(moto.client("ssm"))
+    host = InstanceHost(moto, settings.home / "instances")
+    driver = Ec2Driver(
+        moto.client("ec2"),
+        aws,
+        snapshots=store,
+        passwords=ssm,
+        region=REGION,
+        address=host.address,
+        poll_seconds=0.2,
+    )
+    base = runtime.service
+    service = Service(
+        store=runtime.store,
+        drivers={"local": base.drivers["local"], "ec2": driver},
+        snapshots=store,
+        secrets=Passwords(base.secrets.local, {"ec2": ssm}),
+        policy=base.policy,
+        job_options=base.job_options,
+    )
+    try:
+        yield Cloud(moto, host, aws, store, ssm, driver, service)
+    finally:
+        host.close()

@@ -18,7 +18,8 @@ from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
 from provisioning.snapshots.s3 import S3SnapshotStore
 from tests.cloud import REGION, Moto
-from tests.conftest import stop_servers, unique
+from tests.conftest import unique
+from tests.servers import stop_servers
 from tests.test_s3_store import copy_snapshot
 
 PASSWORD = "agent-test-password"

@@ -15,17 +15,28 @@ from provisioning.errors import PortInUse
 from provisioning.models import Environment, EnvState, ProgressEvent
 from provisioning.runtime import Runtime
 from provisioning.secrets import new_password
+from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
+from tests.conftest import Cloud
 
-DRIVERS = ["local"]
+DRIVERS = ["local", "ec2"]
 
 
 @pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest, runtime: Runtime) -> Driver:
-    return runtime.service.drivers[request.param]
+def kit(request: pytest.FixtureRequest, runtime: Runtime) -> tuple[Driver, SnapshotStore]:
+    """A driver and the snapshot store it restores from."""
+    if request.param == "ec2":
+        cloud: Cloud = request.getfixturevalue("cloud")
+        return cloud.driver, cloud.store
+    return runtime.service.drivers[request.param], runtime.snapshots
 
 
-def fake_env(kind: str) -> Environment:
+@pytest.fixture
+def driver(kit: tuple[Driver, SnapshotStore]) -> Driver:
+    return kit[0]
+
+
+def fake_env(kind: str, snapshot: Manifest) -> Environment:
     env_id = random.randint(10**6, 10**9)
     return Environment(
         id=env_id,
@@ -33,7 +44,7 @@ def fake_env(kind: str) -> Environment:
         owner="contract",
         kind=kind,
         state=EnvState.PROVISIONING,
-        snapshot_id=None,
+        snapshot_id=snapshot.id,
         handle={},
         host=None,
         port=None,
@@ -56,25 +67,26 @@ async def connect(driver: Driver, placement: Placement, password: str) -> asyncp
     return await asyncpg.connect(endpoint.dsn)
 
 
-async def test_place_creates_nothing(driver: Driver) -> None:
+async def test_place_creates_nothing(driver: Driver, demo_snapshot: Manifest) -> None:
     before = await driver.inventory()
-    await driver.place(fake_env(driver.kind), set())
+    await driver.place(fake_env(driver.kind, demo_snapshot), set())
     assert await driver.inventory() == before
 
 
 async def test_launch_restore_use_terminate(
-    driver: Driver, demo_snapshot: Manifest, runtime: Runtime
+    kit: tuple[Driver, SnapshotStore], demo_snapshot: Manifest
 ) -> None:
-    env = fake_env(driver.kind)
+    driver, snapshots = kit
+    env = fake_env(driver.kind, demo_snapshot)
     placement = await driver.place(env, set())
     password = new_password()
     events, progress = collect()
     try:
-        await driver.launch(placement, password, progress)
+        placement = await driver.launch(placement, password, progress)
         assert await driver.is_running(placement.handle)
         assert driver.key(placement.handle) in {driver.key(h) for h in await driver.inventory()}
 
-        dump = await runtime.snapshots.fetch(demo_snapshot)
+        dump = await driver.stage(snapshots, demo_snapshot)
         await driver.restore(placement, dump, demo_snapshot, 2, progress)
         restore_events = [e for e in events if e.step.value == "restore"]
         assert restore_events[-1].percent == 100.0
@@ -107,12 +119,17 @@ async def test_launch_restore_use_terminate(
     await driver.terminate(placement.handle)  # idempotent
 
 
-async def test_activity_counts_clients_not_the_probe(driver: Driver) -> None:
-    env = fake_env(driver.kind)
+async def test_activity_counts_clients_not_the_probe(
+    kit: tuple[Driver, SnapshotStore], demo_snapshot: Manifest
+) -> None:
+    driver, snapshots = kit
+    env = fake_env(driver.kind, demo_snapshot)
     placement = await driver.place(env, set())
     password = new_password()
     try:
-        await driver.launch(placement, password, lambda _: None)
+        placement = await driver.launch(placement, password, lambda _: None)
+        dump = await driver.stage(snapshots, demo_snapshot)
+        await driver.restore(placement, dump, demo_snapshot, 2, lambda _: None)
         first = await driver.activity(placement.handle)
         again = await driver.activity(placement.handle)
         assert first.connections == again.connections == 0
@@ -131,16 +148,20 @@ async def test_activity_counts_clients_not_the_probe(driver: Driver) -> None:
         await driver.terminate(placement.handle)
 
 
-async def test_terminate_a_handle_that_never_launched(driver: Driver) -> None:
-    placement = await driver.place(fake_env(driver.kind), set())
+async def test_terminate_a_handle_that_never_launched(
+    driver: Driver, demo_snapshot: Manifest
+) -> None:
+    placement = await driver.place(fake_env(driver.kind, demo_snapshot), set())
     await driver.terminate(placement.handle)
     await driver.terminate({})
 
 
-async def test_port_taken_meanwhile_is_reported_and_leaves_nothing(driver: Driver) -> None:
+async def test_port_taken_meanwhile_is_reported_and_leaves_nothing(
+    driver: Driver, demo_snapshot: Manifest
+) -> None:
     if driver.kind != "local":
         pytest.skip("ports are a local concern")
-    placement = await driver.place(fake_env(driver.kind), set())
+    placement = await driver.place(fake_env(driver.kind, demo_snapshot), set())
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", placement.port))

@@ -134,11 +134,7 @@ async def run_agent(
             reason = str(exc) if isinstance(exc, DevdbError) else f"unexpected error: {exc!r}"
             await agent_status.write(conn, AgentState.FAILED, error=reason)
             raise
-        await agent_status.write(
-            conn,
-            AgentState.READY,
-            ProgressEvent(step=Step.RESTORE, message="ready", percent=100.0),
-        )
+        await agent_status.write(conn, AgentState.READY)  # keeps restore_dump's last event
     finally:
         await conn.close()
 

@@ -32,8 +32,11 @@ class SsmSecrets:
         self.kms_key = kms_key
 
     async def put(self, env: Environment, password: str) -> None:
+        await self.write(parameter_name(env), password)
+
+    async def write(self, parameter: str, password: str) -> None:
         args: dict[str, Any] = {
-            "Name": parameter_name(env),
+            "Name": parameter,
             "Value": password,
             "Type": "SecureString",
             "Overwrite": True,
@@ -64,8 +67,11 @@ class SsmSecrets:
         return str(reply["Parameter"]["Value"])
 
     async def delete(self, env: Environment) -> None:
+        await self.remove(parameter_name(env))
+
+    async def remove(self, parameter: str) -> None:
         try:
-            await asyncio.to_thread(self.client.delete_parameter, Name=parameter_name(env))
+            await asyncio.to_thread(self.client.delete_parameter, Name=parameter)
         except ClientError as exc:
             if _reason(exc) != "ParameterNotFound":
                 raise ProvisioningFailed(

@@ -135,6 +135,8 @@ class Ec2Driver(Driver):
             progress(ProgressEvent(step=Step.LAUNCH, message=message, percent=percent))
 
         step("preparing the network and launch template", 5.0)
+        # The instance reads its password from here at boot (idempotent if already stored).
+        await self.passwords.write(handle["parameter"], password)
         try:
             net = await asyncio.to_thread(fleet.network, self.ec2, self.settings)
             group = await asyncio.to_thread(fleet.security_group, self.ec2, self.settings, net)
@@ -397,13 +399,17 @@ class Ec2Driver(Driver):
         for volume in volumes.get("Volumes", []):
             with contextlib.suppress(ClientError):
                 await self._call("delete_volume", VolumeId=volume["VolumeId"])
-        try:
-            await self._call(
-                "delete_launch_template", LaunchTemplateName=fleet.template_name(token)
-            )
-        except ClientError as exc:
-            if "NotFound" not in str(exc.response.get("Error", {}).get("Code")):
-                raise
+        if handle.get("parameter"):
+            await self.passwords.remove(handle["parameter"])
+        templates = await self._call("describe_launch_templates", Filters=launch_tag)
+        for template in templates.get("LaunchTemplates", []):
+            try:
+                await self._call(
+                    "delete_launch_template", LaunchTemplateId=template["LaunchTemplateId"]
+                )
+            except ClientError as exc:
+                if "NotFound" not in str(exc.response.get("Error", {}).get("Code")):
+                    raise
 
     async def inventory(self) -> list[Handle]:
         reply = await self._call(
