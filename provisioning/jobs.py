@@ -24,7 +24,15 @@ import asyncpg
 from provisioning.drivers.base import Driver, Placement, Progress
 from provisioning.errors import DevdbError, PortInUse, ProvisioningFailed
 from provisioning.migrate import apply_migrations
-from provisioning.models import Endpoint, Environment, EnvState, JobState, ProgressEvent, Step
+from provisioning.models import (
+    REPLACEABLE,
+    Endpoint,
+    Environment,
+    EnvState,
+    JobState,
+    ProgressEvent,
+    Step,
+)
 from provisioning.secrets import Passwords, new_password
 from provisioning.snapshots.manifest import Manifest
 from provisioning.state.store import StateStore
@@ -203,7 +211,7 @@ class RefreshJob:
         async with self.store.transaction() as tx:
             if self.env.replaces is not None:
                 old = await tx.environment(self.env.replaces)
-                if old.state == EnvState.READY:
+                if old.state in REPLACEABLE:
                     await tx.set_state(old.id, EnvState.DESTROYING)
                 else:
                     old = None

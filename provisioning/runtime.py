@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from provisioning.aws.wiring import aws_parts
 from provisioning.drivers.base import Driver
 from provisioning.drivers.local import LocalDriver
 from provisioning.jobs import JobOptions
@@ -16,6 +17,7 @@ from provisioning.recovery import RecoveryReport, recover
 from provisioning.secrets import LocalSecrets, Passwords
 from provisioning.service import Policy, Service
 from provisioning.settings import Settings
+from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.local import LocalSnapshotStore
 from provisioning.state.control import ensure_control_cluster, prepare_home
 from provisioning.state.store import StateStore
@@ -29,7 +31,7 @@ class Runtime:
     programs: PgPrograms
     service: Service
     store: StateStore
-    snapshots: LocalSnapshotStore
+    snapshots: SnapshotStore
     recovery: RecoveryReport
     server: dict[str, Any]
 
@@ -64,8 +66,13 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 port_range=settings.port_range,
             ),
         }
-        snapshots = LocalSnapshotStore(settings.snapshots_dir)
-        secrets = Passwords(LocalSecrets(settings.secrets_dir), {})
+        aws = aws_parts(settings.aws, settings.cache_dir)
+        snapshots: SnapshotStore = aws.snapshots or LocalSnapshotStore(settings.snapshots_dir)
+        if aws.driver and aws.passwords:
+            drivers["ec2"] = aws.driver
+        secrets = Passwords(
+            LocalSecrets(settings.secrets_dir), {"ec2": aws.passwords} if aws.passwords else {}
+        )
         service = Service(
             store=store,
             drivers=drivers,
@@ -76,6 +83,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 admins=settings.admins,
                 default_ttl=settings.default_ttl,
                 max_lifetime=settings.max_lifetime,
+                monthly_cap=settings.aws.monthly_cap,
+                teams=settings.aws.teams,
+                auto_replace=settings.aws.auto_replace,
             ),
             job_options=JobOptions(
                 restore_jobs=settings.restore_jobs,

@@ -7,17 +7,26 @@ action in the audit log, and raises `DevdbError`s whose message is meant for tha
 from __future__ import annotations
 
 import builtins
+import contextlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from provisioning.drivers.base import Driver, Progress, placement_of
-from provisioning.errors import Conflict, InvalidInput, NotAllowed, NotFound, QuotaExceeded
+from provisioning.errors import (
+    Conflict,
+    DevdbError,
+    InvalidInput,
+    NotAllowed,
+    NotFound,
+    QuotaExceeded,
+)
 from provisioning.jobs import LEASE as JOB_LEASE
 from provisioning.jobs import JobOptions, RefreshJob, retire, worker_id
 from provisioning.models import (
+    REPLACEABLE,
     Endpoint,
     Environment,
     EnvState,
@@ -26,6 +35,7 @@ from provisioning.models import (
     default_name,
     validate_name,
 )
+from provisioning.notify import Notifier, nobody
 from provisioning.secrets import Passwords
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest, validate_snapshot_id
@@ -44,6 +54,16 @@ class Policy:
     admins: frozenset[str] = frozenset()
     default_ttl: timedelta = timedelta(hours=8)
     max_lifetime: timedelta = timedelta(days=7)
+    monthly_cap: float | None = None  # US dollars per team per month on cloud environments
+    teams: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    auto_replace: bool = False  # re-provision an environment whose server was taken away
+
+    def team_of(self, user: str) -> tuple[str, frozenset[str]]:
+        """The user's team and its members; someone in no team is a team of one."""
+        for team, members in sorted(self.teams.items()):
+            if user in members:
+                return team, members
+        return user, frozenset({user})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +112,7 @@ class Service:
         secrets: Passwords,
         policy: Policy,
         job_options: JobOptions,
+        notify: Notifier = nobody,
     ) -> None:
         self.store = store
         self.drivers = drivers
@@ -99,6 +120,7 @@ class Service:
         self.secrets = secrets
         self.policy = policy
         self.job_options = job_options
+        self.notify = notify
 
     def may_act(self, actor: str, env: Environment) -> bool:
         return actor == env.owner or actor in self.policy.admins
@@ -129,11 +151,18 @@ class Service:
             raise InvalidInput(f"the time to live can be at most {self.policy.max_lifetime}.")
         driver = self.drivers.get(kind)
         if driver is None:
+            hint = (
+                " (EC2 needs DEVDB_EC2_AMI or DEVDB_EC2_LAUNCH_TEMPLATE, and DEVDB_S3_BUCKET)"
+                if kind == "ec2"
+                else ""
+            )
             raise InvalidInput(
-                f"{kind!r} is not an environment kind here: use one of "
+                f"{kind} environments are not set up here{hint}: use one of "
                 f"{', '.join(sorted(self.drivers))}."
             )
         await driver.preflight()
+        owner = await self._owner_for(actor, name)
+        await self._check_budget(actor, owner, name, driver)
         manifest = await self.snapshots.resolve(snapshot and validate_snapshot_id(snapshot))
         emit(ProgressEvent(step=Step.RESERVE, message=f"verifying snapshot {manifest.id}"))
         dump_dir = await driver.stage(self.snapshots, manifest)
@@ -156,6 +185,38 @@ class Service:
             fresh = await tx.environment(env.id)
         return EnvironmentView(env=fresh, running=True, endpoint=endpoint)
 
+    async def _owner_for(self, actor: str, name: str) -> str:
+        """Who will own `name`: its current owner when it is replaced, else the actor."""
+        async with self.store.connection() as tx:
+            live = await tx.live_by_name(name)
+        return next((e.owner for e in live if e.state in REPLACEABLE), actor)
+
+    async def spent_this_month(self, owner: str, kind: str) -> tuple[str, float]:
+        """The owner's team and its estimated spend on `kind` environments this month."""
+        team, members = self.policy.team_of(owner)
+        now = datetime.now(UTC)
+        month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        async with self.store.connection() as tx:
+            envs = await tx.environments_since(kind, sorted(members), month)
+        driver = self.drivers[kind]
+        return team, sum(driver.cost(env, month, now) for env in envs)
+
+    async def _check_budget(self, actor: str, owner: str, name: str, driver: Driver) -> None:
+        cap = self.policy.monthly_cap
+        if cap is None or driver.kind == "local":
+            return
+        team, spent = await self.spent_this_month(owner, driver.kind)
+        if spent >= cap:
+            async with self.store.connection() as audit:
+                await audit.audit(
+                    actor, "refresh", name, "refused", {"reason": "budget", "spent": spent}
+                )
+            raise QuotaExceeded(
+                f"team {team} has spent ${spent:.2f} of its ${cap:.2f} monthly cap on {driver.kind}"
+                " environments: use a local one (`devdb refresh`) or ask an admin to raise "
+                "DEVDB_MONTHLY_CAP."
+            )
+
     async def _reserve(
         self, actor: str, name: str, kind: str, manifest: Manifest, ttl: timedelta
     ) -> tuple[Environment, int]:
@@ -170,7 +231,9 @@ class Service:
                     )
                 if any(e.state == EnvState.DESTROYING for e in live):
                     raise Conflict(f"{name!r} is being destroyed: try again in a moment.")
-                existing = next((e for e in live if e.state == EnvState.READY), None)
+                existing = next(
+                    (e for state in REPLACEABLE for e in live if e.state == state), None
+                )
                 if existing is not None and not self.may_act(actor, existing):
                     raise await self._refuse(actor, "refresh", existing)
                 owner = existing.owner if existing else actor
@@ -240,11 +303,16 @@ class Service:
         async with self.store.connection() as tx:
             envs = await tx.live_environments(None if everyone else actor)
         views = []
+        now = datetime.now(UTC)
         for env in envs:
             running = None
-            if env.state == EnvState.READY and env.kind in self.drivers:
-                running = await self.drivers[env.kind].is_running(env.handle)
-            views.append(EnvironmentView(env=env, running=running))
+            cost = 0.0
+            if env.kind in self.drivers:
+                driver = self.drivers[env.kind]
+                cost = driver.cost(env, env.created_at, now)
+                if env.state == EnvState.READY:
+                    running = await driver.is_running(env.handle)
+            views.append(EnvironmentView(env=env, running=running, cost=cost))
         return views
 
     async def destroy(self, actor: str, name: str) -> Environment:
@@ -254,7 +322,7 @@ class Service:
             env = await self._live(tx, name)
             if not self.may_act(actor, env):
                 raise await self._refuse(actor, "destroy", env)
-            if env.state != EnvState.READY:
+            if env.state not in REPLACEABLE:
                 raise Conflict(
                     f"{name!r} is {env.state.value}: wait until it is ready, then destroy it."
                 )
@@ -291,3 +359,57 @@ class Service:
 
     async def list_snapshots(self) -> builtins.list[Manifest]:
         return await self.snapshots.list()
+
+    async def check_interruptions(self) -> builtins.list[str]:
+        """Mark environments whose server was taken away `interrupted` and tell their owners.
+
+        With `auto_replace`, each is refreshed again from its snapshot, under the same name.
+        Returns the names found interrupted.
+        """
+        async with self.store.connection() as tx:
+            envs = await tx.live_environments()
+        found = []
+        for env in envs:
+            driver = self.drivers.get(env.kind)
+            if env.state != EnvState.READY or driver is None:
+                continue
+            reason = await driver.interruption(env.handle)
+            if reason is None:
+                continue
+            async with self.store.transaction() as tx:
+                await tx.lock("name", env.name)
+                if (await tx.environment(env.id)).state != EnvState.READY:
+                    continue  # destroyed or replaced meanwhile
+                await tx.set_state(env.id, EnvState.INTERRUPTED, error=reason)
+                await tx.audit(
+                    "devdb",
+                    "interrupt",
+                    env.name,
+                    "interrupted",
+                    {"environment": env.id, "reason": reason},
+                )
+            found.append(env.name)
+            with contextlib.suppress(Exception):  # whatever is left of it
+                await driver.terminate(env.handle)
+            if not self.policy.auto_replace:
+                await self.notify(
+                    env.owner,
+                    f"Your environment {env.name} was interrupted: {reason}. Run "
+                    f"`devdb refresh {env.name} --{env.kind}` for a new one.",
+                )
+                continue
+            await self.notify(
+                env.owner,
+                f"Your environment {env.name} was interrupted: {reason}. A new one is on its "
+                "way from the same snapshot.",
+            )
+            try:
+                await self.refresh(env.owner, env.name, snapshot=env.snapshot_id, kind=env.kind)
+            except DevdbError as exc:
+                await self.notify(env.owner, f"{env.name} could not be replaced: {exc}")
+            else:
+                await self.notify(
+                    env.owner,
+                    f"{env.name} is back: `devdb status {env.name}` shows how to reach it.",
+                )
+        return found

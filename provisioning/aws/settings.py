@@ -42,13 +42,6 @@ class AwsSettings:
     def ec2_enabled(self) -> bool:
         return bool(self.ami or self.launch_template)
 
-    def team_of(self, user: str) -> tuple[str, frozenset[str]]:
-        """The user's team and its members; someone in no team is a team of one."""
-        for team, members in sorted(self.teams.items()):
-            if user in members:
-                return team, members
-        return user, frozenset({user})
-
     @classmethod
     def from_values(cls, pick: Callable[[str], str | None]) -> AwsSettings:
         kwargs: dict[str, object] = {}

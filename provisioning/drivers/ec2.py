@@ -363,7 +363,7 @@ class Ec2Driver(Driver):
         hours = max(timedelta(0), end - start).total_seconds() / 3600
         per_hour = float(handle.get("spot_price") or 0.0)
         per_hour += int(handle.get("volume_gib") or 0) * GP3_PER_GIB_MONTH / HOURS_PER_MONTH
-        return round(hours * per_hour, 4)
+        return hours * per_hour
 
     # -- removal ----------------------------------------------------------------------------
 

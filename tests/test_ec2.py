@@ -1,0 +1,323 @@
+"""EC2 environments through the service, against moto, instances played by this machine."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import pytest
+from botocore.exceptions import ClientError
+from moto.backends import get_backend
+
+from provisioning.aws import fleet
+from provisioning.drivers.ec2 import volume_size
+from provisioning.errors import DevdbError, InvalidInput, ProvisioningFailed, QuotaExceeded
+from provisioning.jobs import JobOptions
+from provisioning.models import EnvState, ProgressEvent
+from provisioning.service import Service
+from provisioning.snapshots.local import LocalSnapshotStore
+from provisioning.snapshots.manifest import Manifest
+from tests.cloud import REGION
+from tests.conftest import Cloud, unique
+
+ACCOUNT = "123456789012"
+
+
+def tagged(cloud: Cloud, name: str) -> dict[str, list[str]]:
+    """Every live resource devdb made for environment `name`, by kind."""
+    ec2, ssm = cloud.moto.client("ec2"), cloud.moto.client("ssm")
+    env_tag = [{"Name": "tag:devdb:env", "Values": [name]}]
+    instances = [
+        instance["InstanceId"]
+        for reservation in ec2.describe_instances(Filters=env_tag)["Reservations"]
+        for instance in reservation["Instances"]
+        if instance["State"]["Name"] not in ("terminated", "shutting-down")
+    ]
+    volumes = [v["VolumeId"] for v in ec2.describe_volumes(Filters=env_tag)["Volumes"]]
+    templates = [
+        t["LaunchTemplateName"]
+        for t in ec2.describe_launch_templates(Filters=env_tag)["LaunchTemplates"]
+    ]
+    parameters = [
+        p["Name"]
+        for p in ssm.describe_parameters(
+            ParameterFilters=[
+                {"Key": "Name", "Option": "BeginsWith", "Values": [f"/devdb/{name}-"]}
+            ]
+        )["Parameters"]
+    ]
+    return {
+        "instances": instances,
+        "volumes": volumes,
+        "templates": templates,
+        "parameters": parameters,
+    }
+
+
+NOTHING = {"instances": [], "volumes": [], "templates": [], "parameters": []}
+
+
+def client_error(code: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": f"injected {code}"}}, "Injected")
+
+
+async def test_refresh_on_ec2_end_to_end(cloud: Cloud, demo_snapshot: Manifest) -> None:
+    name = unique("cloud")
+    events: list[ProgressEvent] = []
+    view = await cloud.service.refresh(
+        "erin", name, snapshot=demo_snapshot.id, kind="ec2", progress=events.append
+    )
+    assert view.env.kind == "ec2" and view.env.state == EnvState.READY
+    assert view.endpoint is not None
+    conn = await asyncpg.connect(view.endpoint.dsn)
+    try:
+        for table, entry in demo_snapshot.tables.items():
+            assert await conn.fetchval(f"select count(*) from {table}") == entry.rows
+    finally:
+        await conn.close()
+    steps = [e.step.value for e in events]
+    assert {"launch", "restore", "ready"} <= set(steps)
+    assert any("downloading snapshot" in e.message for e in events)
+
+    ec2 = cloud.moto.client("ec2")
+    handle = view.env.handle
+    instance = ec2.describe_instances(InstanceIds=[handle["instance_id"]])["Reservations"][0][
+        "Instances"
+    ][0]
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags["devdb:managed"] == "true"
+    assert tags["devdb:env"] == name and tags["devdb:owner"] == "erin"
+    assert tags["devdb:expires"].startswith(view.env.expires_at.strftime("%Y-%m-%dT%H"))
+    assert instance["InstanceType"] in cloud.settings.instance_types
+    assert handle["spot_price"] is not None and handle["instance_type"]
+
+    # What devdb asked EC2 for, as the launch template records it.
+    template = ec2.describe_launch_template_versions(
+        LaunchTemplateName=fleet.template_name(handle["token"]), Versions=["$Latest"]
+    )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert template["MetadataOptions"]["HttpTokens"] == "required"
+    data_volume = next(
+        m for m in template["BlockDeviceMappings"] if m["DeviceName"] == fleet.DATA_DEVICE
+    )
+    assert data_volume["Ebs"]["VolumeType"] == "gp3"
+    assert data_volume["Ebs"]["VolumeSize"] == volume_size(demo_snapshot)
+    assert data_volume["Ebs"]["Encrypted"] is True
+    volume_tags = next(
+        spec["Tags"] for spec in template["TagSpecifications"] if spec["ResourceType"] == "volume"
+    )
+    assert {"Key": "devdb:managed", "Value": "true"} in volume_tags
+    user_data = base64.b64decode(template["UserData"]).decode()
+    assert view.endpoint.password not in user_data
+    assert handle["parameter"] in user_data
+    group = ec2.describe_security_groups(GroupIds=template["SecurityGroupIds"])["SecurityGroups"][0]
+    assert [
+        (rule["FromPort"], rule["ToPort"], [r["CidrIp"] for r in rule["IpRanges"]])
+        for rule in group["IpPermissions"]
+    ] == [(5432, 5432, ["10.20.0.0/16"])]
+    parameter = cloud.moto.client("ssm").get_parameter(Name=handle["parameter"])["Parameter"]
+    assert parameter["Type"] == "SecureString"
+
+    listed = {v.env.name: v for v in await cloud.service.list("erin")}
+    assert listed[name].cost > 0
+
+    await cloud.service.destroy("erin", name)
+    assert tagged(cloud, name) == NOTHING
+
+
+async def test_a_failure_at_each_step_leaves_nothing_behind(
+    cloud: Cloud, demo_snapshot: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ec2 = cloud.driver.ec2
+
+    def fail(code: str) -> Callable[..., Any]:
+        def raiser(*args: Any, **kwargs: Any) -> Any:
+            raise client_error(code)
+
+        return raiser
+
+    def no_capacity_anywhere() -> None:
+        monkeypatch.setattr(
+            ec2,
+            "create_fleet",
+            lambda **_: {"Instances": [], "Errors": [{"ErrorMessage": "no capacity"}]},
+        )
+        monkeypatch.setattr(ec2, "run_instances", fail("InsufficientInstanceCapacity"))
+
+    def reclaimed_at_once() -> None:
+        real = fleet.request_spot
+
+        def request(*args: Any) -> tuple[str, str]:
+            instance_id, kind = real(*args)
+            cloud.moto.client("ec2").terminate_instances(InstanceIds=[instance_id])
+            return instance_id, kind
+
+        monkeypatch.setattr(fleet, "request_spot", request)
+
+    injections: dict[str, tuple[Callable[[], None], str]] = {
+        "password": (
+            lambda: monkeypatch.setattr(
+                cloud.ssm.client, "put_parameter", fail("AccessDeniedException")
+            ),
+            "could not be stored in SSM",
+        ),
+        "security group": (
+            lambda: monkeypatch.setattr(
+                ec2, "describe_security_groups", fail("UnauthorizedOperation")
+            ),
+            "EC2 refused the launch",
+        ),
+        "launch template": (
+            lambda: monkeypatch.setattr(ec2, "create_launch_template", fail("LimitExceeded")),
+            "EC2 refused the launch",
+        ),
+        "spot capacity": (no_capacity_anywhere, "no spot capacity"),
+        "reclaimed before running": (reclaimed_at_once, "before it started"),
+    }
+    for label, (inject, expected) in injections.items():
+        name = unique("broken")
+        with monkeypatch.context():
+            inject()
+            with pytest.raises(ProvisioningFailed, match=expected):
+                await cloud.service.refresh("erin", name, snapshot=demo_snapshot.id, kind="ec2")
+        monkeypatch.undo()
+        assert tagged(cloud, name) == NOTHING, label
+        async with cloud.service.store.connection() as tx:
+            [env] = [e for e in await tx.live_environments("erin") if e.name == name] or [None]
+        assert env is None, f"{label}: no live environment is left"
+
+
+async def test_a_failure_on_the_instance_leaves_nothing_behind(
+    cloud: Cloud, demo_snapshot: Manifest
+) -> None:
+    # A corrupt snapshot: the instance's checksum check fails; the bot never downloads it.
+    corrupt = replace(demo_snapshot, id=unique("corrupt"))
+    dump = await cloud.store.fetch(demo_snapshot)
+    staged = await cloud.store.staging()
+    shutil.copytree(dump, staged / "dump")
+    await cloud.store.publish(staged, corrupt)
+    victim = next(name for name in corrupt.files if name != "toc.dat")
+    cloud.moto.client("s3").put_object(
+        Bucket=cloud.store.bucket, Key=cloud.store.key(corrupt.id, f"dump/{victim}"), Body=b"x"
+    )
+    name = unique("corrupt")
+    with pytest.raises(ProvisioningFailed, match=r"could not restore: .*corrupt"):
+        await cloud.service.refresh("erin", name, snapshot=corrupt.id, kind="ec2")
+    assert tagged(cloud, name) == NOTHING
+
+    # Migrations that fail after the instance restored.
+    failing = Service(
+        store=cloud.service.store,
+        drivers=cloud.service.drivers,
+        snapshots=cloud.store,
+        secrets=cloud.service.secrets,
+        policy=cloud.service.policy,
+        job_options=JobOptions(restore_jobs=2, migrations_dir=None, migrations_command="exit 3"),
+    )
+    name = unique("migrate")
+    with pytest.raises(DevdbError, match="exit"):
+        await failing.refresh("erin", name, snapshot=demo_snapshot.id, kind="ec2")
+    assert tagged(cloud, name) == NOTHING
+
+
+async def test_snapshots_that_are_not_in_s3_are_refused(
+    cloud: Cloud, demo_snapshot: Manifest
+) -> None:
+    local = LocalSnapshotStore(cloud.store.cache / "elsewhere")
+    with pytest.raises(InvalidInput, match="DEVDB_S3_BUCKET"):
+        await cloud.driver.stage(local, demo_snapshot)
+
+
+def spot_requests(instance_id: str) -> list[Any]:
+    backend = get_backend("ec2")[ACCOUNT][REGION]
+    return [r for r in backend.spot_instance_requests.values() if r.instance.id == instance_id]
+
+
+@pytest.mark.parametrize("how", ["gone", "marked"])
+async def test_an_interrupted_environment_is_reported_and_replaced(
+    cloud: Cloud, demo_snapshot: Manifest, how: str
+) -> None:
+    told: list[tuple[str, str]] = []
+
+    async def notify(owner: str, text: str) -> None:
+        told.append((owner, text))
+
+    service = Service(
+        store=cloud.service.store,
+        drivers=cloud.service.drivers,
+        snapshots=cloud.store,
+        secrets=cloud.service.secrets,
+        policy=replace(cloud.service.policy, auto_replace=how == "marked"),
+        job_options=cloud.service.job_options,
+        notify=notify,
+    )
+    name = unique("spot")
+    view = await service.refresh("erin", name, snapshot=demo_snapshot.id, kind="ec2")
+    instance_id = view.env.handle["instance_id"]
+    assert await service.check_interruptions() == []
+
+    if how == "gone":
+        cloud.moto.client("ec2").terminate_instances(InstanceIds=[instance_id])
+    else:
+        [request] = spot_requests(instance_id)
+        request._status_code = "marked-for-termination"
+    assert await service.check_interruptions() == [name]
+
+    async with service.store.connection() as tx:
+        old = await tx.environment(view.env.id)
+        audit = await tx.audit_entries(name)
+    # Replaced at once with auto_replace; otherwise left for its owner to see.
+    assert old.state == (EnvState.DESTROYED if how == "marked" else EnvState.INTERRUPTED)
+    assert any(row["action"] == "interrupt" and row["actor"] == "devdb" for row in audit)
+    assert told and told[0][0] == "erin" and "interrupted" in told[0][1]
+    if how == "gone":
+        assert "devdb refresh" in told[0][1]
+        listed = {v.env.name: v.env.state for v in await service.list("erin")}
+        assert listed[name] == EnvState.INTERRUPTED
+        await service.destroy("erin", name)
+    else:
+        assert "is back" in told[-1][1]
+        current = await service.status("erin", name)
+        assert current.env.state == EnvState.READY
+        assert current.env.handle["instance_id"] != instance_id
+        await service.destroy("erin", name)
+    assert tagged(cloud, name) == NOTHING
+
+
+async def test_the_monthly_cap_refuses_new_cloud_environments(
+    cloud: Cloud, demo_snapshot: Manifest
+) -> None:
+    first = unique("spend")
+    await cloud.service.refresh("frank", first, snapshot=demo_snapshot.id, kind="ec2")
+    team_policy = replace(
+        cloud.service.policy, teams={"data": frozenset({"frank", "gina"})}, monthly_cap=None
+    )
+    probe = Service(
+        store=cloud.service.store,
+        drivers=cloud.service.drivers,
+        snapshots=cloud.store,
+        secrets=cloud.service.secrets,
+        policy=team_policy,
+        job_options=cloud.service.job_options,
+    )
+    team, spent = await probe.spent_this_month("gina", "ec2")
+    assert team == "data" and spent > 0
+    capped = Service(
+        store=cloud.service.store,
+        drivers=cloud.service.drivers,
+        snapshots=cloud.store,
+        secrets=cloud.service.secrets,
+        policy=replace(team_policy, monthly_cap=spent / 2),
+        job_options=cloud.service.job_options,
+    )
+    refused = unique("over")
+    with pytest.raises(QuotaExceeded, match=r"team data has spent \$.* monthly cap on ec2"):
+        await capped.refresh("gina", refused, snapshot=demo_snapshot.id, kind="ec2")
+    assert tagged(cloud, refused) == NOTHING
+    async with cloud.service.store.connection() as tx:
+        audit = await tx.audit_entries(refused)
+    assert [(row["result"], row["detail"]["reason"]) for row in audit] == [("refused", "budget")]
+    await cloud.service.destroy("frank", first)
