@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import traceback
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,12 @@ import asyncpg
 from rich.console import Console, RenderableType
 
 from bot import grammar, messages, pgservice
+from bot.connect import check_tools, forward_for
 from bot.slack_app import build_app, keep_admins_fresh, serve_http, serve_socket
 from bot.terminal import TerminalProgress, environments_table, snapshots_table
 from provisioning.aws.agent import AgentConfig, run_agent
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
-from provisioning.errors import DevdbError, InvalidInput, PolicyViolation
+from provisioning.errors import DevdbError, InvalidInput, NotAllowed, PolicyViolation
 from provisioning.models import default_name
 from provisioning.postgres import PgPrograms, ServerAccount
 from provisioning.runtime import Runtime, open_runtime
@@ -54,6 +56,7 @@ class Cli:
         self.user = runtime.settings.user
         self.as_json = as_json
         self.out = Console(highlight=False, soft_wrap=True)
+        self.exec_argv: list[str] | None = None  # a program to become once the runtime closed
 
     def emit(self, text: RenderableType, data: Any) -> None:
         if self.as_json:
@@ -117,7 +120,36 @@ class Cli:
                 await self.shrink(command)
             case grammar.Serve(socket=socket, port=port):
                 await self.serve(socket, port)
+            case grammar.Connect(name=name, port=port):
+                await self.connect(name, port)
         return 0
+
+    async def connect(self, name: str, port: int) -> None:
+        view = await self.service.status(self.user, name)
+        env = view.env
+        if env.kind not in self.service.drivers:
+            raise InvalidInput(
+                f"{name!r} is an {env.kind} environment, not set up on this machine."
+            )
+        if view.endpoint is None:
+            raise NotAllowed(
+                f"{name!r} is {env.state.value} or not yours: only its owner or an admin can "
+                "connect to a ready environment."
+            )
+        if env.kind == "local":
+            pgservice.write_entry(self.settings.pg_service_file, env.name, view.endpoint)
+            self.emit(
+                messages.already_local(env.name, view.endpoint.port, pgservice.section_name(name)),
+                {"name": env.name, "host": view.endpoint.host, "port": view.endpoint.port},
+            )
+            return
+        forward = forward_for(env, port, self.settings.aws.bastion)
+        print(forward.shown)
+        check_tools(forward)
+        local = replace(view.endpoint, host="localhost", port=port)
+        pgservice.write_entry(self.settings.pg_service_file, env.name, local)
+        print(messages.forwarding(env.name, port, pgservice.section_name(name)), file=sys.stderr)
+        self.exec_argv = forward.argv
 
     async def demo(self, scale: int) -> None:
         runtime = self.runtime
@@ -241,7 +273,12 @@ async def _run(command: grammar.Command, settings: Settings, as_json: bool) -> i
         print("devdb agent: the environment is ready.")
         return 0
     async with open_runtime(settings) as runtime:
-        return await Cli(runtime, as_json=as_json).run(command)
+        cli = Cli(runtime, as_json=as_json)
+        code = await cli.run(command)
+    if cli.exec_argv:  # `devdb connect`: the forward takes over this process
+        sys.stdout.flush()
+        os.execvp(cli.exec_argv[0], cli.exec_argv)
+    return code
 
 
 def _fail(message: str, as_json: bool, problems: list[str] | None = None) -> None:

@@ -103,3 +103,14 @@ def reap_warning(name: str, reason: str) -> str:
 
 def kept(name: str, until: str) -> str:
     return f"Kept `{name}`: it now expires at {until}."
+
+
+def already_local(name: str, port: int, service: str) -> str:
+    return (
+        f"{name} runs on this machine: it already listens on 127.0.0.1:{port}.\n"
+        f"  psql service={service}"
+    )
+
+
+def forwarding(name: str, port: int, service: str) -> str:
+    return f"Forwarding localhost:{port} to {name}; stop with Ctrl-C.\n  psql service={service}"

@@ -290,8 +290,8 @@ class Service:
             job = await tx.latest_job(env.id)
         running = None
         endpoint = None
-        if env.state == EnvState.READY:
-            driver = self.drivers[env.kind]
+        driver = self.drivers.get(env.kind)
+        if env.state == EnvState.READY and driver is not None:
             running = await driver.is_running(env.handle)
             if self.may_act(actor, env):
                 endpoint = await driver.endpoint(placement_of(env), await self.secrets.get(env))

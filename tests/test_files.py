@@ -52,6 +52,30 @@ def test_settings_from_environment(tmp_path: Path) -> None:
     ]:
         with pytest.raises(InvalidInput, match=message):
             Settings.from_env({"DEVDB_HOME": str(tmp_path), key: value})
+    aws = Settings.from_env(
+        {
+            "DEVDB_HOME": str(tmp_path),
+            "DEVDB_S3_BUCKET": "snaps",
+            "DEVDB_EC2_AMI": "ami-1",
+            "DEVDB_EC2_SUBNETS": "subnet-a, subnet-b",
+            "DEVDB_EC2_INSTANCE_TYPES": "m6i.large",
+            "DEVDB_EC2_ALLOW_CIDR": "10.1.2.3/16",
+            "DEVDB_MONTHLY_CAP": "250",
+            "DEVDB_TEAMS": "data:ann,bob;web:cy",
+            "DEVDB_AUTO_REPLACE": "yes",
+        }
+    ).aws
+    assert aws.bucket == "snaps" and aws.ami == "ami-1" and aws.ec2_enabled
+    assert aws.subnets == ("subnet-a", "subnet-b") and aws.instance_types == ("m6i.large",)
+    assert aws.allow_cidr == "10.1.0.0/16" and aws.monthly_cap == 250.0 and aws.auto_replace
+    assert aws.teams == {"data": {"ann", "bob"}, "web": {"cy"}}
+    for key, value, message in [
+        ("DEVDB_EC2_ALLOW_CIDR", "everyone", "must be a network"),
+        ("DEVDB_MONTHLY_CAP", "lots", "amount in dollars"),
+        ("DEVDB_TEAMS", "ann,bob", "must look like"),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            Settings.from_env({"DEVDB_HOME": str(tmp_path), key: value})
     (tmp_path / "devdb.toml").write_text("quota = [")
     with pytest.raises(InvalidInput, match="not valid TOML"):
         Settings.from_env({"DEVDB_HOME": str(tmp_path)})

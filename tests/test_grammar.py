@@ -23,6 +23,10 @@ def test_bare_words() -> None:
     assert parse(["list"]) == grammar.ListEnvironments(everyone=False)
     assert parse(["extend", "x1", "1d12h"]) == grammar.Extend(name="x1", by=timedelta(hours=36))
     assert parse(["demo", "--scale", "3"]) == grammar.Demo(scale=3)
+    assert parse(["refresh", "big", "--ec2"]) == grammar.Refresh(name="big", kind="ec2")
+    assert parse(["connect", "big"]) == grammar.Connect(name="big", port=15432)
+    assert parse(["connect", "big", "--port=6000"]) == grammar.Connect(name="big", port=6000)
+    assert parse(["agent", "restore", "--jobs", "8"]) == grammar.AgentRestore(jobs=8)
 
 
 @pytest.mark.parametrize(
@@ -44,6 +48,11 @@ def test_bare_words() -> None:
         (["list", "--all", "--all"], "given twice"),
         (["snapshots", "extra"], "snapshots takes no arguments"),
         (["demo", "--scale", "0"], "--scale must be"),
+        (["connect"], "connect takes"),
+        (["connect", "x", "--port", "0"], "--port must be a port number"),
+        (["agent", "start"], "agent takes restore"),
+        (["agent", "restore", "--jobs", "many"], "--jobs must be"),
+        (["refresh", "--ec2=yes"], "--ec2 takes no value"),
     ],
 )
 def test_bad_input_names_the_problem(words: list[str], fragment: str) -> None:
@@ -56,6 +65,8 @@ def test_bad_input_names_the_problem(words: list[str], fragment: str) -> None:
 def test_slack_does_not_get_terminal_only_commands() -> None:
     with pytest.raises(UsageError, match="unknown command 'demo'"):
         parse(["demo"], allowed=grammar.SHARED_COMMANDS)
+    with pytest.raises(UsageError, match="unknown command 'connect'"):
+        parse(["connect", "x"], allowed=grammar.SHARED_COMMANDS)
 
 
 def test_split_reports_unbalanced_quotes() -> None:

@@ -45,16 +45,17 @@ class AwsSettings:
     @classmethod
     def from_values(cls, pick: Callable[[str], str | None]) -> AwsSettings:
         kwargs: dict[str, object] = {}
-        for key in (
-            "bucket",
-            "kms_key",
-            "ami",
-            "launch_template",
-            "instance_profile",
-            "bastion",
-            "bastion_group",
-        ):
-            if (raw := pick(key if key != "bucket" else "s3_bucket")) is not None:
+        names = {
+            "bucket": "s3_bucket",
+            "kms_key": "kms_key",
+            "ami": "ec2_ami",
+            "launch_template": "ec2_launch_template",
+            "instance_profile": "ec2_instance_profile",
+            "bastion": "bastion",
+            "bastion_group": "ec2_bastion_group",
+        }
+        for key, name in names.items():
+            if (raw := pick(name)) is not None:
                 kwargs[key] = raw
         kwargs["region"] = pick("aws_region")
         if (raw := pick("s3_prefix")) is not None:

@@ -1,0 +1,115 @@
+"""`devdb connect`: the forward it runs, the tool it lacks, the local case."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+from provisioning.runtime import Runtime
+from provisioning.snapshots.manifest import Manifest
+from tests.cloud import REGION
+from tests.conftest import Cloud, unique
+from tests.test_cli import devdb
+
+RECORDER = """#!/bin/sh
+printf '%s\\n' "$0" "$@" > "$RECORD"
+"""
+
+
+def fake_tools(folder: Path, *names: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        path = folder / name
+        path.write_text(RECORDER)
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return folder
+
+
+def cloud_cli_env(
+    cli_env: dict[str, str], cloud: Cloud, tools: Path, **extra: str
+) -> dict[str, str]:
+    return {
+        **cli_env,
+        **cloud.moto.env,
+        "DEVDB_S3_BUCKET": cloud.store.bucket,
+        "DEVDB_EC2_AMI": cloud.settings.ami or "",
+        "DEVDB_AWS_REGION": REGION,
+        "PATH": f"{tools}:{os.environ['PATH']}",
+        "RECORD": str(tools / "record.txt"),
+        **extra,
+    }
+
+
+def service_entry(path: Path, name: str) -> str:
+    text = path.read_text()
+    return text.split(f"[devdb-{name}]", 1)[1].split("\n[", 1)[0]
+
+
+async def test_connect_forwards_a_cloud_environment_through_ssm_or_a_bastion(
+    cloud: Cloud, demo_snapshot: Manifest, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    name = unique("remote")
+    view = await cloud.service.refresh("carol", name, snapshot=demo_snapshot.id, kind="ec2")
+    try:
+        tools = fake_tools(tmp_path / "bin", "aws", "session-manager-plugin", "ssh")
+        env = cloud_cli_env(cli_env, cloud, tools)
+        result = devdb(env, "connect", name, "--port", "15999")
+        assert result.returncode == 0, result.stderr
+        argv = (tools / "record.txt").read_text().splitlines()
+        assert argv[0].endswith("/aws")
+        assert argv[1:3] == ["ssm", "start-session"]
+        assert argv[argv.index("--target") + 1] == view.env.handle["instance_id"]
+        assert argv[argv.index("--document-name") + 1] == "AWS-StartPortForwardingSession"
+        parameters = json.loads(argv[argv.index("--parameters") + 1])
+        assert parameters == {"portNumber": [str(view.env.port)], "localPortNumber": ["15999"]}
+        entry = service_entry(Path(env["PGSERVICEFILE"]), name)
+        assert "host=localhost" in entry and "port=15999" in entry
+
+        bastion = devdb({**env, "DEVDB_BASTION": "ops@bastion.example"}, "connect", name)
+        assert bastion.returncode == 0, bastion.stderr
+        argv = (tools / "record.txt").read_text().splitlines()
+        assert argv[0].endswith("/ssh")
+        assert argv[1:] == [
+            "-N",
+            "-L",
+            f"127.0.0.1:15432:{view.env.host}:{view.env.port}",
+            "ops@bastion.example",
+        ]
+
+        no_plugin = fake_tools(tmp_path / "bin2", "aws")
+        missing = devdb(cloud_cli_env(cli_env, cloud, no_plugin), "connect", name)
+        assert missing.returncode == 1
+        assert "session-manager-plugin" in missing.stderr and "not installed" in missing.stderr
+        assert "aws ssm start-session" in missing.stdout, "the command is printed to run elsewhere"
+        assert "Traceback" not in missing.stderr
+
+        stranger = devdb({**env, "DEVDB_USER": "mallory"}, "connect", name)
+        assert stranger.returncode == 1 and "only its owner" in stranger.stderr
+    finally:
+        await cloud.service.destroy("carol", name)
+
+
+async def test_connect_to_a_local_environment_says_it_is_already_local(
+    runtime: Runtime, demo_snapshot: Manifest, cli_env: dict[str, str]
+) -> None:
+    name = unique("near")
+    view = await runtime.service.refresh("carol", name)
+    try:
+        result = devdb(cli_env, "connect", name)
+        assert result.returncode == 0, result.stderr
+        assert f"127.0.0.1:{view.env.port}" in result.stdout
+    finally:
+        await runtime.service.destroy("carol", name)
+    bad = devdb(cli_env, "connect", name, "--port", "99999")
+    assert bad.returncode == 2 and "--port must be a port number" in bad.stderr
+
+
+def test_ec2_without_aws_settings_says_what_to_set(cli_env: dict[str, str]) -> None:
+    result = devdb(cli_env, "refresh", unique("nocloud"), "--ec2")
+    assert result.returncode == 1
+    assert "EC2 needs DEVDB_EC2_AMI or DEVDB_EC2_LAUNCH_TEMPLATE, and DEVDB_S3_BUCKET" in (
+        result.stderr
+    )
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
