@@ -50,6 +50,7 @@ def build_app(
     commands.register(app, service)
     actions.register(app, service)
     home.register(app, service)
+    service.notify = home.direct_messages(app.client)
     return app
 
 

@@ -335,6 +335,9 @@ async def test_app_home_and_reaper_warning(
     assert name in text and '"action_id": "destroy"' in text and "Latest snapshot" in text
 
     client = AsyncWebClient(token="xoxb-test", base_url=slack.fake.api_url)
+    await runtime.service.notify(owner, f"Your environment {name} was interrupted.")
+    notice = slack.fake.of("chat.postMessage")[-1]
+    assert notice["channel"] == owner and "was interrupted" in notice["text"]
     await warn_owner(client, view.env, "idle for 4h")
     warning = slack.fake.of("chat.postMessage")[-1]
     assert warning["channel"] == owner and '"action_id": "keep"' in json.dumps(warning)

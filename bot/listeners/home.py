@@ -13,6 +13,7 @@ from bot import messages, views
 from provisioning.durations import parse_duration
 from provisioning.errors import DevdbError, NotFound
 from provisioning.models import Environment
+from provisioning.notify import Notifier
 from provisioning.service import Service
 
 KEEP_FOR = timedelta(hours=4)
@@ -36,6 +37,15 @@ async def warn_owner(client: AsyncWebClient, env: Environment, reason: str) -> N
         text=messages.reap_warning(env.name, reason),
         blocks=views.reap_warning_blocks(env.name, reason),
     )
+
+
+def direct_messages(client: AsyncWebClient) -> Notifier:
+    """The core's notifier over Slack: a direct message to the owner (a Slack user id)."""
+
+    async def notify(owner: str, text: str) -> None:
+        await client.chat_postMessage(channel=owner, text=text)
+
+    return notify
 
 
 def register(app: AsyncApp, service: Service) -> None:
