@@ -22,19 +22,29 @@ from rich.console import Console, RenderableType
 
 from bot import grammar, messages, pgservice
 from bot.connect import check_tools, forward_for
-from bot.slack_app import build_app, keep_admins_fresh, serve_http, serve_socket
-from bot.terminal import TerminalProgress, environments_table, snapshots_table
+from bot.slack_app import (
+    build_app,
+    keep_admins_fresh,
+    notify_through_slack,
+    serve_http,
+    serve_socket,
+    web_client,
+)
+from bot.terminal import TerminalProgress, environments_table, reap_table, snapshots_table
 from provisioning.aws.agent import AgentConfig, run_agent
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.errors import DevdbError, InvalidInput, NotAllowed, PolicyViolation
 from provisioning.models import default_name
+from provisioning.nightly import Announce
 from provisioning.postgres import PgPrograms, ServerAccount
 from provisioning.runtime import Runtime, open_runtime
+from provisioning.scheduler import Scheduler
 from provisioning.settings import Settings
 from provisioning.shrink.classify import draft_policy, render_policy
 from provisioning.shrink.pipeline import check_source, shrink
 from provisioning.shrink.policy import load_policy
 from provisioning.snapshots.manifest import Manifest
+from provisioning.sweeps import reap_sweep
 
 
 def _manifest_dict(manifest: Manifest) -> dict[str, Any]:
@@ -122,7 +132,72 @@ class Cli:
                 await self.serve(socket, port)
             case grammar.Connect(name=name, port=port):
                 await self.connect(name, port)
+            case grammar.Protect(name=name, duration=duration):
+                env = await self.service.protect(self.user, name, duration)
+                assert env.protected_until is not None
+                lease = env.protected_until.astimezone(UTC)
+                self.emit(
+                    messages.protected(env.name, f"{lease:%Y-%m-%d %H:%M} UTC"),
+                    {"name": env.name, "protected_until": lease.isoformat()},
+                )
+            case grammar.Reap(dry_run=dry_run):
+                await self.reap(dry_run)
+            case grammar.RunScheduler():
+                await self.run_scheduler()
         return 0
+
+    async def reap(self, dry_run: bool) -> None:
+        if not dry_run and not self.service.is_admin(self.user):
+            raise NotAllowed(
+                "only an admin may run the reaper by hand; `devdb reap --dry-run` shows what "
+                "it would do."
+            )
+        now = datetime.now(UTC)
+        report = await reap_sweep(self.service, now, dry_run=dry_run)
+        rows = [
+            {
+                "name": v.env.name,
+                "owner": v.env.owner,
+                "action": v.action.value,
+                "due_at": v.due_at.isoformat(),
+                "reason": v.reason,
+            }
+            for v in report.verdicts
+        ]
+        data = {
+            "dry_run": dry_run,
+            "verdicts": rows,
+            "warned": report.warned,
+            "reaped": report.reaped,
+            "unreachable": report.unreachable,
+        }
+        self.emit(reap_table(report.verdicts, now, dry_run), data)
+
+    def _announcer(self) -> Announce:
+        settings = self.settings
+        if settings.slack_bot_token and settings.announce_channel:
+            client = web_client(settings.slack_bot_token, settings.slack_api_url)
+            notify_through_slack(self.service, client)
+            channel = settings.announce_channel
+
+            async def to_slack(text: str) -> None:
+                await client.chat_postMessage(channel=channel, text=text)
+
+            return to_slack
+
+        async def to_terminal(text: str) -> None:
+            print(f"devdb: {text}", file=sys.stderr, flush=True)
+
+        return to_terminal
+
+    async def run_scheduler(self, announce: Announce | None = None) -> None:
+        scheduler = Scheduler(self.runtime, announce=announce or self._announcer())
+        scheduler.start()
+        print(messages.scheduling(), file=sys.stderr, flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            scheduler.stop()
 
     async def connect(self, name: str, port: int) -> None:
         view = await self.service.status(self.user, name)
@@ -199,6 +274,16 @@ class Cli:
         admins = asyncio.ensure_future(
             keep_admins_fresh(app, self.service, settings.slack_admin_group)
         )
+        channel = settings.announce_channel
+
+        async def announce(text: str) -> None:
+            if channel:
+                await app.client.chat_postMessage(channel=channel, text=text)
+            else:
+                print(f"devdb: {text}", file=sys.stderr, flush=True)
+
+        scheduler = Scheduler(self.runtime, announce=announce)
+        scheduler.start()
         try:
             if socket:
                 await serve_socket(app, settings.slack_app_token)
@@ -209,6 +294,7 @@ class Cli:
                     on_listening=lambda: print(messages.serving(port), file=sys.stderr, flush=True),
                 )
         finally:
+            scheduler.stop()
             admins.cancel()
 
     def salt(self) -> bytes:

@@ -7,6 +7,9 @@ destroy NAME
 extend NAME DURATION
 snapshots
 demo [--scale N]            (terminal only)
+protect NAME DURATION
+reap [--dry-run]            (terminal only)
+scheduler                   (terminal only)
 connect NAME [--port 15432] (terminal only)
 agent restore [--jobs N]    (on an EC2 environment's instance)
 help
@@ -35,11 +38,25 @@ USAGE = {
     "shrink": "shrink --source DSN --policy FILE [--tenant ID] [--allow REGEX ...]",
     "serve": "serve --http [--port 3000] | serve --socket",
     "connect": "connect NAME [--port 15432]",
+    "protect": "protect NAME DURATION",
+    "reap": "reap [--dry-run]",
+    "scheduler": "scheduler",
     "agent": "agent restore [--jobs N]",
     "help": "help",
 }
-SHARED_COMMANDS = frozenset({"refresh", "list", "status", "destroy", "extend", "snapshots", "help"})
-TERMINAL_COMMANDS = SHARED_COMMANDS | {"demo", "policy", "shrink", "serve", "connect", "agent"}
+SHARED_COMMANDS = frozenset(
+    {"refresh", "list", "status", "destroy", "extend", "protect", "snapshots", "help"}
+)
+TERMINAL_COMMANDS = SHARED_COMMANDS | {
+    "demo",
+    "policy",
+    "shrink",
+    "serve",
+    "connect",
+    "agent",
+    "reap",
+    "scheduler",
+}
 
 
 class UsageError(InvalidInput):
@@ -62,6 +79,22 @@ class Refresh:
 class Connect:
     name: str
     port: int = 15432
+
+
+@dataclass(frozen=True)
+class Protect:
+    name: str
+    duration: timedelta
+
+
+@dataclass(frozen=True)
+class Reap:
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class RunScheduler:
+    pass
 
 
 @dataclass(frozen=True)
@@ -145,6 +178,9 @@ Command = (
     | Serve
     | Connect
     | AgentRestore
+    | Protect
+    | Reap
+    | RunScheduler
     | Help
 )
 
@@ -160,6 +196,7 @@ _REPEATABLE = {"--allow"}
 _OPTIONS["serve"] = {"--http": False, "--socket": False, "--port": True}
 _OPTIONS["connect"] = {"--port": True}
 _OPTIONS["agent"] = {"--jobs": True}
+_OPTIONS["reap"] = {"--dry-run": False}
 _POSITIONALS = {
     "refresh": (0, 1),
     "list": (0, 0),
@@ -174,6 +211,9 @@ _POSITIONALS = {
     "serve": (0, 0),
     "connect": (1, 1),
     "agent": (1, 1),
+    "protect": (2, 2),
+    "reap": (0, 0),
+    "scheduler": (0, 0),
 }
 
 
@@ -292,6 +332,13 @@ def _build(
     if verb == "extend":
         assert name is not None
         return Extend(name=name, by=parse_duration(args[1]))
+    if verb == "protect":
+        assert name is not None
+        return Protect(name=name, duration=parse_duration(args[1]))
+    if verb == "reap":
+        return Reap(dry_run="--dry-run" in options)
+    if verb == "scheduler":
+        return RunScheduler()
     if verb == "snapshots":
         return Snapshots()
     if verb == "demo":

@@ -114,3 +114,11 @@ def already_local(name: str, port: int, service: str) -> str:
 
 def forwarding(name: str, port: int, service: str) -> str:
     return f"Forwarding localhost:{port} to {name}; stop with Ctrl-C.\n  psql service={service}"
+
+
+def protected(name: str, until: str) -> str:
+    return f"{name} will not be reaped for idleness or expiry before {until}."
+
+
+def scheduling() -> str:
+    return "devdb scheduler: reaping, reconciling, the warm pool and the nightly rebuild run."

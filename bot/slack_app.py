@@ -19,15 +19,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners import actions, commands, home
 from provisioning.errors import InvalidInput
+from provisioning.models import Environment
 from provisioning.service import Service
 
 DEFAULT_API_URL = "https://slack.com/api/"
 
 
-def build_app(
-    service: Service, *, token: str, signing_secret: str, api_url: str | None = None
-) -> AsyncApp:
-    client = AsyncWebClient(
+def web_client(token: str, api_url: str | None = None) -> AsyncWebClient:
+    return AsyncWebClient(
         token=token,
         base_url=api_url or DEFAULT_API_URL,
         # 429s wait for Retry-After and go again rather than being lost.
@@ -36,7 +35,22 @@ def build_app(
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
         ],
     )
-    app = AsyncApp(signing_secret=signing_secret, client=client)
+
+
+def notify_through_slack(service: Service, client: AsyncWebClient) -> None:
+    """Owners hear from the core by direct message; reap warnings come with Keep/Destroy."""
+    service.notify = home.direct_messages(client)
+
+    async def warn(env: Environment, reason: str) -> None:
+        await home.warn_owner(client, env, reason)
+
+    service.warn = warn
+
+
+def build_app(
+    service: Service, *, token: str, signing_secret: str, api_url: str | None = None
+) -> AsyncApp:
+    app = AsyncApp(signing_secret=signing_secret, client=web_client(token, api_url))
 
     @app.middleware
     async def drop_retries(
@@ -50,7 +64,7 @@ def build_app(
     commands.register(app, service)
     actions.register(app, service)
     home.register(app, service)
-    service.notify = home.direct_messages(app.client)
+    notify_through_slack(service, app.client)
     return app
 
 

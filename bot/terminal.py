@@ -13,6 +13,7 @@ from rich.table import Table
 
 from provisioning.durations import format_duration
 from provisioning.models import ProgressEvent
+from provisioning.reaper import Verdict
 from provisioning.service import EnvironmentView
 from provisioning.snapshots.manifest import Manifest
 
@@ -136,5 +137,27 @@ def snapshots_table(manifests: list[Manifest]) -> Table:
             str(len(manifest.tables)),
             f"{manifest.rows:,}",
             human_bytes(manifest.size),
+        )
+    return table
+
+
+def reap_table(verdicts: list[Verdict], now: datetime, dry_run: bool) -> Table:
+    """What the reaper decided (or, with --dry-run, would decide) for each environment."""
+    table = Table(
+        box=None, header_style="bold", title="dry run: nothing changed" if dry_run else None
+    )
+    for column in ("NAME", "OWNER", "IDLE", "DUE IN", "ACTION", "REASON"):
+        table.add_column(column)
+    for verdict in verdicts:
+        env = verdict.env
+        idle_since = env.last_active_at or env.ready_at or env.created_at
+        due_in = verdict.due_at - now
+        table.add_row(
+            env.name,
+            env.owner,
+            format_duration(now - idle_since),
+            format_duration(due_in) if due_in.total_seconds() > 0 else "now",
+            verdict.action.value,
+            verdict.reason,
         )
     return table

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncpg
 
-from provisioning.drivers.base import Driver, Placement, Progress
+from provisioning.drivers.base import Driver, Placement, Progress, placement_of
 from provisioning.errors import DevdbError, PortInUse, ProvisioningFailed
 from provisioning.migrate import apply_migrations
 from provisioning.models import (
@@ -88,6 +88,7 @@ class RefreshJob:
         dump_dir: Path | None,
         progress: Progress,
         drivers: Mapping[str, Driver] | None = None,
+        warm: bool = False,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -100,7 +101,8 @@ class RefreshJob:
         self.progress = progress
         # The environment this refresh replaces may be of another kind.
         self.drivers = drivers or {driver.kind: driver}
-        self.placement: Placement | None = None
+        self.placement: Placement | None = placement_of(env) if warm else None
+        self.warm = warm  # `env` is a claimed pool environment: hand it over, no restore
         self.last_event: ProgressEvent | None = None
 
     def _emit(self, event: ProgressEvent) -> None:
@@ -111,6 +113,12 @@ class RefreshJob:
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             password = new_password()
+            if self.warm:
+                async with self._step(Step.LAUNCH):
+                    endpoint = await self._hand_over(password)
+                async with self._step(Step.READY):
+                    await self._go_live()
+                return endpoint
             async with self._step(Step.LAUNCH):
                 await self._launch(password)
             assert self.placement is not None
@@ -205,6 +213,27 @@ class RefreshJob:
                 self.placement = launched
             return
         raise ProvisioningFailed("no port could be bound after several attempts.")
+
+    async def _hand_over(self, password: str) -> Endpoint:
+        """A warm environment: its database renamed for its new owner, a new password."""
+        assert self.placement is not None
+        self._emit(
+            ProgressEvent(step=Step.LAUNCH, message="handing over a warm environment", percent=10)
+        )
+        await self.secrets.put(self.env, password)
+        placement = await self.driver.handover(self.placement, self.env.name, password)
+        async with self.store.connection() as tx:
+            await tx.set_placement(
+                self.env.id,
+                handle=placement.handle,
+                host=placement.host,
+                port=placement.port,
+                database=placement.database,
+                user=placement.user,
+            )
+        self.placement = placement
+        self._emit(ProgressEvent(step=Step.LAUNCH, message="handed over", percent=100.0))
+        return await self.driver.endpoint(placement, password)
 
     async def _go_live(self) -> None:
         old = None

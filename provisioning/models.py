@@ -40,11 +40,19 @@ class EnvState(StrEnum):
     DESTROYED = "destroyed"
     FAILED = "failed"
     INTERRUPTED = "interrupted"  # its server was taken away (a reclaimed spot instance)
+    LOST = "lost"  # its server or cluster vanished and could not be brought back
 
 
-LIVE_STATES = (EnvState.PROVISIONING, EnvState.READY, EnvState.DESTROYING, EnvState.INTERRUPTED)
+LIVE_STATES = (
+    EnvState.PROVISIONING,
+    EnvState.READY,
+    EnvState.DESTROYING,
+    EnvState.INTERRUPTED,
+    EnvState.LOST,
+)
 # The states a refresh of the same name replaces, and a destroy removes.
-REPLACEABLE = (EnvState.READY, EnvState.INTERRUPTED)
+REPLACEABLE = (EnvState.READY, EnvState.INTERRUPTED, EnvState.LOST)
+POOL_OWNER = "@pool"  # the owner of warm environments waiting to be handed over
 
 
 class JobState(StrEnum):
@@ -104,6 +112,10 @@ class Environment:
     replaces: int | None = None
     error: str | None = None
     finished_at: datetime | None = None
+    activity: dict[str, Any] | None = None
+    warned_at: datetime | None = None
+    warned_reason: str | None = None
+    protected_until: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

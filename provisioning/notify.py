@@ -6,7 +6,10 @@ every such event is recorded in anyway) is all there is.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+from provisioning.models import Environment
 
 
 class Notifier(Protocol):
@@ -15,3 +18,7 @@ class Notifier(Protocol):
 
 async def nobody(owner: str, text: str) -> None:
     """The notifier when no front end listens."""
+
+
+# Warn an owner that an environment is about to be reaped, and why (Slack: Keep / Destroy).
+Warner = Callable[[Environment, str], Awaitable[None]]

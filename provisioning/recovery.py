@@ -77,6 +77,8 @@ async def recover(
     async with store.connection() as tx:
         live = await tx.live_environments()
     for kind, driver in drivers.items():
+        if driver.orphan_grace:
+            continue  # left to the scheduler's reconciliation, after the grace period
         known = {driver.key(env.handle) for env in live if env.kind == kind}
         for handle in inventories[kind]:
             if driver.key(handle) not in known:

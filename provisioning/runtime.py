@@ -86,12 +86,18 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 monthly_cap=settings.aws.monthly_cap,
                 teams=settings.aws.teams,
                 auto_replace=settings.aws.auto_replace,
+                idle_ttl=settings.idle_ttl,
+                reap_warning=settings.reap_warning,
+                max_lease=settings.max_lease,
+                save_before_reap=settings.save_before_reap,
+                pool_size=settings.pool_size,
             ),
             job_options=JobOptions(
                 restore_jobs=settings.restore_jobs,
                 migrations_dir=settings.migrations_dir,
                 migrations_command=settings.migrations_command,
             ),
+            programs=programs,
         )
         report = await recover(store, drivers, secrets)
         yield Runtime(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from provisioning.drivers.base import Driver, Progress, placement_of
+from provisioning.durations import format_duration
 from provisioning.errors import (
     Conflict,
     DevdbError,
@@ -26,6 +27,7 @@ from provisioning.errors import (
 from provisioning.jobs import LEASE as JOB_LEASE
 from provisioning.jobs import JobOptions, RefreshJob, retire, worker_id
 from provisioning.models import (
+    POOL_OWNER,
     REPLACEABLE,
     Endpoint,
     Environment,
@@ -35,9 +37,12 @@ from provisioning.models import (
     default_name,
     validate_name,
 )
-from provisioning.notify import Notifier, nobody
+from provisioning.notify import Notifier, Warner, nobody
+from provisioning.postgres import PgPrograms
+from provisioning.reaper import ReapPolicy
 from provisioning.secrets import Passwords
-from provisioning.snapshots.base import SnapshotStore
+from provisioning.snapshots.base import SAVED, SnapshotStore, saved_id
+from provisioning.snapshots.dump import dump_snapshot
 from provisioning.snapshots.manifest import Manifest, validate_snapshot_id
 from provisioning.state.store import StateStore, Tx
 
@@ -57,6 +62,21 @@ class Policy:
     monthly_cap: float | None = None  # US dollars per team per month on cloud environments
     teams: Mapping[str, frozenset[str]] = field(default_factory=dict)
     auto_replace: bool = False  # re-provision an environment whose server was taken away
+    idle_ttl: timedelta = timedelta(hours=4)  # reaped after this long unused
+    reap_warning: timedelta = timedelta(minutes=30)  # the owner is warned this long before
+    max_lease: timedelta = timedelta(days=3)  # the longest protection lease
+    save_before_reap: bool = False  # dump a reaped environment as `saved-NAME` first
+    pool_size: int = 0  # warm environments kept ready from the latest snapshot
+    pool_kind: str = "local"
+
+    @property
+    def reap(self) -> ReapPolicy:
+        return ReapPolicy(
+            idle_ttl=self.idle_ttl,
+            warning=self.reap_warning,
+            max_lifetime=self.max_lifetime,
+            max_lease=self.max_lease,
+        )
 
     def team_of(self, user: str) -> tuple[str, frozenset[str]]:
         """The user's team and its members; someone in no team is a team of one."""
@@ -113,6 +133,7 @@ class Service:
         policy: Policy,
         job_options: JobOptions,
         notify: Notifier = nobody,
+        programs: PgPrograms | None = None,
     ) -> None:
         self.store = store
         self.drivers = drivers
@@ -121,9 +142,14 @@ class Service:
         self.policy = policy
         self.job_options = job_options
         self.notify = notify
+        self.programs = programs or PgPrograms()
+        self.warn: Warner = self._warn_by_notice
+
+    def is_admin(self, actor: str) -> bool:
+        return actor in self.policy.admins
 
     def may_act(self, actor: str, env: Environment) -> bool:
-        return actor == env.owner or actor in self.policy.admins
+        return actor == env.owner or self.is_admin(actor)
 
     async def _refuse(self, actor: str, action: str, env: Environment) -> NotAllowed:
         # Recorded on its own connection: the caller's transaction rolls back as it raises.
@@ -164,10 +190,27 @@ class Service:
         owner = await self._owner_for(actor, name)
         await self._check_budget(actor, owner, name, driver)
         manifest = await self.snapshots.resolve(snapshot and validate_snapshot_id(snapshot))
-        emit(ProgressEvent(step=Step.RESERVE, message=f"verifying snapshot {manifest.id}"))
-        dump_dir = await driver.stage(self.snapshots, manifest)
-        env, job_id = await self._reserve(actor, name, kind, manifest, ttl)
-        emit(ProgressEvent(step=Step.RESERVE, message="reserved", percent=100.0))
+        saved_by = manifest.extra.get("owner")
+        if manifest.extra.get("kind") == SAVED and actor != saved_by and not self.is_admin(actor):
+            raise NotAllowed(f"snapshot {manifest.id} is {saved_by}'s saved work.")
+        dump_dir = None
+        reserved = None
+        if actor != POOL_OWNER:
+            reserved = await self._reserve(actor, name, kind, manifest, ttl, from_pool=True)
+        warm = reserved is not None
+        if reserved is None:
+            emit(ProgressEvent(step=Step.RESERVE, message=f"verifying snapshot {manifest.id}"))
+            dump_dir = await driver.stage(self.snapshots, manifest)
+            reserved = await self._reserve(actor, name, kind, manifest, ttl)
+            assert reserved is not None
+        env, job_id = reserved
+        emit(
+            ProgressEvent(
+                step=Step.RESERVE,
+                message="a warm environment is yours" if warm else "reserved",
+                percent=100.0,
+            )
+        )
         job = RefreshJob(
             store=self.store,
             driver=driver,
@@ -179,6 +222,7 @@ class Service:
             dump_dir=dump_dir,
             progress=emit,
             drivers=self.drivers,
+            warm=warm,
         )
         endpoint = await job.run()
         async with self.store.connection() as tx:
@@ -218,8 +262,17 @@ class Service:
             )
 
     async def _reserve(
-        self, actor: str, name: str, kind: str, manifest: Manifest, ttl: timedelta
-    ) -> tuple[Environment, int]:
+        self,
+        actor: str,
+        name: str,
+        kind: str,
+        manifest: Manifest,
+        ttl: timedelta,
+        *,
+        from_pool: bool = False,
+    ) -> tuple[Environment, int] | None:
+        """Record the new environment and its job; with `from_pool`, claim a warm one
+        instead, or return None if there is none to claim."""
         try:
             async with self.store.transaction() as tx:
                 await tx.lock("name", name)
@@ -239,21 +292,28 @@ class Service:
                 owner = existing.owner if existing else actor
                 await tx.lock("owner", owner)
                 count = await tx.count_live_for_owner(owner, excluding=[name])
-                if count >= self.policy.quota:
+                if count >= self.policy.quota and owner != POOL_OWNER:
                     async with self.store.connection() as audit:
                         await audit.audit(actor, "refresh", name, "refused", {"reason": "quota"})
                     raise QuotaExceeded(
                         f"{owner} already has {count} environment(s), the most allowed: "
                         "destroy one first with `devdb destroy NAME`."
                     )
-                env = await tx.insert_environment(
-                    name=name,
-                    owner=owner,
-                    kind=kind,
-                    snapshot_id=manifest.id,
-                    expires_at=datetime.now(UTC) + ttl,
-                    replaces=existing.id if existing else None,
-                )
+                fields = {
+                    "name": name,
+                    "owner": owner,
+                    "kind": kind,
+                    "snapshot_id": manifest.id,
+                    "expires_at": datetime.now(UTC) + ttl,
+                    "replaces": existing.id if existing else None,
+                }
+                if from_pool:
+                    claimed = await tx.claim_warm(**fields)  # type: ignore[arg-type]
+                    if claimed is None:
+                        return None
+                    env = claimed
+                else:
+                    env = await tx.insert_environment(**fields)  # type: ignore[arg-type]
                 job_id = await tx.insert_job(
                     kind="refresh",
                     env_id=env.id,
@@ -268,7 +328,12 @@ class Service:
                     "refresh",
                     name,
                     "started",
-                    {"environment": env.id, "snapshot": manifest.id, "kind": kind},
+                    {
+                        "environment": env.id,
+                        "snapshot": manifest.id,
+                        "kind": kind,
+                        "warm": from_pool,
+                    },
                 )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"a refresh of {name!r} is already in progress.") from None
@@ -413,3 +478,105 @@ class Service:
                     f"{env.name} is back: `devdb status {env.name}` shows how to reach it.",
                 )
         return found
+
+    async def protect(self, actor: str, name: str, duration: timedelta) -> Environment:
+        """A protection lease: no idle or expiry reap for `duration` (up to the maximum)."""
+        limit = self.policy.max_lease
+        if duration > limit:
+            raise InvalidInput(f"a protection lease can be at most {format_duration(limit)}.")
+        async with self.store.transaction() as tx:
+            await tx.lock("name", validate_name(name))
+            env = await self._live(tx, name)
+            if not self.may_act(actor, env):
+                raise await self._refuse(actor, "protect", env)
+            until = datetime.now(UTC) + duration
+            await tx.set_protection(env.id, until)
+            await tx.audit(actor, "protect", env.name, "protected", {"until": until.isoformat()})
+            return await tx.environment(env.id)
+
+    async def keep(self, actor: str, name: str, at_least: timedelta) -> Environment:
+        """The owner's answer to a reap warning: used now, and not expiring for `at_least`."""
+        async with self.store.transaction() as tx:
+            await tx.lock("name", validate_name(name))
+            env = await self._live(tx, name)
+            if not self.may_act(actor, env):
+                raise await self._refuse(actor, "keep", env)
+            now = datetime.now(UTC)
+            limit = env.created_at + self.policy.max_lifetime
+            expires = min(max(env.expires_at, now + at_least), limit)
+            await tx.set_expiry(env.id, expires)
+            await tx.touch(env.id, now)
+            await tx.audit(actor, "keep", env.name, "kept", {"expires_at": expires.isoformat()})
+            return await tx.environment(env.id)
+
+    async def _warn_by_notice(self, env: Environment, reason: str) -> None:
+        await self.notify(
+            env.owner,
+            f"Your environment {env.name} will be removed in about "
+            f"{format_duration(self.policy.reap.warning)}: {reason}. Use it, run "
+            f"`devdb extend {env.name} 4h`, or `devdb protect {env.name} 1d` to keep it.",
+        )
+
+    async def reap(self, env: Environment, reason: str, *, save: bool = False) -> bool:
+        """Remove an environment the reaper judged due; optionally save it first."""
+        async with self.store.transaction() as tx:
+            await tx.lock("name", env.name)
+            current = await tx.environment(env.id)
+            if current.state != EnvState.READY or current.warned_at is None:
+                return False  # replaced, destroyed, used or kept meanwhile
+            await tx.set_state(env.id, EnvState.DESTROYING)
+        saved = None
+        if save:
+            saved = await self._save(current)
+        await retire(self.store, self.drivers[env.kind], self.secrets, current)
+        async with self.store.connection() as tx:
+            await tx.audit(
+                "devdb",
+                "reap",
+                env.name,
+                "reaped",
+                {"environment": env.id, "reason": reason, "saved": saved},
+            )
+        back = f" `devdb refresh {env.name} --snapshot {saved}` brings it back." if saved else ""
+        await self.notify(env.owner, f"Your environment {env.name} was removed: {reason}.{back}")
+        return True
+
+    async def _save(self, env: Environment) -> str | None:
+        """Dump `env` as the owner's saved snapshot `saved-NAME`; None if that fails."""
+        snapshot_id = saved_id(env.name)
+        try:
+            endpoint = await self.drivers[env.kind].endpoint(
+                placement_of(env), await self.secrets.get(env)
+            )
+            with contextlib.suppress(NotFound):
+                await self.snapshots.delete(snapshot_id)
+            await dump_snapshot(
+                endpoint.dsn,
+                self.snapshots,
+                self.programs,
+                extra={"kind": SAVED, "owner": env.owner, "environment": env.name},
+                snapshot_id=snapshot_id,
+            )
+        except DevdbError as exc:
+            async with self.store.connection() as tx:
+                await tx.audit("devdb", "save", env.name, "failed", {"reason": str(exc)})
+            return None
+        return snapshot_id
+
+    async def mark_lost(self, env: Environment, reason: str) -> None:
+        """A ready environment whose server vanished: `lost`, and its owner told."""
+        async with self.store.transaction() as tx:
+            await tx.lock("name", env.name)
+            if (await tx.environment(env.id)).state != EnvState.READY:
+                return
+            await tx.set_state(env.id, EnvState.LOST, error=reason)
+            await tx.audit("devdb", "reconcile", env.name, "lost", {"reason": reason})
+        with contextlib.suppress(Exception):
+            await self.drivers[env.kind].terminate(env.handle)
+        if env.owner == POOL_OWNER:
+            return
+        await self.notify(
+            env.owner,
+            f"Your environment {env.name} is lost: {reason}. Run `devdb refresh {env.name}` "
+            "for a new one.",
+        )

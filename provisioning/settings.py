@@ -60,6 +60,19 @@ class Settings:
     slack_admin_group: str | None = None
     pg_service_file: Path = field(default_factory=lambda: Path.home() / ".pg_service.conf")
     aws: AwsSettings = field(default_factory=AwsSettings)
+    # The scheduler (`devdb serve`, `devdb scheduler`).
+    idle_ttl: timedelta = timedelta(hours=4)
+    reap_warning: timedelta = timedelta(minutes=30)
+    max_lease: timedelta = timedelta(days=3)
+    save_before_reap: bool = False
+    pool_size: int = 0
+    reap_every: timedelta = timedelta(minutes=5)
+    reconcile_every: timedelta = timedelta(minutes=15)
+    pool_every: timedelta = timedelta(minutes=1)
+    nightly_cron: str = "0 3 * * *"
+    source_url: str | None = None  # the production database the nightly rebuild shrinks
+    policy_file: Path | None = None
+    announce_channel: str | None = None  # where new snapshots are announced (a Slack channel)
 
     @property
     def snapshots_dir(self) -> Path:
@@ -115,7 +128,25 @@ class Settings:
         for key in ("quota", "restore_jobs", "snapshot_retention"):
             if (raw := pick(key)) is not None:
                 kwargs[key] = _positive_int(f"DEVDB_{key.upper()}", raw)
-        for key in ("default_ttl", "max_lifetime"):
+        if (raw := pick("pool_size")) is not None:
+            kwargs["pool_size"] = 0 if raw == "0" else _positive_int("DEVDB_POOL_SIZE", raw)
+        if (raw := pick("save_before_reap")) is not None:
+            kwargs["save_before_reap"] = raw.lower() in ("1", "true", "yes", "on")
+        for key in ("nightly_cron", "source_url", "announce_channel"):
+            if (raw := pick(key)) is not None:
+                kwargs[key] = raw
+        if (raw := pick("policy")) is not None:
+            kwargs["policy_file"] = Path(raw).expanduser()
+        for key in (
+            "default_ttl",
+            "max_lifetime",
+            "idle_ttl",
+            "reap_warning",
+            "max_lease",
+            "reap_every",
+            "reconcile_every",
+            "pool_every",
+        ):
             if (raw := pick(key)) is not None:
                 kwargs[key] = parse_duration(raw)
         if (raw := pick("migrations")) is not None:

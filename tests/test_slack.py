@@ -341,10 +341,10 @@ async def test_app_home_and_reaper_warning(
     await warn_owner(client, view.env, "idle for 4h")
     warning = slack.fake.of("chat.postMessage")[-1]
     assert warning["channel"] == owner and '"action_id": "keep"' in json.dumps(warning)
-    before = (await runtime.service.status(owner, name)).env.expires_at
+    assert (await runtime.service.status(owner, name)).env.last_active_at is None
     await slack.post(slack.click(owner, "keep", name))
     deadline = time.monotonic() + 30
-    while (await runtime.service.status(owner, name)).env.expires_at == before:
+    while (await runtime.service.status(owner, name)).env.last_active_at is None:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     await runtime.service.destroy(owner, name)

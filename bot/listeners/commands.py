@@ -130,6 +130,10 @@ async def answer(
                 response_type="ephemeral",
                 text=messages.extended(env.name, f"{env.expires_at:%Y-%m-%d %H:%M} UTC"),
             )
+        case grammar.Protect(name=name, duration=duration):
+            env = await service.protect(user, name, duration)
+            until = f"{env.protected_until:%Y-%m-%d %H:%M} UTC"
+            await respond(response_type="ephemeral", text=messages.protected(env.name, until))
         case grammar.Snapshots():
             manifests = await service.list_snapshots()
             lines = [f"• `{m.id}` · {m.rows:,} rows · {human_bytes(m.size)}" for m in manifests]

@@ -84,7 +84,7 @@ def register(app: AsyncApp, service: Service) -> None:
         await ack()
         user, name = body["user"]["id"], body["actions"][0]["value"]
         try:
-            env = await service.extend(user, name, KEEP_FOR)
+            env = await service.keep(user, name, KEEP_FOR)
             text = messages.kept(env.name, f"{env.expires_at:%Y-%m-%d %H:%M} UTC")
         except DevdbError as exc:
             text = str(exc)

@@ -15,10 +15,11 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+from provisioning.errors import ProvisioningFailed
 from provisioning.models import Endpoint, Environment, ProgressEvent
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
@@ -40,17 +41,33 @@ class Placement:
 
 @dataclass(frozen=True, kw_only=True)
 class Activity:
-    """What the reaper needs to tell whether anyone uses an environment."""
+    """What the reaper needs to tell whether anyone uses an environment.
+
+    `connections` are open client sessions now; `sessions` and `active_ms` are the server's
+    running totals of client sessions started and of time spent running their statements,
+    so any use between two looks changes them. Transaction and tuple counters are not used:
+    autovacuum moves them on a database nobody touches.
+    """
 
     connections: int
-    transactions: int
-    tuples: int
+    sessions: int
+    active_ms: float
+
+    def differs(self, before: Activity | None) -> bool:
+        """Whether anyone used the environment since `before` was read."""
+        return self.connections > 0 or (
+            before is not None
+            and (self.sessions, self.active_ms) != (before.sessions, before.active_ms)
+        )
 
 
 class Driver(ABC):
     """Creates, restores into, describes and removes environments of one kind."""
 
     kind: ClassVar[str]
+    # How long a resource no record accounts for is left alone before it is removed: a
+    # cloud API may list an instance before the launch that made it has been recorded.
+    orphan_grace: ClassVar[timedelta] = timedelta(0)
 
     @abstractmethod
     async def preflight(self) -> None:
@@ -86,6 +103,11 @@ class Driver(ABC):
         progress: Progress,
     ) -> None:
         """Restore a verified snapshot into the launched, empty database."""
+
+    async def handover(self, placement: Placement, database: str, password: str) -> Placement:
+        """Give a warm (pooled) environment to its new owner: rename its database to
+        `database`, set the login role's password; return the placement as it is now."""
+        raise ProvisioningFailed(f"{self.kind} environments cannot be handed over from a pool.")
 
     @abstractmethod
     async def endpoint(self, placement: Placement, password: str) -> Endpoint:

@@ -71,6 +71,7 @@ def volume_size(manifest: Manifest) -> int:
 
 class Ec2Driver(Driver):
     kind = "ec2"
+    orphan_grace = timedelta(minutes=15)
 
     def __init__(
         self,

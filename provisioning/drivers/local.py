@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -143,6 +144,29 @@ class LocalDriver(Driver):
             monitor=cluster.connect,
             progress=progress,
         )
+
+    async def handover(self, placement: Placement, database: str, password: str) -> Placement:
+        conn = await self._cluster(placement.handle).connect()
+        try:
+            statement = await conn.fetchval(
+                "select format('alter role %I password %L', $1::text, $2::text)",
+                placement.user,
+                password,
+            )
+            await conn.execute(statement)
+            if database != placement.database:
+                # Nobody may be connected while a database is renamed; a pool one has no users.
+                await conn.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1",
+                    placement.database,
+                )
+                await conn.execute(
+                    f"alter database {quote_ident(placement.database)}"
+                    f" rename to {quote_ident(database)}"
+                )
+        finally:
+            await conn.close()
+        return replace(placement, database=database)
 
     async def endpoint(self, placement: Placement, password: str) -> Endpoint:
         return Endpoint(

@@ -3,6 +3,8 @@
 devdb's connections name themselves `devdb-*` (`devdb-probe` for this probe, `devdb-restore`
 for pg_restore, `devdb-agent` on an instance), so none of them looks like a developer. The
 counters exclude the maintenance database, where the probe and the agent's status live.
+Sessions and statement time count; transaction and tuple counters do not, because
+autovacuum moves them too.
 """
 
 from __future__ import annotations
@@ -17,19 +19,22 @@ _SQL = r"""
 select
   (select count(*) from pg_stat_activity
     where backend_type = 'client backend' and pid <> pg_backend_pid()
-      and coalesce(application_name, '') not like 'devdb-%') as connections,
-  (select coalesce(sum(xact_commit + xact_rollback), 0) from pg_stat_database
-    where datname not in ('postgres', 'template0', 'template1')) as xacts,
-  (select coalesce(sum(tup_inserted + tup_updated + tup_deleted + tup_returned), 0)
-    from pg_stat_database
-    where datname not in ('postgres', 'template0', 'template1')) as tuples
+      and coalesce(application_name, '') not like 'devdb-%'
+      and ($1::text[] is null or datname = any($1::text[]))) as connections,
+  (select coalesce(sum(sessions), 0) from pg_stat_database
+    where datname not in ('postgres', 'template0', 'template1')
+      and ($1::text[] is null or datname = any($1::text[]))) as sessions,
+  (select coalesce(sum(active_time), 0) from pg_stat_database
+    where datname not in ('postgres', 'template0', 'template1')
+      and ($1::text[] is null or datname = any($1::text[]))) as active_ms
 """
 
 
-async def read_activity(conn: asyncpg.Connection) -> Activity:
-    row = await conn.fetchrow(_SQL)
+async def read_activity(conn: asyncpg.Connection, databases: list[str] | None = None) -> Activity:
+    """Activity in every user database of the server, or only in `databases`."""
+    row = await conn.fetchrow(_SQL, databases)
     return Activity(
         connections=int(row["connections"]),
-        transactions=int(row["xacts"]),
-        tuples=int(row["tuples"]),
+        sessions=int(row["sessions"]),
+        active_ms=float(row["active_ms"]),
     )

@@ -14,6 +14,12 @@ from pathlib import Path
 from provisioning.errors import NotFound
 from provisioning.snapshots.manifest import Manifest
 
+SAVED = "saved"  # `extra.kind` of an environment saved before it was reaped
+
+
+def saved_id(env_name: str) -> str:
+    return f"saved-{env_name}"
+
 
 class SnapshotStore(ABC):
     """Published snapshots, newest first."""
@@ -43,8 +49,8 @@ class SnapshotStore(ABC):
         """Remove a snapshot; `NotFound` if absent."""
 
     async def latest(self) -> Manifest:
-        """The newest snapshot; `NotFound` when none has been published yet."""
-        snapshots = await self.list()
+        """The newest shared snapshot (not someone's saved one); `NotFound` if none yet."""
+        snapshots = [m for m in await self.list() if m.extra.get("kind") != SAVED]
         if not snapshots:
             raise NotFound(
                 "no snapshot has been published yet: run `devdb demo` to make one from "

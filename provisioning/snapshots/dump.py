@@ -98,6 +98,7 @@ async def dump_snapshot(
     jobs: int = 2,
     extra: dict[str, Any] | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
+    snapshot_id: str | None = None,
 ) -> Manifest:
     """Dump `source_dsn` with pg_dump's directory format and publish it as a new snapshot."""
     staged = await store.staging()
@@ -134,6 +135,7 @@ async def dump_snapshot(
             rows=counts,
             data_files=data_files,
             extra=extra or {},
+            snapshot_id=snapshot_id,
         )
         return await store.publish(staged, manifest)
     except BaseException:

@@ -142,12 +142,13 @@ def manifest_for_dump(
     rows: dict[str, int],
     data_files: dict[str, str],
     extra: dict[str, Any],
+    snapshot_id: str | None = None,
 ) -> Manifest:
     """Hash a finished dump and describe it: rows per table, and each table's data file.
     Blocking (it reads every file): call it in a thread."""
     described = describe_files(dump_dir)
     return Manifest(
-        id=new_snapshot_id(),
+        id=snapshot_id or new_snapshot_id(),
         created=datetime.now(UTC),
         source=source,
         pg_version=pg_version,

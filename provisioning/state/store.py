@@ -10,19 +10,20 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
 
 import asyncpg
 
 from provisioning.errors import StateStoreUnavailable
-from provisioning.models import LIVE_STATES, Environment, EnvState, JobState, Step
+from provisioning.models import LIVE_STATES, POOL_OWNER, Environment, EnvState, JobState, Step
 
 _MIGRATION_LOCK = 0x6465_7664_62  # "devdb"
 _ENV_COLUMNS = (
     "id, name, owner, kind, state, snapshot_id, handle, host, port, database, username, "
-    "replaces, created_at, ready_at, expires_at, last_active_at, error, finished_at"
+    "replaces, created_at, ready_at, expires_at, last_active_at, error, finished_at,"
+    " activity, warned_at, warned_reason, protected_until"
 )
 _LIVE = [state.value for state in LIVE_STATES]
 
@@ -47,6 +48,10 @@ def _environment(row: asyncpg.Record) -> Environment:
         replaces=row["replaces"],
         error=row["error"],
         finished_at=row["finished_at"],
+        activity=row["activity"],
+        warned_at=row["warned_at"],
+        warned_reason=row["warned_reason"],
+        protected_until=row["protected_until"],
     )
 
 
@@ -125,6 +130,19 @@ class StateStore:
         async with self.pool.acquire() as conn:
             yield Tx(conn)
 
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """Hold the advisory lock `name` if no other process does; yield whether it is held."""
+        async with self.pool.acquire() as conn:
+            held = await conn.fetchval(
+                "select pg_try_advisory_lock(hashtext('devdb:' || $1))", name
+            )
+            try:
+                yield bool(held)
+            finally:
+                if held:
+                    await conn.execute("select pg_advisory_unlock(hashtext('devdb:' || $1))", name)
+
 
 class Tx:
     """The state store's queries, run on one connection."""
@@ -188,6 +206,74 @@ class Tx:
         )
         return [_environment(r) for r in rows]
 
+    async def record_readings(
+        self, readings: Sequence[tuple[int, dict[str, Any], datetime | None]]
+    ) -> None:
+        """Store each environment's probe reading; those used since are active `at`."""
+        await self.conn.executemany(
+            "update devdb.environments set activity = $2,"
+            " last_active_at = coalesce($3, last_active_at),"
+            " warned_at = case when $3 is null then warned_at end,"
+            " warned_reason = case when $3 is null then warned_reason end"
+            " where id = $1",
+            readings,
+        )
+
+    async def set_warning(self, env_id: int, at: datetime, reason: str) -> None:
+        await self.conn.execute(
+            "update devdb.environments set warned_at = $2, warned_reason = $3 where id = $1",
+            env_id,
+            at,
+            reason,
+        )
+
+    async def touch(self, env_id: int, at: datetime) -> None:
+        """The owner wants it: active now, and any warning withdrawn."""
+        await self.conn.execute(
+            "update devdb.environments set last_active_at = $2, warned_at = null,"
+            " warned_reason = null where id = $1",
+            env_id,
+            at,
+        )
+
+    async def set_protection(self, env_id: int, until: datetime) -> None:
+        await self.conn.execute(
+            "update devdb.environments set protected_until = $2, warned_at = null,"
+            " warned_reason = null where id = $1",
+            env_id,
+            until,
+        )
+
+    async def claim_sweep(self, name: str, interval: timedelta, now: datetime, worker: str) -> bool:
+        """Record that `worker` runs sweep `name` now, unless it ran less than `interval` ago."""
+        claimed = await self.conn.fetchval(
+            "insert into devdb.sweeps (name, last_run, last_by) values ($1, $2, $4)"
+            " on conflict (name) do update set last_run = $2, last_by = $4"
+            " where devdb.sweeps.last_run <= $2 - $3::interval returning true",
+            name,
+            now,
+            interval,
+            worker,
+        )
+        return bool(claimed)
+
+    async def orphan_first_seen(self, kind: str, key: str, now: datetime) -> datetime:
+        first: datetime = await self.conn.fetchval(
+            "insert into devdb.orphans (kind, key, first_seen) values ($1, $2, $3)"
+            " on conflict (kind, key) do update set key = excluded.key returning first_seen",
+            kind,
+            key,
+            now,
+        )
+        return first
+
+    async def forget_orphans(self, kind: str, keep: Sequence[str]) -> None:
+        await self.conn.execute(
+            "delete from devdb.orphans where kind = $1 and not key = any($2::text[])",
+            kind,
+            list(keep),
+        )
+
     async def used_local_ports(self) -> set[int]:
         rows = await self.conn.fetch(
             "select port from devdb.environments"
@@ -219,6 +305,39 @@ class Tx:
         )
         return _environment(row)
 
+    async def claim_warm(
+        self,
+        *,
+        name: str,
+        owner: str,
+        kind: str,
+        snapshot_id: str,
+        expires_at: datetime,
+        replaces: int | None,
+    ) -> Environment | None:
+        """Take one ready pool environment of `kind` and `snapshot_id` for `owner` as `name`.
+
+        Row-locked and skipping rows another claim holds, so no two claims get the same one.
+        It becomes `provisioning` under its new name until the handover is done.
+        """
+        row = await self.conn.fetchrow(
+            "update devdb.environments set name = $3, owner = $4, expires_at = $5,"
+            " replaces = $6, state = 'provisioning', created_at = now(), ready_at = null,"
+            " last_active_at = null, activity = null, warned_at = null, warned_reason = null"
+            " where id = (select id from devdb.environments where owner = $7"
+            "   and state = 'ready' and kind = $1 and snapshot_id = $2"
+            "   order by id limit 1 for update skip locked)"
+            f" returning {_ENV_COLUMNS}",
+            kind,
+            snapshot_id,
+            name,
+            owner,
+            expires_at,
+            replaces,
+            POOL_OWNER,
+        )
+        return _environment(row) if row else None
+
     async def set_placement(
         self,
         env_id: int,
@@ -244,7 +363,7 @@ class Tx:
         await self.conn.execute(
             "update devdb.environments set state = $2, error = coalesce($3, error),"
             " ready_at = case when $2 = 'ready' then now() else ready_at end,"
-            " finished_at = case when $2 in ('destroyed', 'failed', 'interrupted')"
+            " finished_at = case when $2 in ('destroyed', 'failed', 'interrupted', 'lost')"
             "                    then coalesce(finished_at, now()) else finished_at end"
             " where id = $1",
             env_id,

@@ -1,0 +1,83 @@
+"""The nightly rebuild: shrink the source into a new dev-safe snapshot and announce it.
+
+A failure is announced with its reason and leaves the previous snapshot current (the shrink
+pipeline publishes nothing it did not finish). The warm pool notices the new snapshot at
+its next sweep and replaces its environments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from provisioning.errors import DevdbError
+from provisioning.postgres import PgPrograms
+from provisioning.service import Service
+from provisioning.shrink.pipeline import apply_retention, shrink
+from provisioning.shrink.policy import load_policy
+from provisioning.snapshots.manifest import Manifest
+
+Announce = Callable[[str], Awaitable[None]]
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000  # type: ignore[assignment]
+    return f"{nbytes} B"
+
+
+def describe(manifest: Manifest, removed: list[str]) -> str:
+    biggest = sorted(manifest.tables.items(), key=lambda item: -item[1].rows)[:5]
+    tables = ", ".join(f"{name} {entry.rows:,}" for name, entry in biggest)
+    text = (
+        f"New dev-safe snapshot {manifest.id}: {_size(manifest.size)}, "
+        f"{manifest.rows:,} rows in {len(manifest.tables)} tables ({tables})."
+    )
+    if removed:
+        text += f" Removed by retention: {', '.join(removed)}."
+    return text
+
+
+async def rebuild(
+    service: Service,
+    *,
+    source: str,
+    policy_file: Path,
+    programs: PgPrograms,
+    salt: bytes,
+    jobs: int,
+    keep_last: int,
+    announce: Announce,
+) -> Manifest | None:
+    """Run the shrink pipeline and publish; announce the outcome either way."""
+    try:
+        manifest = await shrink(
+            source,
+            load_policy(policy_file),
+            service.snapshots,
+            programs,
+            salt=salt,
+            jobs=jobs,
+        )
+    except DevdbError as exc:
+        try:
+            current = f"snapshot {(await service.snapshots.latest()).id} stays current"
+        except DevdbError:
+            current = "there is still no snapshot"
+        async with service.store.connection() as tx:
+            await tx.audit("devdb", "nightly", None, "failed", {"reason": str(exc)})
+        await announce(f"The nightly snapshot failed: {exc} ({current}).")
+        return None
+    removed = await apply_retention(service.snapshots, keep_last)
+    async with service.store.connection() as tx:
+        await tx.audit(
+            "devdb",
+            "nightly",
+            manifest.id,
+            "published",
+            {"rows": manifest.rows, "removed": removed},
+        )
+    await announce(describe(manifest, removed))
+    return manifest
