@@ -71,9 +71,10 @@ class LocalDriver(Driver):
 
     async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
         low, high = self.port_range
-        port = next(
-            (p for p in range(low, high + 1) if p not in avoid_ports and port_is_free(p)), None
-        )
+        # From a random point in the range, so concurrent refreshes rarely pick the same port.
+        start = secrets.randbelow(high - low + 1)
+        candidates = [*range(low + start, high + 1), *range(low, low + start)]
+        port = next((p for p in candidates if p not in avoid_ports and port_is_free(p)), None)
         if port is None:
             raise ProvisioningFailed(
                 f"no free port is left in {low}-{high}: destroy an environment or widen "
