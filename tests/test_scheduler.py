@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -182,6 +186,7 @@ async def test_activity_is_not_fooled_by_autovacuum_or_the_time_zone(
     driver = runtime.service.drivers["local"]
     assert isinstance(driver, LocalDriver)
     cluster = driver._cluster(view.env.handle)
+
     async def configure(settings: list[tuple[str, str]]) -> None:
         admin = await cluster.connect()  # the maintenance database: not counted
         try:
@@ -351,3 +356,67 @@ async def test_reap_and_protect_from_the_command_line(
     too_long = devdb(cli_env, "protect", name, "30d")
     assert too_long.returncode == 1 and "at most" in too_long.stderr
     await runtime.service.destroy("carol", name)
+
+
+async def test_a_pooled_refresh_through_the_command_line(
+    runtime: Runtime, demo_snapshot: Manifest, cli_env: dict[str, str]
+) -> None:
+    await pool_sweep(service_with(runtime, pool_size=1), datetime.now(UTC))
+    name = unique("cli-warm")
+    result = devdb(cli_env, "--json", "refresh", name)
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    assert view["state"] == "ready" and view["database"] == name and view["owner"] == "carol"
+    conn = await asyncpg.connect(view["dsn"])
+    try:
+        assert await conn.fetchval("select current_database()") == name
+    finally:
+        await conn.close()
+    async with runtime.store.connection() as tx:
+        started = [
+            r["detail"]
+            for r in await tx.audit_entries(name)
+            if r["action"] == "refresh" and r["result"] == "started"
+        ]
+    assert started[-1]["warm"] is True
+    await runtime.service.destroy("carol", name)
+
+
+async def test_scheduler_processes_fill_the_pool_and_keep_it_at_its_size(
+    runtime: Runtime, demo_snapshot: Manifest, cli_env: dict[str, str]
+) -> None:
+    env = {**cli_env, "DEVDB_POOL_SIZE": "1", "DEVDB_POOL_EVERY": "2s"}
+    replicas = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "scheduler"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        ready: list[object] = []
+        while time.monotonic() < deadline:
+            async with runtime.store.connection() as tx:
+                pool = await tx.live_environments(POOL_OWNER)
+            ready = [e for e in pool if e.state == EnvState.READY]
+            if ready:
+                break
+            await asyncio.sleep(0.5)
+        assert len(ready) == 1
+        await asyncio.sleep(5)  # both replicas take more turns; the pool stays at one
+        async with runtime.store.connection() as tx:
+            pool = await tx.live_environments(POOL_OWNER)
+        assert len(pool) == 1, pool
+    finally:
+        for replica in replicas:
+            replica.send_signal(signal.SIGTERM)
+        outputs = [replica.communicate(timeout=30) for replica in replicas]
+        await pool_sweep(service_with(runtime, pool_size=0), datetime.now(UTC))
+    for replica, (_, err) in zip(replicas, outputs, strict=True):
+        assert "Traceback" not in err, err
+        assert "scheduler" in err
+        assert replica.returncode in (0, 130)
