@@ -74,12 +74,14 @@ async def test_two_replicas_run_each_sweep_once(runtime: Runtime) -> None:
 async def test_twenty_refreshes_against_a_pool_of_five(
     runtime: Runtime, demo_snapshot: Manifest
 ) -> None:
+    latest = await runtime.snapshots.latest()  # what the pool holds and a refresh takes
+    await pool_sweep(service_with(runtime, pool_size=0), datetime.now(UTC))
     service = service_with(runtime, pool_size=5)
     made = await pool_sweep(service, datetime.now(UTC))
     assert len(made["made"]) == 5, made
     async with runtime.store.connection() as tx:
         pool = [e for e in await tx.live_environments(POOL_OWNER) if e.state == EnvState.READY]
-    pool_ids = {e.id for e in pool if e.snapshot_id == demo_snapshot.id}
+    pool_ids = {e.id for e in pool if e.snapshot_id == latest.id}
     assert len(pool_ids) == 5
 
     users = [unique("u") for _ in range(20)]
@@ -96,7 +98,7 @@ async def test_twenty_refreshes_against_a_pool_of_five(
         conn = await asyncpg.connect(view.endpoint.dsn)
         try:
             assert await conn.fetchval("select current_database()") == view.env.name
-            for table, entry in demo_snapshot.tables.items():
+            for table, entry in latest.tables.items():
                 assert await conn.fetchval(f"select count(*) from {table}") == entry.rows
         finally:
             await conn.close()
@@ -120,6 +122,7 @@ async def test_twenty_refreshes_against_a_pool_of_five(
 
 
 async def test_a_new_snapshot_replaces_the_pool(runtime: Runtime, demo_snapshot: Manifest) -> None:
+    await pool_sweep(service_with(runtime, pool_size=0), datetime.now(UTC))
     service = service_with(runtime, pool_size=1)
     await pool_sweep(service, datetime.now(UTC))
     newer = replace(demo_snapshot, id=unique("newer"), created=datetime.now(UTC))
