@@ -1,6 +1,6 @@
 """devdb's command grammar, shared by the terminal and Slack: one parser, the same words.
 
-refresh [NAME] [--snapshot ID] [--ttl 8h] [--ec2]
+refresh [NAME] [--snapshot ID] [--ttl 8h] [--ec2 | --shared [--database]]
 list [--all]
 status [NAME]
 destroy NAME
@@ -27,7 +27,7 @@ from provisioning.models import validate_name
 from provisioning.snapshots.manifest import validate_snapshot_id
 
 USAGE = {
-    "refresh": "refresh [NAME] [--snapshot ID] [--ttl 8h] [--ec2]",
+    "refresh": "refresh [NAME] [--snapshot ID] [--ttl 8h] [--ec2 | --shared [--database]]",
     "list": "list [--all]",
     "status": "status [NAME]",
     "destroy": "destroy NAME",
@@ -186,7 +186,13 @@ Command = (
 
 # Which options each command takes, and whether the option takes a value.
 _OPTIONS: dict[str, dict[str, bool]] = {
-    "refresh": {"--snapshot": True, "--ttl": True, "--ec2": False},
+    "refresh": {
+        "--snapshot": True,
+        "--ttl": True,
+        "--ec2": False,
+        "--shared": False,
+        "--database": False,
+    },
     "list": {"--all": False},
     "demo": {"--scale": True},
     "policy": {"--source": True, "--out": True, "--policy": True},
@@ -317,7 +323,7 @@ def _build(
             name=name,
             snapshot=validate_snapshot_id(snapshot) if snapshot is not None else None,
             ttl=parse_duration(ttl) if ttl is not None else None,
-            kind="ec2" if "--ec2" in options else "local",
+            kind=_kind(options),
         )
     if verb == "connect":
         assert name is not None
@@ -353,3 +359,14 @@ def _port(raw: str) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= 65535:
         raise InvalidInput(f"--port must be a port number, not {raw!r}.")
     return int(raw)
+
+
+def _kind(options: dict[str, str | None]) -> str:
+    """Where a refresh puts the environment: local, ec2, shared (schema) or shared-db."""
+    if "--database" in options and "--shared" not in options:
+        raise InvalidInput("--database goes with --shared (a database on the shared server).")
+    if "--ec2" in options and "--shared" in options:
+        raise InvalidInput("choose one of --ec2 and --shared.")
+    if "--shared" in options:
+        return "shared-db" if "--database" in options else "shared"
+    return "ec2" if "--ec2" in options else "local"

@@ -46,6 +46,7 @@ class Target:
     user: str
     database: str
     password: str | None = None
+    role: str | None = None  # restore as this role (SET ROLE), so it owns what is made
 
 
 class _Meter:
@@ -111,8 +112,11 @@ async def restore_dump(
     jobs: int,
     monitor: Callable[[], Awaitable[asyncpg.Connection]],
     progress: Callable[[ProgressEvent], None],
+    only: Path | None = None,
 ) -> None:
-    """Run pg_restore into `target`, calling `progress` about twice a second."""
+    """Run pg_restore into `target`, calling `progress` about twice a second.
+
+    `only`: a pg_restore list file (`-L`) naming the archive entries to restore."""
     argv = [
         programs.path("pg_restore"),
         "--format=directory",
@@ -129,6 +133,8 @@ async def restore_dump(
         target.user,
         "--dbname",
         target.database,
+        *([f"--role={target.role}"] if target.role else []),
+        *(["--use-list", str(only)] if only else []),
         str(dump_dir),
     ]
     env = {**os.environ, "PGAPPNAME": "devdb-restore"}

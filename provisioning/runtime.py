@@ -11,12 +11,14 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from provisioning.aws.wiring import aws_parts
 from provisioning.drivers.base import Driver
 from provisioning.drivers.local import LocalDriver
+from provisioning.drivers.shared import SharedDatabaseDriver, SharedSchemaDriver
 from provisioning.jobs import JobOptions
 from provisioning.postgres import PgPrograms, ServerAccount
 from provisioning.recovery import RecoveryReport, recover
 from provisioning.secrets import LocalSecrets, Passwords
 from provisioning.service import Policy, Service
 from provisioning.settings import Settings
+from provisioning.shared.server import SharedServer
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.local import LocalSnapshotStore
 from provisioning.state.control import ensure_control_cluster, prepare_home
@@ -66,6 +68,22 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 port_range=settings.port_range,
             ),
         }
+
+        async def audit_privileges(role: str, statements: list[str]) -> None:
+            async with store.connection() as tx:
+                await tx.audit("devdb", "privileges", role, "applied", {"statements": statements})
+
+        shared = SharedServer(
+            url=settings.shared_url,
+            home=settings.home,
+            programs=programs,
+            account=account,
+            port=settings.shared_port,
+            audit=audit_privileges,
+        )
+        limit = settings.shared_connection_limit
+        drivers["shared"] = SharedSchemaDriver(shared, connection_limit=limit)
+        drivers["shared-db"] = SharedDatabaseDriver(shared, connection_limit=limit)
         aws = aws_parts(settings.aws, settings.cache_dir)
         snapshots: SnapshotStore = aws.snapshots or LocalSnapshotStore(settings.snapshots_dir)
         if aws.driver and aws.passwords:

@@ -73,6 +73,10 @@ class Settings:
     source_url: str | None = None  # the production database the nightly rebuild shrinks
     policy_file: Path | None = None
     announce_channel: str | None = None  # where new snapshots are announced (a Slack channel)
+    # Shared mode: the server schema and database environments live on (else an embedded one).
+    shared_url: str | None = None
+    shared_port: int = 54320
+    shared_connection_limit: int = 10
 
     @property
     def snapshots_dir(self) -> Path:
@@ -125,14 +129,18 @@ class Settings:
             kwargs["slack_admin_group"] = raw
         if (raw := env.get("DEVDB_MASK_SALT")) is not None:
             kwargs["mask_salt"] = raw  # never from devdb.toml: a salt does not belong in a file
-        for key in ("quota", "restore_jobs", "snapshot_retention"):
+        if (raw := pick("shared_port")) is not None:
+            if not raw.isdigit() or not 1024 <= int(raw) <= 65535:
+                raise InvalidInput(f"DEVDB_SHARED_PORT must be a port number, not {raw!r}.")
+            kwargs["shared_port"] = int(raw)
+        for key in ("quota", "restore_jobs", "snapshot_retention", "shared_connection_limit"):
             if (raw := pick(key)) is not None:
                 kwargs[key] = _positive_int(f"DEVDB_{key.upper()}", raw)
         if (raw := pick("pool_size")) is not None:
             kwargs["pool_size"] = 0 if raw == "0" else _positive_int("DEVDB_POOL_SIZE", raw)
         if (raw := pick("save_before_reap")) is not None:
             kwargs["save_before_reap"] = raw.lower() in ("1", "true", "yes", "on")
-        for key in ("nightly_cron", "source_url", "announce_channel"):
+        for key in ("nightly_cron", "source_url", "announce_channel", "shared_url"):
             if (raw := pick(key)) is not None:
                 kwargs[key] = raw
         if (raw := pick("policy")) is not None:

@@ -33,6 +33,7 @@ from tests.servers import stop_servers
 
 CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook"
 PORTS = (55100, 55399)
+SHARED_PORT = 55460
 
 
 def unique(prefix: str) -> str:
@@ -59,6 +60,7 @@ def settings(home: Path) -> Settings:
         port_range=PORTS,
         pg_service_file=home / "pg_service.conf",
         restore_jobs=2,
+        shared_port=SHARED_PORT,
     )
 
 
@@ -70,6 +72,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "DEVDB_HOME": str(settings.home),
         "DEVDB_USER": "carol",
         "DEVDB_PORT_RANGE": f"{PORTS[0]}-{PORTS[1]}",
+        "DEVDB_SHARED_PORT": str(SHARED_PORT),
         "DEVDB_ADMINS": "boss",
         "PGSERVICEFILE": str(settings.pg_service_file),
     }

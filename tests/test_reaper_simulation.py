@@ -64,7 +64,7 @@ class SimulatedDriver(Driver):
     async def activity(self, handle: Handle) -> Activity:
         plan = self.world.plans[handle["sim"]]
         used = [u for u in plan.uses if START + u <= self.world.now]
-        return Activity(connections=0, sessions=len(used), active_ms=float(len(used)))
+        return Activity(connections=0, sessions=len(used), work=float(len(used)))
 
     async def terminate(self, handle: Handle) -> None:
         return None

@@ -43,21 +43,21 @@ class Placement:
 class Activity:
     """What the reaper needs to tell whether anyone uses an environment.
 
-    `connections` are open client sessions now; `sessions` and `active_ms` are the server's
-    running totals of client sessions started and of time spent running their statements,
-    so any use between two looks changes them. Transaction and tuple counters are not used:
-    autovacuum moves them on a database nobody touches.
+    `connections` are open client sessions now; `sessions` and `work` are running totals
+    that only clients move: sessions started, and the time their statements ran (or, where
+    the server keeps no such total, as for a schema, its tables' scans and row changes).
+    Any use between two looks changes them. Transaction and tuple-read counters are not
+    used: autovacuum moves them on a database nobody touches.
     """
 
     connections: int
     sessions: int
-    active_ms: float
+    work: float
 
     def differs(self, before: Activity | None) -> bool:
         """Whether anyone used the environment since `before` was read."""
         return self.connections > 0 or (
-            before is not None
-            and (self.sessions, self.active_ms) != (before.sessions, before.active_ms)
+            before is not None and (self.sessions, self.work) != (before.sessions, before.work)
         )
 
 

@@ -26,7 +26,7 @@ select
       and ($1::text[] is null or datname = any($1::text[]))) as sessions,
   (select coalesce(sum(active_time), 0) from pg_stat_database
     where datname not in ('postgres', 'template0', 'template1')
-      and ($1::text[] is null or datname = any($1::text[]))) as active_ms
+      and ($1::text[] is null or datname = any($1::text[]))) as work
 """
 
 
@@ -36,5 +36,5 @@ async def read_activity(conn: asyncpg.Connection, databases: list[str] | None = 
     return Activity(
         connections=int(row["connections"]),
         sessions=int(row["sessions"]),
-        active_ms=float(row["active_ms"]),
+        work=float(row["work"]),
     )

@@ -1,0 +1,378 @@
+"""Shared mode: environments as a role and a schema (`shared`), or a role and a database
+(`shared-db`), on one PostgreSQL server (`provisioning/shared/server.py`).
+
+Each environment gets a login role `dev_<name>_<id>` (the id keeps an environment apart
+from the one it replaces) with a random password, a connection limit, no right to create
+roles or databases, and no memberships. PUBLIC gets nothing: not on the shared database,
+its `public` schema, the developers' schemas or databases, or the golden copies; default
+privileges keep what a role creates to itself. Every identifier is validated and quoted.
+Every grant and revoke goes to the audit log through the server's `audit` hook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
+from provisioning.errors import InvalidInput, ProvisioningFailed
+from provisioning.models import Endpoint, Environment, ProgressEvent, Step
+from provisioning.postgres import run
+from provisioning.restore import restore_dump
+from provisioning.shared.server import (
+    ENV_MARK,
+    GOLDEN_OWNER,
+    GOLDEN_SCHEMA,
+    SHARED_DB,
+    SharedServer,
+)
+from provisioning.snapshots.manifest import Manifest
+from provisioning.sql import quote_ident
+
+_ACTIVITY = r"""
+select
+  (select count(*) from pg_stat_activity where usename = $1 and backend_type = 'client backend'
+     and coalesce(application_name, '') not like 'devdb-%') as connections,
+  (select coalesce(sum(seq_scan + coalesce(idx_scan, 0) + n_tup_ins + n_tup_upd + n_tup_del), 0)
+     from pg_stat_user_tables where schemaname = any($2::text[])) as work
+"""
+
+
+def role_name(env: Environment) -> str:
+    role = f"dev_{env.name.replace('-', '_')}_{env.id}"
+    if len(role.encode()) > 63 or not role.isascii():
+        raise InvalidInput(f"{env.name!r} makes a role name PostgreSQL cannot hold.")
+    return role
+
+
+class SharedDriver(Driver):
+    """What both shared variants have in common: the role, its password, the probe."""
+
+    def __init__(self, server: SharedServer, *, connection_limit: int = 10) -> None:
+        self.server = server
+        self.connection_limit = connection_limit
+
+    @property
+    def _mark(self) -> str:
+        return f"{ENV_MARK}: {self.kind}"
+
+    async def preflight(self) -> None:
+        for program in ("pg_restore", "pg_dump"):
+            self.server.programs.path(program)
+
+    def _placement(self, handle: Handle, database: str, role: str) -> Placement:
+        host, port = self.server.address
+        return Placement(handle=handle, host=host, port=port, database=database, user=role)
+
+    async def _create_role(self, role: str, password: str) -> list[str]:
+        """The login role; returns the privilege statements run (for the audit log)."""
+        conn = await self.server.connect(SHARED_DB)
+        try:
+            create = await conn.fetchval(
+                "select format('create role %I login password %L connection limit %s"
+                " nocreatedb nocreaterole', $1::text, $2::text, $3::int)",
+                role,
+                password,
+                self.connection_limit,
+            )
+            await conn.execute(create)
+            # Marks the role as an environment of this kind, for the inventory.
+            await conn.execute(f"comment on role {quote_ident(role)} is '{self._mark}'")
+            statements = [
+                # What a role creates stays its own: no EXECUTE or USAGE for PUBLIC by default.
+                f"alter default privileges for role {quote_ident(role)}"
+                " revoke execute on functions from public",
+                f"alter default privileges for role {quote_ident(role)}"
+                " revoke usage on types from public",
+            ]
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+        return statements
+
+    async def endpoint(self, placement: Placement, password: str) -> Endpoint:
+        return Endpoint(
+            host=placement.host,
+            port=placement.port,
+            database=placement.database,
+            user=placement.user,
+            password=password,
+        )
+
+    async def _role_exists(self, role: str) -> bool:
+        if not await self.server.running():
+            return False
+        try:
+            conn = await self.server.connect("postgres")
+        except ProvisioningFailed:
+            return False
+        try:
+            return bool(await conn.fetchval("select 1 from pg_roles where rolname = $1", role))
+        finally:
+            await conn.close()
+
+    async def is_running(self, handle: Handle) -> bool:
+        return bool(handle.get("role")) and await self._role_exists(handle["role"])
+
+    async def resume(self, handle: Handle) -> bool:
+        await self.server.ensure()
+        return await self.is_running(handle)
+
+    async def _activity(self, database: str, role: str, schemas: list[str]) -> Activity:
+        conn = await self.server.connect(database)
+        try:
+            row = await conn.fetchrow(_ACTIVITY, role, schemas)
+        finally:
+            await conn.close()
+        return Activity(connections=int(row["connections"]), sessions=0, work=float(row["work"]))
+
+    async def _drop_role(self, role: str, statements: list[str]) -> None:
+        """Drop what the role owns and was granted in the shared database, then the role."""
+        conn = await self.server.connect(SHARED_DB)
+        try:
+            await conn.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity where usename = $1", role
+            )
+            for statement in [f"drop owned by {quote_ident(role)}", *statements]:
+                await conn.execute(statement)
+            await conn.execute(f"drop role if exists {quote_ident(role)}")
+        finally:
+            await conn.close()
+        await self.server.audit(role, [f"drop owned by {role}", *statements, f"drop role {role}"])
+
+    async def inventory(self) -> list[Handle]:
+        if not await self.server.running():
+            return []
+        try:
+            conn = await self.server.connect("postgres")
+        except ProvisioningFailed:
+            return []
+        try:
+            rows = await conn.fetch(
+                "select r.rolname from pg_roles r"
+                " join pg_shdescription c on c.objoid = r.oid and c.description = $1",
+                self._mark,
+            )
+        finally:
+            await conn.close()
+        return [{"role": r["rolname"]} for r in rows]
+
+    def key(self, handle: Handle) -> str:
+        return str(handle.get("role") or "")
+
+
+class SharedSchemaDriver(SharedDriver):
+    """A role and a schema of the same name in the shared database; search_path set to it."""
+
+    kind = "shared"
+
+    async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
+        role = role_name(env)
+        return self._placement({"role": role, "schema": role}, SHARED_DB, role)
+
+    async def launch(self, placement: Placement, password: str, progress: Progress) -> Placement:
+        progress(ProgressEvent(step=Step.LAUNCH, message="preparing the shared server", percent=10))
+        await self.server.ensure()
+        role = placement.user
+        statements = await self._create_role(role, password)
+        grants = [
+            f"grant connect on database {SHARED_DB} to {quote_ident(role)}",
+            f"create schema {quote_ident(role)} authorization {quote_ident(role)}",
+            f"revoke all on schema {quote_ident(role)} from public",
+            f"alter role {quote_ident(role)} in database {SHARED_DB}"
+            f" set search_path = {quote_ident(role)}",
+        ]
+        conn = await self.server.connect(SHARED_DB)
+        try:
+            for statement in grants:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+        await self.server.audit(role, [*statements, *grants])
+        progress(ProgressEvent(step=Step.LAUNCH, message=f"role and schema {role}", percent=100))
+        return placement
+
+    async def restore(
+        self,
+        placement: Placement,
+        dump_dir: Path | None,
+        manifest: Manifest,
+        jobs: int,
+        progress: Progress,
+    ) -> None:
+        if dump_dir is None:
+            raise ProvisioningFailed("a shared restore needs the snapshot on this machine.")
+        archive = await self.server.golden_schema(manifest, dump_dir, jobs, lambda _: None)
+        role = placement.user
+        listing = await self._entries_without_schema(archive)
+        async with self.server.exclusive():
+            conn = await self.server.connect(SHARED_DB)
+            try:
+                await conn.execute(
+                    f"create schema {GOLDEN_SCHEMA} authorization {quote_ident(role)}"
+                )
+            finally:
+                await conn.close()
+            try:
+                await restore_dump(
+                    programs=self.server.programs,
+                    dump_dir=archive,
+                    manifest=_in_schema(manifest, GOLDEN_SCHEMA),
+                    target=self.server.target(SHARED_DB, role=role),
+                    jobs=jobs,
+                    monitor=lambda: self.server.connect(SHARED_DB),
+                    progress=progress,
+                    only=listing,
+                )
+            except BaseException:
+                conn = await self.server.connect(SHARED_DB)
+                try:
+                    await conn.execute(f"drop schema if exists {GOLDEN_SCHEMA} cascade")
+                finally:
+                    await conn.close()
+                raise
+            conn = await self.server.connect(SHARED_DB)
+            try:
+                async with conn.transaction():
+                    await conn.execute(f"drop schema {quote_ident(role)}")
+                    await conn.execute(
+                        f"alter schema {GOLDEN_SCHEMA} rename to {quote_ident(role)}"
+                    )
+                    await conn.execute(f"revoke all on schema {quote_ident(role)} from public")
+            finally:
+                await conn.close()
+
+    async def _entries_without_schema(self, archive: Path) -> Path:
+        """A pg_restore list of the archive without its CREATE SCHEMA (made beforehand)."""
+        listing = archive / "restore.list"
+        if listing.is_file():
+            return listing
+        result = await run([self.server.programs.path("pg_restore"), "--list", str(archive)])
+        if result.returncode != 0:
+            raise ProvisioningFailed(f"pg_restore could not list the archive: {result.stderr}")
+        kept = [
+            line
+            for line in result.stdout.splitlines()
+            if not (" SCHEMA - " in line and GOLDEN_SCHEMA in line)
+        ]
+        partial = listing.with_suffix(".partial")
+        partial.write_text("\n".join(kept) + "\n")
+        partial.rename(listing)
+        return listing
+
+    async def activity(self, handle: Handle) -> Activity:
+        return await self._activity(SHARED_DB, handle["role"], [handle["schema"]])
+
+    async def terminate(self, handle: Handle) -> None:
+        role = handle.get("role")
+        if not role or not await self._role_exists(role):
+            return
+        await self._drop_role(role, [f"drop schema if exists {quote_ident(role)} cascade"])
+
+
+class SharedDatabaseDriver(SharedDriver):
+    """A role and a database it owns, copied from the snapshot's golden database."""
+
+    kind = "shared-db"
+
+    async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
+        role = role_name(env)
+        return self._placement({"role": role, "database": role}, role, role)
+
+    async def launch(self, placement: Placement, password: str, progress: Progress) -> Placement:
+        progress(ProgressEvent(step=Step.LAUNCH, message="preparing the shared server", percent=10))
+        await self.server.ensure()
+        statements = await self._create_role(placement.user, password)
+        await self.server.audit(placement.user, statements)
+        progress(ProgressEvent(step=Step.LAUNCH, message=f"role {placement.user}", percent=100))
+        return placement
+
+    async def restore(
+        self,
+        placement: Placement,
+        dump_dir: Path | None,
+        manifest: Manifest,
+        jobs: int,
+        progress: Progress,
+    ) -> None:
+        if dump_dir is None:
+            raise ProvisioningFailed("a shared restore needs the snapshot on this machine.")
+        golden = await self.server.golden_database(manifest, dump_dir, jobs, progress)
+        role, database = quote_ident(placement.user), quote_ident(placement.database)
+        async with self.server.exclusive():  # a template must have no other connections
+            admin = await self.server.connect("postgres")
+            try:
+                await admin.execute(
+                    f"create database {database} template {quote_ident(golden)} owner {role}"
+                )
+            finally:
+                await admin.close()
+        grants = [
+            f"revoke all on database {database} from public",
+            f"grant connect, temporary on database {database} to {role}",
+        ]
+        admin = await self.server.connect("postgres")
+        try:
+            for statement in grants:
+                await admin.execute(statement)
+        finally:
+            await admin.close()
+        conn = await self.server.connect(placement.database)
+        try:
+            # The copy's tables belong to the golden owner: hand them to the developer.
+            await conn.execute(f"reassign owned by {GOLDEN_OWNER} to {role}")
+        finally:
+            await conn.close()
+        await self.server.audit(placement.user, grants)
+        progress(
+            ProgressEvent(
+                step=Step.RESTORE,
+                message=f"copied from {golden}",
+                percent=100.0,
+                bytes_done=manifest.data_bytes,
+                bytes_total=manifest.data_bytes,
+                eta_seconds=0.0,
+            )
+        )
+
+    async def activity(self, handle: Handle) -> Activity:
+        conn = await self.server.connect("postgres")
+        try:
+            row = await conn.fetchrow(
+                "select coalesce(sessions, 0) as sessions, coalesce(active_time, 0) as work,"
+                " (select count(*) from pg_stat_activity where datname = $1"
+                "   and backend_type = 'client backend'"
+                "   and coalesce(application_name, '') not like 'devdb-%') as connections"
+                " from pg_stat_database where datname = $1",
+                handle["database"],
+            )
+        finally:
+            await conn.close()
+        if row is None:
+            raise ProvisioningFailed(f"the database {handle['database']} is gone.")
+        return Activity(
+            connections=int(row["connections"]),
+            sessions=int(row["sessions"]),
+            work=float(row["work"]),
+        )
+
+    async def terminate(self, handle: Handle) -> None:
+        role = handle.get("role")
+        if not role or not await self._role_exists(role):
+            return
+        admin = await self.server.connect("postgres")
+        try:
+            await admin.execute(f"drop database if exists {quote_ident(role)} with (force)")
+        finally:
+            await admin.close()
+        await self._drop_role(role, [])
+
+
+def _in_schema(manifest: Manifest, schema: str) -> Manifest:
+    """The manifest with its public tables named in `schema`, for restore progress."""
+    tables = {
+        (f"{schema}.{name.split('.', 1)[1]}" if name.startswith("public.") else name): entry
+        for name, entry in manifest.tables.items()
+    }
+    return replace(manifest, tables=tables)

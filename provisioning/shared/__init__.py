@@ -1,0 +1,1 @@
+"""Shared mode: schema and database environments on one PostgreSQL server."""

@@ -1,0 +1,303 @@
+"""The shared server that schema and database environments live on, and its golden copies.
+
+Either a configured server (`DEVDB_SHARED_URL`, a role with CREATEROLE and CREATEDB, or a
+superuser) or, in the embedded default, a PostgreSQL cluster of devdb's own under
+`DEVDB_HOME/shared`, listening on 127.0.0.1 only and made on first use. devdb's state store
+is never on it: developers get logins here.
+
+Per snapshot, once: a golden database restored from the snapshot, its objects owned by the
+role `devdb_golden` (no login) and CONNECT revoked from PUBLIC. Database environments are
+`CREATE DATABASE … TEMPLATE` copies of it. Schema environments restore an archive of that
+golden database's `public` schema renamed `devdb_golden`, and rename it once restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+
+from provisioning.cluster import LocalCluster
+from provisioning.errors import ProvisioningFailed
+from provisioning.models import ProgressEvent
+from provisioning.postgres import PgPrograms, ServerAccount, run
+from provisioning.restore import Target, restore_dump
+from provisioning.snapshots.dump import split_password
+from provisioning.snapshots.manifest import Manifest
+from provisioning.sql import quote_ident
+
+SHARED_DB = "devdb_shared"
+GOLDEN_OWNER = "devdb_golden"
+GOLDEN_SCHEMA = "devdb_golden"
+ENV_MARK = "devdb environment"  # the comment on every role devdb makes for an environment
+# Serialises what must not overlap on one server: schema restores (they all restore
+# `devdb_golden` before renaming it) and copies of a template (it must have no connections).
+_LOCK = 0x64657664  # "devd"
+
+Privileges = Callable[[str, list[str]], Awaitable[None]]
+Progress = Callable[[ProgressEvent], None]
+
+
+async def _no_audit(role: str, statements: list[str]) -> None:
+    return None
+
+
+def golden_name(snapshot_id: str) -> str:
+    cleaned = re.sub(r"[^a-z0-9]+", "_", snapshot_id.lower())[:30]
+    return f"devdb_golden_{cleaned}_{hashlib.sha256(snapshot_id.encode()).hexdigest()[:8]}"
+
+
+class SharedServer:
+    def __init__(
+        self,
+        *,
+        url: str | None,
+        home: Path,
+        programs: PgPrograms,
+        account: ServerAccount | None,
+        port: int,
+        audit: Privileges = _no_audit,
+    ) -> None:
+        self.url = url
+        self.home = home
+        self.programs = programs
+        self.account = account
+        self.audit = audit
+        self.cluster = (
+            None
+            if url
+            else LocalCluster(
+                home / "shared", port, programs=programs, account=account, durable=False
+            )
+        )
+        self._ready = False
+        self._golden: dict[str, asyncio.Lock] = {}
+
+    # -- where -----------------------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where developers connect."""
+        if self.cluster:
+            return "127.0.0.1", self.cluster.port
+        parts = urlsplit(self.url or "")
+        return parts.hostname or "localhost", parts.port or 5432
+
+    def target(self, database: str, role: str | None = None) -> Target:
+        """How devdb's own programs reach `database`, as devdb's administrative login."""
+        if self.cluster:
+            return Target(
+                host=str(self.cluster.socket_dir),
+                port=self.cluster.port,
+                user="devdb",
+                database=database,
+                role=role,
+            )
+        bare, password = split_password(self.url or "")
+        parts = urlsplit(bare)
+        return Target(
+            host=parts.hostname or "localhost",
+            port=parts.port or 5432,
+            user=unquote(parts.username or ""),
+            database=database,
+            password=password,
+            role=role,
+        )
+
+    async def connect(self, database: str = SHARED_DB) -> asyncpg.Connection:
+        target = self.target(database)
+        try:
+            return await asyncpg.connect(
+                host=target.host,
+                port=target.port,
+                user=target.user,
+                password=target.password,
+                database=database,
+                server_settings={"application_name": "devdb-admin"},
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ProvisioningFailed(f"the shared server could not be reached: {exc}.") from exc
+
+    # -- setting up ------------------------------------------------------------------------
+
+    async def running(self) -> bool:
+        return self.cluster is None or self.cluster.running_pid() is not None
+
+    async def ensure(self) -> None:
+        """Start (or make) the server, and lock down its shared database once."""
+        if self.cluster is not None:
+            if not self.cluster.exists():
+                self.home.mkdir(parents=True, exist_ok=True)
+                await self.cluster.create()
+            await self.cluster.start()
+        if self._ready:
+            return
+        admin = await self.connect("postgres")
+        try:
+            if not await admin.fetchval("select 1 from pg_database where datname = $1", SHARED_DB):
+                with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                    await admin.execute(f"create database {SHARED_DB}")
+            if not await admin.fetchval("select 1 from pg_roles where rolname = $1", GOLDEN_OWNER):
+                with contextlib.suppress(asyncpg.DuplicateObjectError):
+                    await admin.execute(f"create role {GOLDEN_OWNER} nologin")
+        finally:
+            await admin.close()
+        conn = await self.connect(SHARED_DB)
+        try:
+            hardening = [
+                f"revoke all on database {SHARED_DB} from public",
+                "revoke all on schema public from public",
+            ]
+            for statement in hardening:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+        await self.audit(SHARED_DB, hardening)
+        self._ready = True
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """One schema restore or template copy at a time on this server, across processes."""
+        conn = await self.connect("postgres")
+        try:
+            await conn.execute("select pg_advisory_lock($1)", _LOCK)
+            yield
+        finally:
+            await conn.close()  # the lock goes with the session
+
+    # -- golden copies ---------------------------------------------------------------------
+
+    async def golden_database(
+        self,
+        manifest: Manifest,
+        dump_dir: Path,
+        jobs: int,
+        progress: Callable[[ProgressEvent], None],
+    ) -> str:
+        """The snapshot restored once, owned by `devdb_golden`, closed to PUBLIC."""
+        name = golden_name(manifest.id)
+        partial = f"{name}_partial"
+        async with self._golden.setdefault(name, asyncio.Lock()), self.exclusive():
+            admin = await self.connect("postgres")
+            try:
+                if await admin.fetchval("select 1 from pg_database where datname = $1", name):
+                    return name
+                # Restored under another name and renamed when complete, so a golden copy
+                # that exists is whole.
+                await admin.execute(f"drop database if exists {quote_ident(partial)} with (force)")
+                await admin.execute(f"create database {quote_ident(partial)}")
+            finally:
+                await admin.close()
+            conn = await self.connect(partial)
+            try:  # the golden owner restores into `public` (PostgreSQL 15 closes it by default)
+                await conn.execute(f"grant create on schema public to {GOLDEN_OWNER}")
+            finally:
+                await conn.close()
+            await restore_dump(
+                programs=self.programs,
+                dump_dir=dump_dir,
+                manifest=manifest,
+                target=self.target(partial, role=GOLDEN_OWNER),
+                jobs=jobs,
+                monitor=lambda: self.connect(partial),
+                progress=progress,
+            )
+            conn = await self.connect(partial)
+            try:
+                await conn.execute(f"revoke create on schema public from {GOLDEN_OWNER}")
+            finally:
+                await conn.close()
+            statements = [
+                f"revoke all on database {quote_ident(partial)} from public",
+                f"alter database {quote_ident(partial)} rename to {quote_ident(name)}",
+            ]
+            admin = await self.connect("postgres")
+            try:
+                for statement in statements:
+                    await admin.execute(statement)
+            finally:
+                await admin.close()
+            await self.audit(name, statements[:1])
+            return name
+
+    async def golden_schema(
+        self,
+        manifest: Manifest,
+        dump_dir: Path,
+        jobs: int,
+        progress: Callable[[ProgressEvent], None],
+    ) -> Path:
+        """An archive of the snapshot's tables in a schema named `devdb_golden` (cached)."""
+        archive = self.home / "shared-golden" / golden_name(manifest.id)
+        if (archive / "toc.dat").is_file():
+            return archive
+        golden = await self.golden_database(manifest, dump_dir, jobs, progress)
+        stage = f"{golden}_stage"[:63]
+        async with self.exclusive():
+            admin = await self.connect("postgres")
+            try:
+                await admin.execute(f"drop database if exists {quote_ident(stage)} with (force)")
+                await admin.execute(
+                    f"create database {quote_ident(stage)} template {quote_ident(golden)}"
+                )
+            finally:
+                await admin.close()
+        try:
+            conn = await self.connect(stage)
+            try:
+                others = await conn.fetch(
+                    "select nspname from pg_namespace where nspname not in"
+                    " ('public', 'information_schema') and nspname not like 'pg\\_%'"
+                )
+                if others:
+                    raise ProvisioningFailed(
+                        "a schema environment holds one schema, and this snapshot has "
+                        f"tables in {', '.join(r['nspname'] for r in others)} as well: use "
+                        "`--shared --database`."
+                    )
+                await conn.execute(f"alter schema public rename to {GOLDEN_SCHEMA}")
+            finally:
+                await conn.close()
+            partial = archive.with_name(archive.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            target = self.target(stage)
+            result = await run(
+                [
+                    self.programs.path("pg_dump"),
+                    "--format=directory",
+                    f"--jobs={max(1, jobs)}",
+                    "--no-owner",
+                    "--no-privileges",
+                    f"--schema={GOLDEN_SCHEMA}",
+                    "--file",
+                    str(partial),
+                    "--host",
+                    target.host,
+                    "--port",
+                    str(target.port),
+                    "--username",
+                    target.user,
+                    "--dbname",
+                    stage,
+                ],
+                env={**os.environ, **({"PGPASSWORD": target.password} if target.password else {})},
+            )
+            if result.returncode != 0:
+                raise ProvisioningFailed(f"pg_dump of the golden schema failed: {result.stderr}")
+            partial.rename(archive)
+        finally:
+            admin = await self.connect("postgres")
+            try:
+                await admin.execute(f"drop database if exists {quote_ident(stage)} with (force)")
+            finally:
+                await admin.close()
+        return archive

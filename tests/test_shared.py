@@ -1,0 +1,214 @@
+"""Shared mode against real PostgreSQL: the isolation matrix, hostile names, no residue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+
+from provisioning.drivers.shared import SharedSchemaDriver
+from provisioning.models import Endpoint
+from provisioning.runtime import Runtime
+from provisioning.service import EnvironmentView
+from provisioning.shared.server import SHARED_DB, golden_name
+from provisioning.snapshots.manifest import Manifest
+from tests.conftest import unique
+from tests.test_cli import devdb, psql
+
+DENIED = (asyncpg.InsufficientPrivilegeError, asyncpg.InvalidSchemaNameError)
+
+
+async def as_role(endpoint: Endpoint, database: str | None = None) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        host=endpoint.host,
+        port=endpoint.port,
+        user=endpoint.user,
+        password=endpoint.password,
+        database=database or endpoint.database,
+    )
+
+
+async def pair(runtime: Runtime, kind: str) -> tuple[EnvironmentView, EnvironmentView]:
+    a = await runtime.service.refresh(unique("ann"), None, kind=kind)
+    b = await runtime.service.refresh(unique("bob"), None, kind=kind)
+    assert a.endpoint is not None and b.endpoint is not None
+    return a, b
+
+
+async def destroy(runtime: Runtime, *views: EnvironmentView) -> None:
+    for view in views:
+        await runtime.service.destroy(view.env.owner, view.env.name)
+
+
+async def test_schema_isolation_matrix(runtime: Runtime, demo_snapshot: Manifest) -> None:
+    a, b = await pair(runtime, "shared")
+    assert a.endpoint and b.endpoint
+    mine, theirs = a.endpoint.user, b.endpoint.user
+    conn = await as_role(a.endpoint)
+    try:
+        # Their own schema is on the search path, with the snapshot's data, theirs to change.
+        assert await conn.fetchval("show search_path") == mine
+        assert await conn.fetchval("select count(*) from contacts") > 0
+        await conn.execute("create table scratch (x int); insert into scratch values (1)")
+        await conn.execute("create function mine() returns int language sql as 'select 1'")
+        # Someone else's schema: not listed, not readable, not writable, nothing to create.
+        listed = await conn.fetchval(
+            "select count(*) from information_schema.tables where table_schema = $1", theirs
+        )
+        assert listed == 0
+        for statement in [
+            f'select * from "{theirs}".contacts',
+            f'insert into "{theirs}".contacts (id) values (-1)',
+            f'create table "{theirs}".intruder (x int)',
+            f'set role "{theirs}"',
+            "create table public.intruder (x int)",
+            f"alter role \"{theirs}\" password 'taken'",
+        ]:
+            with pytest.raises(DENIED):
+                await conn.execute(statement)
+        # Nor the golden copy the environments came from.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_role(a.endpoint, golden_name(demo_snapshot.id))
+    finally:
+        await conn.close()
+    other = await as_role(b.endpoint)
+    try:
+        for statement in [f'select * from "{mine}".scratch', f'select "{mine}".mine()']:
+            with pytest.raises(DENIED):
+                await other.execute(statement)
+    finally:
+        await other.close()
+    admin = await runtime_server(runtime).connect(SHARED_DB)
+    try:
+        checks = await admin.fetchrow(
+            "select has_schema_privilege('public', $1, 'usage') as schema_usage,"
+            " has_schema_privilege('public', 'public', 'usage') as public_usage,"
+            " has_database_privilege('public', $2, 'connect') as connect,"
+            " has_function_privilege('public', $3, 'execute') as execute,"
+            " (select rolconnlimit from pg_roles where rolname = $1) as limit",
+            mine,
+            SHARED_DB,
+            f'"{mine}".mine()',
+        )
+    finally:
+        await admin.close()
+    assert dict(checks) == {
+        "schema_usage": False,
+        "public_usage": False,
+        "connect": False,
+        "execute": False,
+        "limit": 10,
+    }
+    async with runtime.store.connection() as tx:
+        audit = [r for r in await tx.audit_entries(mine) if r["action"] == "privileges"]
+    statements = [s for r in audit for s in r["detail"]["statements"]]
+    assert f'revoke all on schema "{mine}" from public' in statements or (
+        f"revoke all on schema {mine} from public" in statements
+    )
+    assert any(s.startswith("grant connect on database") for s in statements)
+    await destroy(runtime, a, b)
+    async with runtime.store.connection() as tx:
+        audit = [r for r in await tx.audit_entries(mine) if r["action"] == "privileges"]
+    assert any("drop role" in s for r in audit for s in r["detail"]["statements"])
+
+
+def runtime_server(runtime: Runtime) -> Any:
+    driver = runtime.service.drivers["shared"]
+    assert isinstance(driver, SharedSchemaDriver)
+    return driver.server
+
+
+async def test_database_isolation_matrix(runtime: Runtime, demo_snapshot: Manifest) -> None:
+    a, b = await pair(runtime, "shared-db")
+    assert a.endpoint and b.endpoint
+    conn = await as_role(a.endpoint)
+    try:
+        assert await conn.fetchval("select current_database()") == a.endpoint.database
+        owner = await conn.fetchval("select tableowner from pg_tables where tablename = 'contacts'")
+        assert owner == a.endpoint.user
+        await conn.execute(
+            "update contacts set city = city where id = (select min(id) from contacts)"
+        )
+        await conn.execute("create table mine (x int)")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(f'set role "{b.endpoint.user}"')
+    finally:
+        await conn.close()
+    for database in [b.endpoint.database, golden_name(demo_snapshot.id), SHARED_DB]:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_role(a.endpoint, database)
+    await destroy(runtime, a, b)
+
+
+@pytest.mark.parametrize(
+    "owner",
+    ["O'Brien; drop role devdb; --", 'say "hi"', "x" * 80, "Zoë Ünïcødé", "  ", "1leading"],
+)
+async def test_hostile_user_names_are_made_safe(
+    runtime: Runtime, demo_snapshot: Manifest, owner: str
+) -> None:
+    view = await runtime.service.refresh(owner, None, kind="shared")
+    assert view.endpoint is not None
+    assert view.endpoint.user.isascii() and len(view.endpoint.user) <= 63
+    conn = await as_role(view.endpoint)
+    try:
+        assert await conn.fetchval("select current_user") == view.endpoint.user
+    finally:
+        await conn.close()
+    await runtime.service.destroy(owner, view.env.name)
+
+
+async def catalog(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
+    server = runtime_server(runtime)
+    queries = {
+        "roles": "select rolname from pg_roles order by 1",
+        "databases": "select datname, datacl::text from pg_database order by 1",
+        "schemas": "select nspname, nspacl::text from pg_namespace order by 1",
+        "default_acls": "select defaclrole::regrole::text, defaclobjtype, defaclacl::text"
+        " from pg_default_acl order by 1, 2",
+        "shared_dependencies": "select classid::regclass::text, refobjid, deptype"
+        " from pg_shdepend where dbid <> 0 order by 1, 2",
+        "members": "select roleid, member from pg_auth_members order by 1, 2",
+        "tables": "select schemaname, tablename from pg_tables"
+        " where schemaname not in ('pg_catalog', 'information_schema') order by 1, 2",
+    }
+    conn = await server.connect(SHARED_DB)
+    try:
+        return {name: [tuple(r) for r in await conn.fetch(sql)] for name, sql in queries.items()}
+    finally:
+        await conn.close()
+
+
+async def test_refresh_destroy_refresh_leaves_no_residue(
+    runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    owner = unique("tidy")
+    # Golden copies are made once per snapshot and stay; warm them first.
+    for kind in ("shared", "shared-db"):
+        first = await runtime.service.refresh(owner, None, kind=kind)
+        await runtime.service.destroy(owner, first.env.name)
+    before = await catalog(runtime)
+    for kind in ("shared", "shared-db", "shared"):
+        view = await runtime.service.refresh(owner, None, kind=kind)
+        assert view.endpoint is not None
+        conn = await as_role(view.endpoint)
+        try:
+            await conn.execute("create table extra (x int); create sequence extra_seq")
+        finally:
+            await conn.close()
+        await runtime.service.destroy(owner, view.env.name)
+    assert await catalog(runtime) == before
+
+
+async def test_refresh_shared_from_the_command_line(
+    runtime: Runtime, demo_snapshot: Manifest, cli_env: dict[str, str]
+) -> None:
+    name = unique("cli-shared")
+    result = devdb(cli_env, "refresh", name, "--shared")
+    assert result.returncode == 0, result.stderr
+    count = psql(cli_env, f"devdb-{name}", "select count(*) > 0 from contacts")
+    assert count == "t"
+    assert devdb(cli_env, "destroy", name).returncode == 0
+    bad = devdb(cli_env, "refresh", name, "--database")
+    assert bad.returncode == 2 and "--database goes with --shared" in bad.stderr
