@@ -482,3 +482,21 @@ async def test_extend_modal_validates_in_the_modal(
     after = (await runtime.service.status(owner, name)).env.expires_at
     assert (after - before).total_seconds() >= 7190
     await runtime.service.destroy(owner, name)
+
+
+async def test_refresh_shared_and_protect_from_slack(
+    slack: SlackRig, runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    user = unique("U")
+    name = unique("slackshared")
+    await slack.post(slack.command(user, f"refresh {name} --shared"))
+    details = await slack.fake.wait_for("chat.postEphemeral")
+    status = await runtime.service.status(user, name)
+    assert status.env.kind == "shared" and status.endpoint is not None
+    assert details["user"] == user and status.endpoint.user in json.dumps(details)
+    assert (await slack.post(slack.command(user, f"protect {name} 1d"))).status == 200
+    deadline = time.monotonic() + 30
+    while (await runtime.service.status(user, name)).env.protected_until is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await runtime.service.destroy(user, name)
