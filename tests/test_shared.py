@@ -29,9 +29,11 @@ async def as_role(endpoint: Endpoint, database: str | None = None) -> asyncpg.Co
     )
 
 
-async def pair(runtime: Runtime, kind: str) -> tuple[EnvironmentView, EnvironmentView]:
-    a = await runtime.service.refresh(unique("ann"), None, kind=kind)
-    b = await runtime.service.refresh(unique("bob"), None, kind=kind)
+async def pair(
+    runtime: Runtime, kind: str, snapshot: Manifest
+) -> tuple[EnvironmentView, EnvironmentView]:
+    a = await runtime.service.refresh(unique("ann"), None, kind=kind, snapshot=snapshot.id)
+    b = await runtime.service.refresh(unique("bob"), None, kind=kind, snapshot=snapshot.id)
     assert a.endpoint is not None and b.endpoint is not None
     return a, b
 
@@ -42,7 +44,7 @@ async def destroy(runtime: Runtime, *views: EnvironmentView) -> None:
 
 
 async def test_schema_isolation_matrix(runtime: Runtime, demo_snapshot: Manifest) -> None:
-    a, b = await pair(runtime, "shared")
+    a, b = await pair(runtime, "shared", demo_snapshot)
     assert a.endpoint and b.endpoint
     mine, theirs = a.endpoint.user, b.endpoint.user
     conn = await as_role(a.endpoint)
@@ -120,7 +122,7 @@ def runtime_server(runtime: Runtime) -> Any:
 
 
 async def test_database_isolation_matrix(runtime: Runtime, demo_snapshot: Manifest) -> None:
-    a, b = await pair(runtime, "shared-db")
+    a, b = await pair(runtime, "shared-db", demo_snapshot)
     assert a.endpoint and b.endpoint
     conn = await as_role(a.endpoint)
     try:
@@ -148,7 +150,7 @@ async def test_database_isolation_matrix(runtime: Runtime, demo_snapshot: Manife
 async def test_hostile_user_names_are_made_safe(
     runtime: Runtime, demo_snapshot: Manifest, owner: str
 ) -> None:
-    view = await runtime.service.refresh(owner, None, kind="shared")
+    view = await runtime.service.refresh(owner, None, kind="shared", snapshot=demo_snapshot.id)
     assert view.endpoint is not None
     assert view.endpoint.user.isascii() and len(view.endpoint.user) <= 63
     conn = await as_role(view.endpoint)
@@ -186,11 +188,11 @@ async def test_refresh_destroy_refresh_leaves_no_residue(
     owner = unique("tidy")
     # Golden copies are made once per snapshot and stay; warm them first.
     for kind in ("shared", "shared-db"):
-        first = await runtime.service.refresh(owner, None, kind=kind)
+        first = await runtime.service.refresh(owner, None, kind=kind, snapshot=demo_snapshot.id)
         await runtime.service.destroy(owner, first.env.name)
     before = await catalog(runtime)
     for kind in ("shared", "shared-db", "shared"):
-        view = await runtime.service.refresh(owner, None, kind=kind)
+        view = await runtime.service.refresh(owner, None, kind=kind, snapshot=demo_snapshot.id)
         assert view.endpoint is not None
         conn = await as_role(view.endpoint)
         try:
@@ -205,7 +207,7 @@ async def test_refresh_shared_from_the_command_line(
     runtime: Runtime, demo_snapshot: Manifest, cli_env: dict[str, str]
 ) -> None:
     name = unique("cli-shared")
-    result = devdb(cli_env, "refresh", name, "--shared")
+    result = devdb(cli_env, "refresh", name, "--shared", "--snapshot", demo_snapshot.id)
     assert result.returncode == 0, result.stderr
     count = psql(cli_env, f"devdb-{name}", "select count(*) > 0 from contacts")
     assert count == "t"

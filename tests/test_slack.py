@@ -489,7 +489,7 @@ async def test_refresh_shared_and_protect_from_slack(
 ) -> None:
     user = unique("U")
     name = unique("slackshared")
-    await slack.post(slack.command(user, f"refresh {name} --shared"))
+    await slack.post(slack.command(user, f"refresh {name} --shared --snapshot {demo_snapshot.id}"))
     details = await slack.fake.wait_for("chat.postEphemeral")
     status = await runtime.service.status(user, name)
     assert status.env.kind == "shared" and status.endpoint is not None
