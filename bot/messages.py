@@ -73,7 +73,7 @@ def unexpected(log: str) -> str:
 
 SLACK_HELP = "*devdb* — private, throw-away PostgreSQL environments.\n" + "\n".join(
     f"• `/devdb {USAGE[verb]}`"
-    for verb in ("refresh", "list", "status", "destroy", "extend", "snapshots")
+    for verb in ("refresh", "list", "status", "destroy", "extend", "protect", "snapshots")
 )
 
 

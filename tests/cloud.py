@@ -73,7 +73,7 @@ class InstanceHost:
     instance is terminated, its server is stopped and its files removed.
     """
 
-    def __init__(self, moto: Moto, root: Path, ports: range = range(55500, 55600)) -> None:
+    def __init__(self, moto: Moto, root: Path, ports: range = range(25500, 25600)) -> None:
         self.moto = moto
         self.root = root
         self.ports = ports

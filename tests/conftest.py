@@ -32,8 +32,9 @@ from tests.cloud import REGION, InstanceHost, Moto, moto_server
 from tests.servers import stop_servers
 
 CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook"
-PORTS = (55100, 55399)
-SHARED_PORT = 55460
+# Below 32768: the kernel never hands these out as ephemeral ports for outgoing connections.
+PORTS = (25100, 25399)
+SHARED_PORT = 25460
 
 
 def unique(prefix: str) -> str:

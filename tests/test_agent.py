@@ -26,7 +26,7 @@ PASSWORD = "agent-test-password"
 
 
 def free_port() -> int:
-    return next(p for p in range(55400, 55500) if port_is_free(p))
+    return next(p for p in range(25400, 25500) if port_is_free(p))
 
 
 @pytest.fixture

@@ -146,7 +146,7 @@ async def test_orphan_cluster_and_interrupted_destroy_are_finished(
     assert isinstance(driver, LocalDriver)
     orphan = LocalCluster(
         driver.clusters_dir / "999999-orphan",
-        55398,
+        25398,
         programs=driver.programs,
         account=driver.account,
         durable=False,
