@@ -39,7 +39,6 @@ class Scheduler:
         self.service = runtime.service
         self.announce = announce
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.ran: list[tuple[str, Any]] = []  # what this replica ran, and what it found
         self.aps = AsyncIOScheduler(timezone=UTC)
 
     def start(self) -> None:
@@ -96,7 +95,7 @@ class Scheduler:
             log.exception("the %s sweep failed; it runs again at its next turn", name)
             return None
         if result is not None:
-            self.ran.append((name, result))
+            log.info("%s: %s", name, result)
         return result
 
     async def _nightly(self) -> Any:
