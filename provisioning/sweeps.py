@@ -108,6 +108,15 @@ async def reconcile_sweep(service: Service, now: datetime) -> dict[str, list[str
                         "orphan removed",
                         {"kind": kind, "key": driver.key(handle)},
                     )
+    try:
+        existing = {m.id for m in await service.snapshots.list()}
+    except DevdbError:
+        existing = None  # the store is unreachable: keep every golden copy
+    if existing is not None:
+        pruned: set[str] = set()
+        for driver in service.drivers.values():
+            pruned.update(await driver.prune(existing))
+        done["golden_removed"] = sorted(pruned)
     done["interrupted"] = await service.check_interruptions()
     for env in live:
         if env.state != EnvState.READY or env.kind not in service.drivers:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -13,6 +16,7 @@ from provisioning.runtime import Runtime
 from provisioning.service import EnvironmentView
 from provisioning.shared.server import SHARED_DB, golden_name
 from provisioning.snapshots.manifest import Manifest
+from provisioning.sweeps import reconcile_sweep
 from tests.conftest import unique
 from tests.test_cli import devdb, psql
 
@@ -214,3 +218,32 @@ async def test_refresh_shared_from_the_command_line(
     assert devdb(cli_env, "destroy", name).returncode == 0
     bad = devdb(cli_env, "refresh", name, "--database")
     assert bad.returncode == 2 and "--database goes with --shared" in bad.stderr
+
+
+async def test_golden_copies_go_with_their_snapshot(
+    runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    copy = replace(demo_snapshot, id=unique("golden"), created=demo_snapshot.created)
+    staged = await runtime.snapshots.staging()
+    shutil.copytree(await runtime.snapshots.fetch(demo_snapshot), staged / "dump")
+    await runtime.snapshots.publish(staged, copy)
+    owner = unique("gold")
+    for kind in ("shared", "shared-db"):
+        view = await runtime.service.refresh(owner, None, kind=kind, snapshot=copy.id)
+        await runtime.service.destroy(owner, view.env.name)
+    server = runtime_server(runtime)
+    assert (server.home / "shared-golden" / golden_name(copy.id)).is_dir()
+    await runtime.snapshots.delete(copy.id)
+
+    done = await reconcile_sweep(runtime.service, datetime.now(UTC))
+    assert golden_name(copy.id) in done["golden_removed"]
+    assert golden_name(demo_snapshot.id) not in done["golden_removed"]
+    admin = await server.connect("postgres")
+    try:
+        left = await admin.fetch(
+            "select datname from pg_database where datname like $1", golden_name(copy.id) + "%"
+        )
+    finally:
+        await admin.close()
+    assert left == []
+    assert not (server.home / "shared-golden" / golden_name(copy.id)).exists()

@@ -136,6 +136,11 @@ class Driver(ABC):
         """Estimated spend in US dollars on `env` between `since` and `until`."""
         return 0.0
 
+    async def prune(self, snapshot_ids: set[str]) -> list[str]:
+        """Remove what this driver keeps per snapshot (golden copies) for snapshots that no
+        longer exist; return what was removed."""
+        return []
+
     @abstractmethod
     async def terminate(self, handle: Handle) -> None:
         """Remove everything the handle names; idempotent."""

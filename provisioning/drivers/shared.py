@@ -161,6 +161,9 @@ class SharedDriver(Driver):
     def key(self, handle: Handle) -> str:
         return str(handle.get("role") or "")
 
+    async def prune(self, snapshot_ids: set[str]) -> list[str]:
+        return await self.server.prune(snapshot_ids)
+
 
 class SharedSchemaDriver(SharedDriver):
     """A role and a schema of the same name in the shared database; search_path set to it."""

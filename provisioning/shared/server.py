@@ -301,3 +301,35 @@ class SharedServer:
             finally:
                 await admin.close()
         return archive
+
+    async def prune(self, snapshot_ids: set[str]) -> list[str]:
+        """Drop golden copies whose snapshot is gone (the server is not started for it)."""
+        if not await self.running():
+            return []
+        keep = {golden_name(snapshot_id) for snapshot_id in snapshot_ids}
+        removed = []
+        async with self.exclusive():
+            admin = await self.connect("postgres")
+            try:
+                names = [
+                    r["datname"]
+                    for r in await admin.fetch(
+                        "select datname from pg_database where datname like 'devdb\\_golden\\_%'"
+                    )
+                ]
+                for name in names:
+                    base = name.removesuffix("_partial").removesuffix("_stage")
+                    if base not in keep:
+                        await admin.execute(
+                            f"drop database if exists {quote_ident(name)} with (force)"
+                        )
+                        removed.append(name)
+            finally:
+                await admin.close()
+        archives = self.home / "shared-golden"
+        if archives.is_dir():
+            for entry in archives.iterdir():
+                if entry.name.removesuffix(".partial") not in keep:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry.name)
+        return removed
