@@ -29,8 +29,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.slack_app import build_app
-from provisioning.cluster import LocalCluster
-from provisioning.postgres import PgPrograms, ServerAccount
+from provisioning.postgres import stop_servers_under
 from provisioning.runtime import open_runtime
 from provisioning.settings import Settings
 
@@ -153,11 +152,7 @@ async def main(count: int) -> None:
             for runner in (app_runner, bare_runner, fake_runner):
                 await runner.cleanup()
     finally:
-        account = ServerAccount.for_current_process(None)
-        for pid_file in home.glob("**/data/postmaster.pid"):
-            await LocalCluster(
-                pid_file.parent.parent, 0, programs=PgPrograms(), account=account
-            ).stop(immediate=True)
+        stop_servers_under(home)
         shutil.rmtree(home, ignore_errors=True)
     print(f"{count} concurrent signed requests")
     print(summary("bare aiohttp handler", baseline))

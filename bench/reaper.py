@@ -28,14 +28,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
-
 from provisioning.cluster import LocalCluster
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.drivers.base import Activity, Handle
 from provisioning.drivers.local import LocalDriver
-from provisioning.drivers.probe import PROBE_APP, read_activity
-from provisioning.postgres import PgPrograms, ServerAccount
+from provisioning.drivers.probe import probe
+from provisioning.postgres import ServerAccount, stop_servers_under
 from provisioning.runtime import Runtime, open_runtime
 from provisioning.service import Service
 from provisioning.settings import Settings
@@ -60,17 +58,9 @@ class DatabaseDriver(LocalDriver):
         self.server = cluster
 
     async def activity(self, handle: Handle) -> Activity:
-        conn = await asyncpg.connect(
-            host=str(self.server.socket_dir),
-            port=self.server.port,
-            user="devdb",
-            database="postgres",
-            server_settings={"application_name": PROBE_APP},
+        return await probe(
+            [handle["db"]], host=str(self.server.socket_dir), port=self.server.port, user="devdb"
         )
-        try:
-            return await read_activity(conn, [handle["db"]])
-        finally:
-            await conn.close()
 
 
 async def sweep_bench(runtime: Runtime, work: Path, envs: int) -> None:
@@ -225,21 +215,7 @@ async def main() -> None:
             await sweep_bench(runtime, work, args.envs)
             await handoff_bench(runtime, home, args.repeats)
     finally:
-        account = ServerAccount.for_current_process(None)
-        for pid_file in work.glob("**/data/postmaster.pid"):
-            subprocess.run(
-                [
-                    PgPrograms().path("pg_ctl"),
-                    "stop",
-                    "-m",
-                    "immediate",
-                    "-D",
-                    str(pid_file.parent),
-                ],
-                capture_output=True,
-                check=False,
-                **(account.popen_kwargs() if account else {}),
-            )
+        stop_servers_under(work)
         shutil.rmtree(work, ignore_errors=True)
 
 

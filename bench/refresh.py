@@ -30,7 +30,7 @@ import asyncpg
 
 from provisioning.cluster import LocalCluster
 from provisioning.demo import DEMO_DATABASE, generate
-from provisioning.postgres import PgPrograms, ServerAccount
+from provisioning.postgres import PgPrograms, ServerAccount, stop_servers_under
 from provisioning.runtime import open_runtime
 from provisioning.settings import Settings
 from provisioning.snapshots.dump import dump_snapshot
@@ -173,13 +173,6 @@ async def bench_scale(home: Path, scale: int, repeats: int) -> dict[str, float]:
     }
 
 
-async def stop_servers(home: Path) -> None:
-    account = ServerAccount.for_current_process(None)
-    for pid_file in home.glob("**/data/postmaster.pid"):
-        root = pid_file.parent.parent
-        await LocalCluster(root, 0, programs=PgPrograms(), account=account).stop(immediate=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 45])
@@ -197,7 +190,7 @@ def main() -> None:
         for scale in args.scales:
             results.append(asyncio.run(bench_scale(home, scale, args.repeats)))
     finally:
-        asyncio.run(stop_servers(home))
+        stop_servers_under(home)
         shutil.rmtree(home, ignore_errors=True)
     print()
     print(

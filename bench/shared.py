@@ -19,13 +19,12 @@ import asyncio
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from provisioning.demo import DEMO_DATABASE, generate
-from provisioning.postgres import PgPrograms, ServerAccount
+from provisioning.postgres import stop_servers_under
 from provisioning.runtime import open_runtime
 from provisioning.settings import Settings
 from provisioning.snapshots.dump import dump_snapshot
@@ -83,21 +82,7 @@ async def main() -> None:
         print(f"schema / local restore:          {medians['shared'] / medians['local']:.2f}")
         print(f"template clone / local restore:  {medians['shared-db'] / medians['local']:.2f}")
     finally:
-        account = ServerAccount.for_current_process(None)
-        for pid_file in work.glob("**/data/postmaster.pid"):
-            subprocess.run(
-                [
-                    PgPrograms().path("pg_ctl"),
-                    "stop",
-                    "-m",
-                    "immediate",
-                    "-D",
-                    str(pid_file.parent),
-                ],
-                capture_output=True,
-                check=False,
-                **(account.popen_kwargs() if account else {}),
-            )
+        stop_servers_under(work)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -20,9 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from provisioning.cluster import LocalCluster
 from provisioning.demo import DEMO_DATABASE, generate
-from provisioning.postgres import PgPrograms, ServerAccount
+from provisioning.postgres import stop_servers_under
 from provisioning.runtime import open_runtime
 from provisioning.settings import Settings
 from provisioning.shrink.pipeline import shrink
@@ -97,12 +96,7 @@ async def bench(scale: int, repeats: int) -> None:
                     flush=True,
                 )
     finally:
-        account = ServerAccount.for_current_process(None)
-        for pid_file in home.glob("**/data/postmaster.pid"):
-            cluster = LocalCluster(
-                pid_file.parent.parent, 0, programs=PgPrograms(), account=account
-            )
-            await cluster.stop(immediate=True)
+        stop_servers_under(home)
         shutil.rmtree(home, ignore_errors=True)
     raw_median = statistics.median(raw_s)
     raw0_median = statistics.median(raw0_s)

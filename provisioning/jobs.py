@@ -35,7 +35,7 @@ from provisioning.models import (
 )
 from provisioning.secrets import Passwords, new_password
 from provisioning.snapshots.manifest import Manifest
-from provisioning.state.store import StateStore
+from provisioning.state.store import StateStore, Tx
 
 LEASE = timedelta(seconds=30)
 HEARTBEAT_SECONDS = 5.0
@@ -179,14 +179,7 @@ class RefreshJob:
             # Recorded before anything exists, so an interrupted launch can be found again.
             async with self.store.connection() as tx:
                 try:
-                    await tx.set_placement(
-                        self.env.id,
-                        handle=placement.handle,
-                        host=placement.host,
-                        port=placement.port,
-                        database=placement.database,
-                        user=placement.user,
-                    )
+                    await _record(tx, self.env.id, placement)
                 except asyncpg.UniqueViolationError:
                     if attempt < PORT_ATTEMPTS:  # a concurrent job took the port first
                         continue
@@ -202,14 +195,7 @@ class RefreshJob:
                 continue
             if launched != placement:  # what the launch learned (an address, a price)
                 async with self.store.connection() as tx:
-                    await tx.set_placement(
-                        self.env.id,
-                        handle=launched.handle,
-                        host=launched.host,
-                        port=launched.port,
-                        database=launched.database,
-                        user=launched.user,
-                    )
+                    await _record(tx, self.env.id, launched)
                 self.placement = launched
             return
         raise ProvisioningFailed("no port could be bound after several attempts.")
@@ -223,14 +209,7 @@ class RefreshJob:
         await self.secrets.put(self.env, password)
         placement = await self.driver.handover(self.placement, self.env.name, password)
         async with self.store.connection() as tx:
-            await tx.set_placement(
-                self.env.id,
-                handle=placement.handle,
-                host=placement.host,
-                port=placement.port,
-                database=placement.database,
-                user=placement.user,
-            )
+            await _record(tx, self.env.id, placement)
         self.placement = placement
         self._emit(ProgressEvent(step=Step.LAUNCH, message="handed over", percent=100.0))
         return await self.driver.endpoint(placement, password)
@@ -284,6 +263,17 @@ class RefreshJob:
         await abandon(
             self.store, self.driver, self.secrets, env, self.job_id, reason, actor=env.owner
         )
+
+
+async def _record(tx: Tx, env_id: int, placement: Placement) -> None:
+    await tx.set_placement(
+        env_id,
+        handle=placement.handle,
+        host=placement.host,
+        port=placement.port,
+        database=placement.database,
+        user=placement.user,
+    )
 
 
 async def abandon(

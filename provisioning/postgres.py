@@ -12,6 +12,7 @@ import pwd
 import re
 import shutil
 import stat
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,19 @@ def server_env() -> dict[str, str]:
         "LANG": "C",
         "TZ": "UTC",
     }
+
+
+def stop_servers_under(root: Path) -> None:
+    """Stop, immediately, every server whose data directory lies under `root`.
+
+    For throw-away trees (tests, benchmarks): blocking, and quiet about servers already down.
+    """
+    account = ServerAccount.for_current_process(None)
+    pg_ctl = PgPrograms().path("pg_ctl")
+    for pid_file in root.glob("**/data/postmaster.pid"):
+        subprocess.run(
+            [pg_ctl, "stop", "-m", "immediate", "-D", str(pid_file.parent)],
+            capture_output=True,
+            check=False,
+            **(account.popen_kwargs() if account else {}),
+        )

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import asyncpg
 
@@ -47,6 +48,17 @@ class Target:
     database: str
     password: str | None = None
     role: str | None = None  # restore as this role (SET ROLE), so it owns what is made
+
+    @property
+    def dsn(self) -> str:
+        """The same place as a postgresql:// URL (the host may be a socket directory)."""
+        login = quote(self.user, safe="")
+        if self.password:
+            login += ":" + quote(self.password, safe="")
+        return (
+            f"postgresql://{login}@/{quote(self.database, safe='')}"
+            f"?host={quote(self.host, safe='')}&port={self.port}"
+        )
 
 
 class _Meter:

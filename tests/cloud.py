@@ -23,7 +23,7 @@ import boto3
 import requests
 from moto.server import ThreadedMotoServer
 
-from tests.servers import stop_servers
+from provisioning.postgres import stop_servers_under
 
 REGION = "eu-west-1"
 CREDENTIALS = {
@@ -150,7 +150,7 @@ class InstanceHost:
             process.wait()
         with self._lock:
             self.addresses.pop(instance_id, None)
-        stop_servers(self.root / instance_id)
+        stop_servers_under(self.root / instance_id)
         shutil.rmtree(self.root / instance_id, ignore_errors=True)
 
     def log(self, instance_id: str) -> str:

@@ -21,6 +21,7 @@ from provisioning.aws.settings import AwsSettings
 from provisioning.aws.ssm import SsmSecrets
 from provisioning.demo import DEMO_DATABASE, generate
 from provisioning.drivers.ec2 import Ec2Driver
+from provisioning.postgres import stop_servers_under
 from provisioning.runtime import Runtime, open_runtime
 from provisioning.secrets import Passwords
 from provisioning.service import Service
@@ -29,7 +30,6 @@ from provisioning.snapshots.dump import dump_snapshot
 from provisioning.snapshots.manifest import Manifest
 from provisioning.snapshots.s3 import S3SnapshotStore
 from tests.cloud import REGION, InstanceHost, Moto, moto_server
-from tests.servers import stop_servers
 
 CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook"
 # Below 32768: the kernel never hands these out as ephemeral ports for outgoing connections.
@@ -47,7 +47,7 @@ def home() -> Iterator[Path]:
     try:
         yield path
     finally:
-        stop_servers(path)
+        stop_servers_under(path)
         shutil.rmtree(path, ignore_errors=True)
 
 

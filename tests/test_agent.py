@@ -14,12 +14,12 @@ import pytest
 from provisioning.aws.agent_status import AgentState, read
 from provisioning.aws.userdata import render_user_data
 from provisioning.drivers.local import port_is_free
+from provisioning.postgres import stop_servers_under
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
 from provisioning.snapshots.s3 import S3SnapshotStore
 from tests.cloud import REGION, Moto
 from tests.conftest import unique
-from tests.servers import stop_servers
 from tests.test_s3_store import copy_snapshot
 
 PASSWORD = "agent-test-password"
@@ -121,7 +121,7 @@ async def test_the_user_data_restores_a_snapshot_from_s3(
         again = run_user_data(script, moto, root, port)  # a reboot: nothing is restored twice
         assert again.returncode == 0, again.stderr
     finally:
-        stop_servers(root)
+        stop_servers_under(root)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -156,5 +156,5 @@ async def test_a_missing_snapshot_is_reported_in_the_status(
         assert status is not None and status.state == AgentState.FAILED
         assert "no snapshot" in (status.error or "")
     finally:
-        stop_servers(root)
+        stop_servers_under(root)
         shutil.rmtree(root, ignore_errors=True)

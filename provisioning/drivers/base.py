@@ -109,9 +109,15 @@ class Driver(ABC):
         `database`, set the login role's password; return the placement as it is now."""
         raise ProvisioningFailed(f"{self.kind} environments cannot be handed over from a pool.")
 
-    @abstractmethod
     async def endpoint(self, placement: Placement, password: str) -> Endpoint:
-        """How a developer connects (host, port, database, user, password)."""
+        """How a developer connects: by default, what the placement says, and the password."""
+        return Endpoint(
+            host=placement.host,
+            port=placement.port,
+            database=placement.database,
+            user=placement.user,
+            password=password,
+        )
 
     @abstractmethod
     async def is_running(self, handle: Handle) -> bool:

@@ -31,9 +31,9 @@ from provisioning.aws.settings import AwsSettings
 from provisioning.aws.ssm import SsmSecrets, parameter_name
 from provisioning.aws.userdata import render_user_data
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
-from provisioning.drivers.probe import PROBE_APP, read_activity
+from provisioning.drivers.probe import PROBE_APP, probe
 from provisioning.errors import InvalidInput, ProvisioningFailed
-from provisioning.models import Endpoint, Environment, ProgressEvent, Step
+from provisioning.models import Environment, ProgressEvent, Step
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
 from provisioning.snapshots.s3 import S3SnapshotStore
@@ -296,15 +296,6 @@ class Ec2Driver(Driver):
         deadline = time.monotonic() + self.settings.ready_timeout.total_seconds()
         await self._follow(placement, password, deadline, until=AgentState.READY, emit=progress)
 
-    async def endpoint(self, placement: Placement, password: str) -> Endpoint:
-        return Endpoint(
-            host=placement.host,
-            port=placement.port,
-            database=placement.database,
-            user=placement.user,
-            password=password,
-        )
-
     # -- while it lives ---------------------------------------------------------------------
 
     async def is_running(self, handle: Handle) -> bool:
@@ -321,19 +312,13 @@ class Ec2Driver(Driver):
         address = self.address(instance) if instance else None
         if address is None:
             raise ProvisioningFailed(f"the instance {handle['instance_id']} is gone.")
-        conn = await asyncpg.connect(
+        return await probe(
             host=address[0],
             port=address[1],
             user=DEV_USER,
             password=await self.passwords.read(handle["parameter"]),
-            database="postgres",
             timeout=10,
-            server_settings={"application_name": PROBE_APP},
         )
-        try:
-            return await read_activity(conn)
-        finally:
-            await conn.close()
 
     async def interruption(self, handle: Handle) -> str | None:
         instance_id = handle.get("instance_id")

@@ -14,13 +14,11 @@ import socket
 from dataclasses import replace
 from pathlib import Path
 
-import asyncpg
-
 from provisioning.cluster import LocalCluster
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
-from provisioning.drivers.probe import PROBE_APP, read_activity
+from provisioning.drivers.probe import probe
 from provisioning.errors import ProvisioningFailed
-from provisioning.models import Endpoint, Environment, ProgressEvent, Step
+from provisioning.models import Environment, ProgressEvent, Step
 from provisioning.postgres import PgPrograms, ServerAccount
 from provisioning.restore import Target, restore_dump
 from provisioning.snapshots.manifest import Manifest
@@ -169,15 +167,6 @@ class LocalDriver(Driver):
             await conn.close()
         return replace(placement, database=database)
 
-    async def endpoint(self, placement: Placement, password: str) -> Endpoint:
-        return Endpoint(
-            host=placement.host,
-            port=placement.port,
-            database=placement.database,
-            user=placement.user,
-            password=password,
-        )
-
     async def is_running(self, handle: Handle) -> bool:
         return self._cluster(handle).running_pid() is not None
 
@@ -190,17 +179,7 @@ class LocalDriver(Driver):
 
     async def activity(self, handle: Handle) -> Activity:
         cluster = self._cluster(handle)
-        conn = await asyncpg.connect(
-            host=str(cluster.socket_dir),
-            port=cluster.port,
-            user="devdb",
-            database="postgres",
-            server_settings={"application_name": PROBE_APP},
-        )
-        try:
-            return await read_activity(conn)
-        finally:
-            await conn.close()
+        return await probe(host=str(cluster.socket_dir), port=cluster.port, user="devdb")
 
     async def terminate(self, handle: Handle) -> None:
         if not handle.get("dir"):

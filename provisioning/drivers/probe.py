@@ -9,6 +9,8 @@ autovacuum moves them too.
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from provisioning.drivers.base import Activity
@@ -38,3 +40,14 @@ async def read_activity(conn: asyncpg.Connection, databases: list[str] | None = 
         sessions=int(row["sessions"]),
         work=float(row["work"]),
     )
+
+
+async def probe(databases: list[str] | None = None, **connect: Any) -> Activity:
+    """Connect to a server's maintenance database as the probe and read its activity."""
+    conn = await asyncpg.connect(
+        database="postgres", server_settings={"application_name": PROBE_APP}, **connect
+    )
+    try:
+        return await read_activity(conn, databases)
+    finally:
+        await conn.close()

@@ -15,8 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
+from provisioning.drivers.probe import read_activity
 from provisioning.errors import InvalidInput, ProvisioningFailed
-from provisioning.models import Endpoint, Environment, ProgressEvent, Step
+from provisioning.models import Environment, ProgressEvent, Step
 from provisioning.postgres import run
 from provisioning.restore import restore_dump
 from provisioning.shared.server import (
@@ -90,15 +91,6 @@ class SharedDriver(Driver):
         finally:
             await conn.close()
         return statements
-
-    async def endpoint(self, placement: Placement, password: str) -> Endpoint:
-        return Endpoint(
-            host=placement.host,
-            port=placement.port,
-            database=placement.database,
-            user=placement.user,
-            password=password,
-        )
 
     async def _role_exists(self, role: str) -> bool:
         if not await self.server.running():
@@ -186,12 +178,7 @@ class SharedSchemaDriver(SharedDriver):
             f"alter role {quote_ident(role)} in database {SHARED_DB}"
             f" set search_path = {quote_ident(role)}",
         ]
-        conn = await self.server.connect(SHARED_DB)
-        try:
-            for statement in grants:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
+        await self.server.execute(SHARED_DB, *grants)
         await self.server.audit(role, [*statements, *grants])
         progress(ProgressEvent(step=Step.LAUNCH, message=f"role and schema {role}", percent=100))
         return placement
@@ -210,13 +197,9 @@ class SharedSchemaDriver(SharedDriver):
         role = placement.user
         listing = await self._entries_without_schema(archive)
         async with self.server.exclusive():
-            conn = await self.server.connect(SHARED_DB)
-            try:
-                await conn.execute(
-                    f"create schema {GOLDEN_SCHEMA} authorization {quote_ident(role)}"
-                )
-            finally:
-                await conn.close()
+            await self.server.execute(
+                SHARED_DB, f"create schema {GOLDEN_SCHEMA} authorization {quote_ident(role)}"
+            )
             try:
                 await restore_dump(
                     programs=self.server.programs,
@@ -229,11 +212,9 @@ class SharedSchemaDriver(SharedDriver):
                     only=listing,
                 )
             except BaseException:
-                conn = await self.server.connect(SHARED_DB)
-                try:
-                    await conn.execute(f"drop schema if exists {GOLDEN_SCHEMA} cascade")
-                finally:
-                    await conn.close()
+                await self.server.execute(
+                    SHARED_DB, f"drop schema if exists {GOLDEN_SCHEMA} cascade"
+                )
                 raise
             conn = await self.server.connect(SHARED_DB)
             try:
@@ -304,29 +285,17 @@ class SharedDatabaseDriver(SharedDriver):
         golden = await self.server.golden_database(manifest, dump_dir, jobs, progress)
         role, database = quote_ident(placement.user), quote_ident(placement.database)
         async with self.server.exclusive():  # a template must have no other connections
-            admin = await self.server.connect("postgres")
-            try:
-                await admin.execute(
-                    f"create database {database} template {quote_ident(golden)} owner {role}"
-                )
-            finally:
-                await admin.close()
+            await self.server.execute(
+                "postgres",
+                f"create database {database} template {quote_ident(golden)} owner {role}",
+            )
         grants = [
             f"revoke all on database {database} from public",
             f"grant connect, temporary on database {database} to {role}",
         ]
-        admin = await self.server.connect("postgres")
-        try:
-            for statement in grants:
-                await admin.execute(statement)
-        finally:
-            await admin.close()
-        conn = await self.server.connect(placement.database)
-        try:
-            # The copy's tables belong to the golden owner: hand them to the developer.
-            await conn.execute(f"reassign owned by {GOLDEN_OWNER} to {role}")
-        finally:
-            await conn.close()
+        await self.server.execute("postgres", *grants)
+        # The copy's tables belong to the golden owner: hand them to the developer.
+        await self.server.execute(placement.database, f"reassign owned by {GOLDEN_OWNER} to {role}")
         await self.server.audit(placement.user, grants)
         progress(
             ProgressEvent(
@@ -339,36 +308,36 @@ class SharedDatabaseDriver(SharedDriver):
             )
         )
 
-    async def activity(self, handle: Handle) -> Activity:
+    async def is_running(self, handle: Handle) -> bool:
+        if not await super().is_running(handle):
+            return False
         conn = await self.server.connect("postgres")
         try:
-            row = await conn.fetchrow(
-                "select coalesce(sessions, 0) as sessions, coalesce(active_time, 0) as work,"
-                " (select count(*) from pg_stat_activity where datname = $1"
-                "   and backend_type = 'client backend'"
-                "   and coalesce(application_name, '') not like 'devdb-%') as connections"
-                " from pg_stat_database where datname = $1",
-                handle["database"],
+            found = await conn.fetchval(
+                "select 1 from pg_database where datname = $1", handle.get("database")
             )
         finally:
             await conn.close()
-        if row is None:
-            raise ProvisioningFailed(f"the database {handle['database']} is gone.")
-        return Activity(
-            connections=int(row["connections"]),
-            sessions=int(row["sessions"]),
-            work=float(row["work"]),
-        )
+        return bool(found)
+
+    async def activity(self, handle: Handle) -> Activity:
+        conn = await self.server.connect("postgres")
+        try:
+            if not await conn.fetchval(
+                "select 1 from pg_database where datname = $1", handle["database"]
+            ):
+                raise ProvisioningFailed(f"the database {handle['database']} is gone.")
+            return await read_activity(conn, [handle["database"]])
+        finally:
+            await conn.close()
 
     async def terminate(self, handle: Handle) -> None:
         role = handle.get("role")
         if not role or not await self._role_exists(role):
             return
-        admin = await self.server.connect("postgres")
-        try:
-            await admin.execute(f"drop database if exists {quote_ident(role)} with (force)")
-        finally:
-            await admin.close()
+        await self.server.execute(
+            "postgres", f"drop database if exists {quote_ident(role)} with (force)"
+        )
         await self._drop_role(role, [])
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,9 +27,9 @@ import asyncpg
 from provisioning.cluster import LocalCluster
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import ProgressEvent
-from provisioning.postgres import PgPrograms, ServerAccount, run
+from provisioning.postgres import PgPrograms, ServerAccount
 from provisioning.restore import Target, restore_dump
-from provisioning.snapshots.dump import split_password
+from provisioning.snapshots.dump import pg_dump, split_password
 from provisioning.snapshots.manifest import Manifest
 from provisioning.sql import quote_ident
 
@@ -126,6 +125,15 @@ class SharedServer:
         except (OSError, asyncpg.PostgresError) as exc:
             raise ProvisioningFailed(f"the shared server could not be reached: {exc}.") from exc
 
+    async def execute(self, database: str, *statements: str) -> None:
+        """Run `statements` in order on `database`, as devdb's administrative login."""
+        conn = await self.connect(database)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
     # -- setting up ------------------------------------------------------------------------
 
     async def running(self) -> bool:
@@ -150,16 +158,11 @@ class SharedServer:
                     await admin.execute(f"create role {GOLDEN_OWNER} nologin")
         finally:
             await admin.close()
-        conn = await self.connect(SHARED_DB)
-        try:
-            hardening = [
-                f"revoke all on database {SHARED_DB} from public",
-                "revoke all on schema public from public",
-            ]
-            for statement in hardening:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
+        hardening = [
+            f"revoke all on database {SHARED_DB} from public",
+            "revoke all on schema public from public",
+        ]
+        await self.execute(SHARED_DB, *hardening)
         await self.audit(SHARED_DB, hardening)
         self._ready = True
 
@@ -196,11 +199,8 @@ class SharedServer:
                 await admin.execute(f"create database {quote_ident(partial)}")
             finally:
                 await admin.close()
-            conn = await self.connect(partial)
-            try:  # the golden owner restores into `public` (PostgreSQL 15 closes it by default)
-                await conn.execute(f"grant create on schema public to {GOLDEN_OWNER}")
-            finally:
-                await conn.close()
+            # The golden owner restores into `public` (PostgreSQL 15 closes it by default).
+            await self.execute(partial, f"grant create on schema public to {GOLDEN_OWNER}")
             await restore_dump(
                 programs=self.programs,
                 dump_dir=dump_dir,
@@ -210,22 +210,14 @@ class SharedServer:
                 monitor=lambda: self.connect(partial),
                 progress=progress,
             )
-            conn = await self.connect(partial)
-            try:
-                await conn.execute(f"revoke create on schema public from {GOLDEN_OWNER}")
-            finally:
-                await conn.close()
-            statements = [
-                f"revoke all on database {quote_ident(partial)} from public",
+            await self.execute(partial, f"revoke create on schema public from {GOLDEN_OWNER}")
+            revoke = f"revoke all on database {quote_ident(partial)} from public"
+            await self.execute(
+                "postgres",
+                revoke,
                 f"alter database {quote_ident(partial)} rename to {quote_ident(name)}",
-            ]
-            admin = await self.connect("postgres")
-            try:
-                for statement in statements:
-                    await admin.execute(statement)
-            finally:
-                await admin.close()
-            await self.audit(name, statements[:1])
+            )
+            await self.audit(name, [revoke])
             return name
 
     async def golden_schema(
@@ -242,14 +234,11 @@ class SharedServer:
         golden = await self.golden_database(manifest, dump_dir, jobs, progress)
         stage = f"{golden}_stage"[:63]
         async with self.exclusive():
-            admin = await self.connect("postgres")
-            try:
-                await admin.execute(f"drop database if exists {quote_ident(stage)} with (force)")
-                await admin.execute(
-                    f"create database {quote_ident(stage)} template {quote_ident(golden)}"
-                )
-            finally:
-                await admin.close()
+            await self.execute(
+                "postgres",
+                f"drop database if exists {quote_ident(stage)} with (force)",
+                f"create database {quote_ident(stage)} template {quote_ident(golden)}",
+            )
         try:
             conn = await self.connect(stage)
             try:
@@ -269,37 +258,18 @@ class SharedServer:
             partial = archive.with_name(archive.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
             partial.parent.mkdir(parents=True, exist_ok=True)
-            target = self.target(stage)
-            result = await run(
-                [
-                    self.programs.path("pg_dump"),
-                    "--format=directory",
-                    f"--jobs={max(1, jobs)}",
-                    "--no-owner",
-                    "--no-privileges",
-                    f"--schema={GOLDEN_SCHEMA}",
-                    "--file",
-                    str(partial),
-                    "--host",
-                    target.host,
-                    "--port",
-                    str(target.port),
-                    "--username",
-                    target.user,
-                    "--dbname",
-                    stage,
-                ],
-                env={**os.environ, **({"PGPASSWORD": target.password} if target.password else {})},
+            await pg_dump(
+                self.programs,
+                self.target(stage).dsn,
+                partial,
+                jobs=max(1, jobs),
+                options=[f"--schema={GOLDEN_SCHEMA}"],
             )
-            if result.returncode != 0:
-                raise ProvisioningFailed(f"pg_dump of the golden schema failed: {result.stderr}")
             partial.rename(archive)
         finally:
-            admin = await self.connect("postgres")
-            try:
-                await admin.execute(f"drop database if exists {quote_ident(stage)} with (force)")
-            finally:
-                await admin.close()
+            await self.execute(
+                "postgres", f"drop database if exists {quote_ident(stage)} with (force)"
+            )
         return archive
 
     async def prune(self, snapshot_ids: set[str]) -> list[str]:

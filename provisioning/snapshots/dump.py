@@ -64,17 +64,17 @@ async def pg_dump(
     target: Path,
     *,
     jobs: int,
-    snapshot: str,
+    snapshot: str | None = None,
     options: Sequence[str] = (),
 ) -> None:
-    """`pg_dump --format=directory` of `dsn` as seen by an exported snapshot, into `target`."""
+    """`pg_dump --format=directory` of `dsn` (as seen by an exported snapshot, if given)."""
     bare, password = split_password(dsn)
     result = await run(
         [
             programs.path("pg_dump"),
             "--format=directory",
             f"--jobs={jobs}",
-            f"--snapshot={snapshot}",
+            *([f"--snapshot={snapshot}"] if snapshot else []),
             "--no-owner",
             "--no-privileges",
             *options,
