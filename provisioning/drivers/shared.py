@@ -308,18 +308,6 @@ class SharedDatabaseDriver(SharedDriver):
             )
         )
 
-    async def is_running(self, handle: Handle) -> bool:
-        if not await super().is_running(handle):
-            return False
-        conn = await self.server.connect("postgres")
-        try:
-            found = await conn.fetchval(
-                "select 1 from pg_database where datname = $1", handle.get("database")
-            )
-        finally:
-            await conn.close()
-        return bool(found)
-
     async def activity(self, handle: Handle) -> Activity:
         conn = await self.server.connect("postgres")
         try:
