@@ -12,9 +12,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from provisioning.durations import format_duration
-from provisioning.models import ProgressEvent
+from provisioning.models import EnvironmentView, ProgressEvent
 from provisioning.reaper import Verdict
-from provisioning.service import EnvironmentView
 from provisioning.snapshots.manifest import Manifest
 
 

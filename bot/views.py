@@ -7,8 +7,7 @@ from typing import Any
 
 from bot.terminal import human_bytes
 from provisioning.durations import format_duration
-from provisioning.models import STEPS, Endpoint, ProgressEvent, Step
-from provisioning.service import EnvironmentView
+from provisioning.models import STEPS, Endpoint, EnvironmentView, ProgressEvent, Step
 from provisioning.snapshots.manifest import Manifest
 
 Blocks = list[dict[str, Any]]

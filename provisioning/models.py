@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
@@ -129,3 +130,39 @@ class ProgressEvent:
     bytes_total: int | None = None
     eta_seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvironmentView:
+    """An environment as a front end shows it; `endpoint` only for its owner or an admin."""
+
+    env: Environment
+    running: bool | None = None
+    endpoint: Endpoint | None = None
+    job: Mapping[str, object] | None = None
+    cost: float = 0.0  # estimated spend so far; local environments cost nothing extra
+
+    def idle_for(self, now: datetime) -> timedelta | None:
+        since = self.env.last_active_at or self.env.ready_at
+        return now - since if since else None
+
+    def to_dict(self) -> dict[str, object]:
+        env = self.env
+        return {
+            "name": env.name,
+            "owner": env.owner,
+            "kind": env.kind,
+            "state": env.state.value,
+            "snapshot": env.snapshot_id,
+            "created_at": env.created_at.isoformat(),
+            "ready_at": env.ready_at.isoformat() if env.ready_at else None,
+            "expires_at": env.expires_at.isoformat(),
+            "running": self.running,
+            "host": env.host,
+            "port": env.port,
+            "database": env.database,
+            "user": env.user,
+            "dsn": self.endpoint.dsn if self.endpoint else None,
+            "job": dict(self.job) if self.job else None,
+            "cost": self.cost,
+        }

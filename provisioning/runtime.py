@@ -13,10 +13,11 @@ from provisioning.drivers.base import Driver
 from provisioning.drivers.local import LocalDriver
 from provisioning.drivers.shared import SharedDatabaseDriver, SharedSchemaDriver
 from provisioning.jobs import JobOptions
+from provisioning.policy import Policy
 from provisioning.postgres import PgPrograms, ServerAccount
 from provisioning.recovery import RecoveryReport, recover
 from provisioning.secrets import LocalSecrets, Passwords
-from provisioning.service import Policy, Service
+from provisioning.service import Service
 from provisioning.settings import Settings
 from provisioning.shared.server import SharedServer
 from provisioning.snapshots.base import SnapshotStore

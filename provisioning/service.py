@@ -7,9 +7,7 @@ action in the audit log, and raises `DevdbError`s whose message is meant for tha
 from __future__ import annotations
 
 import builtins
-import contextlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -18,7 +16,6 @@ from provisioning.drivers.base import Driver, Progress, placement_of
 from provisioning.durations import format_duration
 from provisioning.errors import (
     Conflict,
-    DevdbError,
     InvalidInput,
     NotAllowed,
     NotFound,
@@ -29,8 +26,8 @@ from provisioning.jobs import JobOptions, RefreshJob, retire, worker_id
 from provisioning.models import (
     POOL_OWNER,
     REPLACEABLE,
-    Endpoint,
     Environment,
+    EnvironmentView,
     EnvState,
     ProgressEvent,
     Step,
@@ -38,91 +35,20 @@ from provisioning.models import (
     validate_name,
 )
 from provisioning.notify import Notifier, Warner, nobody
+from provisioning.policy import Policy
 from provisioning.postgres import PgPrograms
-from provisioning.reaper import ReapPolicy
 from provisioning.secrets import Passwords
-from provisioning.snapshots.base import SAVED, SnapshotStore, saved_id
-from provisioning.snapshots.dump import dump_snapshot
+from provisioning.snapshots.base import SAVED, SnapshotStore
 from provisioning.snapshots.manifest import Manifest, validate_snapshot_id
 from provisioning.state.store import StateStore, Tx
+from provisioning.upkeep import Upkeep
 
 
 def _ignore(_: ProgressEvent) -> None:
     return None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Policy:
-    """The rules the service enforces."""
-
-    quota: int = 2
-    admins: frozenset[str] = frozenset()
-    default_ttl: timedelta = timedelta(hours=8)
-    max_lifetime: timedelta = timedelta(days=7)
-    monthly_cap: float | None = None  # US dollars per team per month on cloud environments
-    teams: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    auto_replace: bool = False  # re-provision an environment whose server was taken away
-    idle_ttl: timedelta = timedelta(hours=4)  # reaped after this long unused
-    reap_warning: timedelta = timedelta(minutes=30)  # the owner is warned this long before
-    max_lease: timedelta = timedelta(days=3)  # the longest protection lease
-    save_before_reap: bool = False  # dump a reaped environment as `saved-NAME` first
-    pool_size: int = 0  # warm environments kept ready from the latest snapshot
-    pool_kind: str = "local"
-
-    @property
-    def reap(self) -> ReapPolicy:
-        return ReapPolicy(
-            idle_ttl=self.idle_ttl,
-            warning=self.reap_warning,
-            max_lifetime=self.max_lifetime,
-            max_lease=self.max_lease,
-        )
-
-    def team_of(self, user: str) -> tuple[str, frozenset[str]]:
-        """The user's team and its members; someone in no team is a team of one."""
-        for team, members in sorted(self.teams.items()):
-            if user in members:
-                return team, members
-        return user, frozenset({user})
-
-
-@dataclass(frozen=True, kw_only=True)
-class EnvironmentView:
-    """An environment as a front end shows it; `endpoint` only for its owner or an admin."""
-
-    env: Environment
-    running: bool | None = None
-    endpoint: Endpoint | None = None
-    job: Mapping[str, object] | None = None
-    cost: float = 0.0  # estimated spend so far; local environments cost nothing extra
-
-    def idle_for(self, now: datetime) -> timedelta | None:
-        since = self.env.last_active_at or self.env.ready_at
-        return now - since if since else None
-
-    def to_dict(self) -> dict[str, object]:
-        env = self.env
-        return {
-            "name": env.name,
-            "owner": env.owner,
-            "kind": env.kind,
-            "state": env.state.value,
-            "snapshot": env.snapshot_id,
-            "created_at": env.created_at.isoformat(),
-            "ready_at": env.ready_at.isoformat() if env.ready_at else None,
-            "expires_at": env.expires_at.isoformat(),
-            "running": self.running,
-            "host": env.host,
-            "port": env.port,
-            "database": env.database,
-            "user": env.user,
-            "dsn": self.endpoint.dsn if self.endpoint else None,
-            "job": dict(self.job) if self.job else None,
-            "cost": self.cost,
-        }
-
-
-class Service:
+class Service(Upkeep):
     def __init__(
         self,
         *,
@@ -425,60 +351,6 @@ class Service:
     async def list_snapshots(self) -> builtins.list[Manifest]:
         return await self.snapshots.list()
 
-    async def check_interruptions(self) -> builtins.list[str]:
-        """Mark environments whose server was taken away `interrupted` and tell their owners.
-
-        With `auto_replace`, each is refreshed again from its snapshot, under the same name.
-        Returns the names found interrupted.
-        """
-        async with self.store.connection() as tx:
-            envs = await tx.live_environments()
-        found = []
-        for env in envs:
-            driver = self.drivers.get(env.kind)
-            if env.state != EnvState.READY or driver is None:
-                continue
-            reason = await driver.interruption(env.handle)
-            if reason is None:
-                continue
-            async with self.store.transaction() as tx:
-                await tx.lock("name", env.name)
-                if (await tx.environment(env.id)).state != EnvState.READY:
-                    continue  # destroyed or replaced meanwhile
-                await tx.set_state(env.id, EnvState.INTERRUPTED, error=reason)
-                await tx.audit(
-                    "devdb",
-                    "interrupt",
-                    env.name,
-                    "interrupted",
-                    {"environment": env.id, "reason": reason},
-                )
-            found.append(env.name)
-            with contextlib.suppress(Exception):  # whatever is left of it
-                await driver.terminate(env.handle)
-            if not self.policy.auto_replace:
-                await self.notify(
-                    env.owner,
-                    f"Your environment {env.name} was interrupted: {reason}. Run "
-                    f"`devdb refresh {env.name} --{env.kind}` for a new one.",
-                )
-                continue
-            await self.notify(
-                env.owner,
-                f"Your environment {env.name} was interrupted: {reason}. A new one is on its "
-                "way from the same snapshot.",
-            )
-            try:
-                await self.refresh(env.owner, env.name, snapshot=env.snapshot_id, kind=env.kind)
-            except DevdbError as exc:
-                await self.notify(env.owner, f"{env.name} could not be replaced: {exc}")
-            else:
-                await self.notify(
-                    env.owner,
-                    f"{env.name} is back: `devdb status {env.name}` shows how to reach it.",
-                )
-        return found
-
     async def protect(self, actor: str, name: str, duration: timedelta) -> Environment:
         """A protection lease: no idle or expiry reap for `duration` (up to the maximum)."""
         limit = self.policy.max_lease
@@ -508,75 +380,3 @@ class Service:
             await tx.touch(env.id, now)
             await tx.audit(actor, "keep", env.name, "kept", {"expires_at": expires.isoformat()})
             return await tx.environment(env.id)
-
-    async def _warn_by_notice(self, env: Environment, reason: str) -> None:
-        await self.notify(
-            env.owner,
-            f"Your environment {env.name} will be removed in about "
-            f"{format_duration(self.policy.reap.warning)}: {reason}. Use it, run "
-            f"`devdb extend {env.name} 4h`, or `devdb protect {env.name} 1d` to keep it.",
-        )
-
-    async def reap(self, env: Environment, reason: str, *, save: bool = False) -> bool:
-        """Remove an environment the reaper judged due; optionally save it first."""
-        async with self.store.transaction() as tx:
-            await tx.lock("name", env.name)
-            current = await tx.environment(env.id)
-            if current.state != EnvState.READY or current.warned_at is None:
-                return False  # replaced, destroyed, used or kept meanwhile
-            await tx.set_state(env.id, EnvState.DESTROYING)
-        saved = None
-        if save:
-            saved = await self._save(current)
-        await retire(self.store, self.drivers[env.kind], self.secrets, current)
-        async with self.store.connection() as tx:
-            await tx.audit(
-                "devdb",
-                "reap",
-                env.name,
-                "reaped",
-                {"environment": env.id, "reason": reason, "saved": saved},
-            )
-        back = f" `devdb refresh {env.name} --snapshot {saved}` brings it back." if saved else ""
-        await self.notify(env.owner, f"Your environment {env.name} was removed: {reason}.{back}")
-        return True
-
-    async def _save(self, env: Environment) -> str | None:
-        """Dump `env` as the owner's saved snapshot `saved-NAME`; None if that fails."""
-        snapshot_id = saved_id(env.name)
-        try:
-            endpoint = await self.drivers[env.kind].endpoint(
-                placement_of(env), await self.secrets.get(env)
-            )
-            with contextlib.suppress(NotFound):
-                await self.snapshots.delete(snapshot_id)
-            await dump_snapshot(
-                endpoint.dsn,
-                self.snapshots,
-                self.programs,
-                extra={"kind": SAVED, "owner": env.owner, "environment": env.name},
-                snapshot_id=snapshot_id,
-            )
-        except DevdbError as exc:
-            async with self.store.connection() as tx:
-                await tx.audit("devdb", "save", env.name, "failed", {"reason": str(exc)})
-            return None
-        return snapshot_id
-
-    async def mark_lost(self, env: Environment, reason: str) -> None:
-        """A ready environment whose server vanished: `lost`, and its owner told."""
-        async with self.store.transaction() as tx:
-            await tx.lock("name", env.name)
-            if (await tx.environment(env.id)).state != EnvState.READY:
-                return
-            await tx.set_state(env.id, EnvState.LOST, error=reason)
-            await tx.audit("devdb", "reconcile", env.name, "lost", {"reason": reason})
-        with contextlib.suppress(Exception):
-            await self.drivers[env.kind].terminate(env.handle)
-        if env.owner == POOL_OWNER:
-            return
-        await self.notify(
-            env.owner,
-            f"Your environment {env.name} is lost: {reason}. Run `devdb refresh {env.name}` "
-            "for a new one.",
-        )

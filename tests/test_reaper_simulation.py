@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
 from provisioning.models import Endpoint, Environment
+from provisioning.policy import Policy
 from provisioning.runtime import Runtime
 from provisioning.secrets import LocalSecrets, Passwords
-from provisioning.service import Policy, Service
+from provisioning.service import Service
 from provisioning.snapshots.manifest import Manifest
 from provisioning.sweeps import reap_sweep
 

@@ -30,9 +30,10 @@ from provisioning.errors import (
 )
 from provisioning.jobs import JobOptions
 from provisioning.models import EnvState, ProgressEvent
+from provisioning.policy import Policy
 from provisioning.postgres import PgPrograms
 from provisioning.runtime import Runtime
-from provisioning.service import Policy, Service
+from provisioning.service import Service
 from provisioning.snapshots.manifest import Manifest
 from tests.conftest import unique
 

@@ -11,9 +11,8 @@ import asyncpg
 import pytest
 
 from provisioning.drivers.shared import SharedSchemaDriver
-from provisioning.models import Endpoint
+from provisioning.models import Endpoint, EnvironmentView
 from provisioning.runtime import Runtime
-from provisioning.service import EnvironmentView
 from provisioning.shared.server import SHARED_DB, golden_name
 from provisioning.snapshots.manifest import Manifest
 from provisioning.sweeps import reconcile_sweep
