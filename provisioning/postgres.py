@@ -152,6 +152,22 @@ async def run(
     )
 
 
+def first_error(stderr: str, returncode: int) -> str:
+    """The line of a PostgreSQL program's log that says what went wrong: the first ERROR
+    with its DETAIL, rather than the last line, which is often only "a worker process died"."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if "ERROR:" in line:
+            reason = line[line.index("ERROR:") + len("ERROR:") :].strip()
+            follow = lines[index + 1] if index + 1 < len(lines) else ""
+            if follow.startswith("DETAIL:"):
+                reason += f" ({follow.removeprefix('DETAIL:').strip()})"
+            return reason
+    if lines:
+        return lines[-1].removeprefix("pg_dump: ").removeprefix("pg_restore: ")
+    return f"exit status {returncode}"
+
+
 def server_env() -> dict[str, str]:
     """A small, predictable environment for server-side programs."""
     return {

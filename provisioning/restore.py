@@ -23,7 +23,7 @@ import asyncpg
 
 from provisioning.errors import MissingBinary, ProvisioningFailed
 from provisioning.models import ProgressEvent, Step
-from provisioning.postgres import PgPrograms
+from provisioning.postgres import PgPrograms, first_error
 from provisioning.snapshots.manifest import Manifest
 
 POLL_SECONDS = 0.5
@@ -171,7 +171,7 @@ async def restore_dump(
             line = raw.decode(errors="replace").rstrip()
             if match := _FINISHED.search(line):
                 meter.finish_item(match.group(1))
-            elif "error:" in line or "FATAL" in line:
+            elif not line.startswith("pg_restore: ") or "error" in line or "FATAL" in line:
                 errors.append(line)
 
     reader = asyncio.create_task(read_log())
@@ -198,8 +198,8 @@ async def restore_dump(
         if conn is not None:
             await conn.close()
     if proc.returncode != 0:
-        reason = errors[-1] if errors else f"exit status {proc.returncode}"
-        raise ProvisioningFailed(f"pg_restore failed: {reason.removeprefix('pg_restore: ')}")
+        reason = first_error("\n".join(errors), proc.returncode or 1)
+        raise ProvisioningFailed(f"pg_restore failed: {reason}")
     progress(
         ProgressEvent(
             step=Step.RESTORE,

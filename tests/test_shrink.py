@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -46,7 +47,8 @@ def dump_rows(runtime: Runtime, manifest: Manifest, table: str) -> list[list[str
     assert entry.file is not None
     path = runtime.settings.snapshots_dir / manifest.id / "dump" / entry.file
     rows = []
-    for line in path.read_text().splitlines():
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    for line in text.splitlines():
         if line == "\\.":
             break
         rows.append([decode(field) for field in line.split("\t")])

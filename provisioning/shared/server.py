@@ -25,11 +25,12 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 
 from provisioning.cluster import LocalCluster
+from provisioning.dsn import split_password
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import ProgressEvent
 from provisioning.postgres import PgPrograms, ServerAccount
 from provisioning.restore import Target, restore_dump
-from provisioning.snapshots.dump import pg_dump, split_password
+from provisioning.snapshots.dump import pg_dump
 from provisioning.snapshots.manifest import Manifest
 from provisioning.sql import quote_ident
 

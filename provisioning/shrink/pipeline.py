@@ -1,40 +1,51 @@
-"""`devdb shrink`: policy check → subset → dump → mask → scan → publish.
+"""`devdb shrink`: policy check → subset → dump → account → mask → scan → check → publish.
 
 Everything is read from one exported snapshot of the source, in a read-only transaction:
-the subset's keys, pg_dump's output and the manifest's `source_time` agree. pg_dump writes
-uncompressed table data; each table's file is then filtered and masked in place
-(`rewrite.py`) and the output scanned. Any finding, or any policy problem, stops the
+the catalog, the subset's keys, pg_dump's output and the manifest's `source_time` agree.
+pg_dump writes uncompressed table data and no large objects unless the policy keeps them.
+Every file of the dump is then matched to the policy by OID (`contents.py`); each data
+file is filtered, masked, scanned and compressed (`rewrite.py`); the schema text and any
+large objects are scanned (`dumpscan.py`); and every foreign key the subset or a mask could
+break is checked on the output (`plan.py`). Any finding, or any policy problem, stops the
 publish and leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import multiprocessing
 import re
 import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
 import asyncpg
 
+from provisioning.dsn import redact
 from provisioning.errors import InvalidInput, PolicyViolation, ProvisioningFailed
 from provisioning.models import ProgressEvent
-from provisioning.postgres import PgPrograms
-from provisioning.shrink.catalog import Catalog, Table, read_catalog
+from provisioning.postgres import PgPrograms, first_error, run
+from provisioning.shrink.catalog import Catalog, read_catalog
+from provisioning.shrink.contents import Contents, account
+from provisioning.shrink.dumpscan import scan_large_objects, scan_schema
+from provisioning.shrink.plan import Closure, closure_checks, plan_file, requests_for
 from provisioning.shrink.policy import Policy, check_policy
 from provisioning.shrink.rewrite import TablePlan, collect_pii_values, process, split_spans
 from provisioning.shrink.scan import Findings
 from provisioning.shrink.subset import Selection, select_subset
 from provisioning.snapshots.base import SnapshotStore
-from provisioning.snapshots.dump import pg_dump, redact, table_data_files
+from provisioning.snapshots.dump import list_dump, pg_dump
 from provisioning.snapshots.manifest import Manifest, manifest_for_dump
+from provisioning.sql import quote_table
 
 Progress = Callable[[ProgressEvent], None]
+LEVEL = 1  # gzip level of the published data: close to pg_dump's size, several times faster
+_SPLIT_ABOVE = 16 << 20
 
 
 class ShrinkStep(StrEnum):
@@ -62,44 +73,9 @@ async def _connect(dsn: str) -> asyncpg.Connection:
         raise ProvisioningFailed(f"the source database could not be reached: {exc}.") from exc
 
 
-def plan_table(
-    table: Table, policy: Policy, path: Path, selection: Selection, salt: bytes
-) -> TablePlan:
-    entry = policy.tables[table.name]
-    masks = {}
-    unique = set()
-    pattern: list[int] = []
-    exact: list[int] = []
-    pii: list[int] = []
-    for index, column in enumerate(table.columns):
-        spec = entry.columns[column.name]
-        if spec.masked and spec.rule is not None:
-            masks[index] = spec.rule
-            if column.unique:
-                unique.add(index)
-        if spec.classification in ("pii", "secret"):
-            pii.append(index)
-        generated = spec.rule is not None and spec.rule.generates
-        if column.is_text and not generated:
-            pattern.append(index)
-            if not column.type.startswith("json"):
-                exact.append(index)
-    keep = selection.keys.get(table.name)
-    return TablePlan(
-        name=table.name,
-        path=path,
-        columns=tuple(c.name for c in table.columns),
-        keep=keep,
-        key_positions=tuple(table.position(c) for c in table.primary_key),
-        masks=masks,
-        unique_masked=frozenset(unique),
-        pattern_positions=tuple(pattern),
-        exact_positions=tuple(exact),
-        pii_positions=tuple(pii),
-    )
-
-
-_SPLIT_ABOVE = 16 << 20
+def salt_id(salt: bytes) -> str:
+    """Tells two salts apart without revealing either."""
+    return hmac.new(salt, b"devdb salt id", "sha256").hexdigest()[:12]
 
 
 def _work(plan: TablePlan) -> int:
@@ -107,9 +83,124 @@ def _work(plan: TablePlan) -> int:
     return end - start
 
 
-def salt_id(salt: bytes) -> str:
-    """Tells two salts apart without revealing either."""
-    return hmac.new(salt, b"devdb salt id", "sha256").hexdigest()[:12]
+def _pieces(plan: TablePlan, jobs: int) -> list[TablePlan]:
+    """A large file is cut into pieces the workers share, each written apart; a column kept
+    unique must be seen whole, so its file stays in one piece."""
+    if plan.unique_masked or plan.path.stat().st_size <= _SPLIT_ABOVE:
+        return [plan]
+    spans = split_spans(plan.path, 2 * jobs)
+    return [
+        replace(plan, span=span, output=plan.target.with_name(f"{plan.target.name}.{i}"))
+        for i, span in enumerate(spans)
+    ]
+
+
+def _join(plan: TablePlan, pieces: list[TablePlan]) -> None:
+    """Concatenate the pieces' gzip members into the table's file (gzip allows that)."""
+    if len(pieces) == 1 and pieces[0].span is None:
+        return
+    with open(plan.target, "wb") as out:
+        for piece in pieces:
+            with open(piece.target, "rb") as part:
+                shutil.copyfileobj(part, out, 1 << 20)
+            piece.target.unlink()
+    plan.path.unlink()
+
+
+@dataclass
+class _Output:
+    rows: dict[str, int]  # relation -> rows kept
+    files: dict[str, str]  # relation -> data file
+
+
+async def _mask_and_scan(
+    *,
+    dump: Path,
+    contents: Contents,
+    catalog: Catalog,
+    policy: Policy,
+    selection: Selection,
+    schema_sql: str,
+    salt: bytes,
+    allowed: list[re.Pattern[str]],
+    jobs: int,
+    emit: Progress,
+) -> _Output:
+    checks = closure_checks(policy, catalog)
+    requests = {f.name: requests_for(checks, f) for f in contents.data}
+    plans = {
+        f.name: plan_file(
+            f, catalog.tables[f.table], policy, dump, selection, requests[f.name], LEVEL
+        )
+        for f in contents.data
+    }
+    loop = asyncio.get_running_loop()
+    emit(ProgressEvent(step=ShrinkStep.MASK, message="collecting the values to look for"))
+    # Masking and scanning are CPU work in Python: one worker process per core, a piece of
+    # a file at a time each, so the GIL does not make them take turns.
+    with ProcessPoolExecutor(
+        max_workers=max(1, jobs), mp_context=multiprocessing.get_context("fork")
+    ) as pool:
+        collected = await asyncio.gather(
+            *(
+                loop.run_in_executor(pool, collect_pii_values, plan)
+                for plan in plans.values()
+                if plan.pii_positions
+            )
+        )
+        pii_values: set[str] = set().union(*collected)
+        emit(
+            ProgressEvent(step=ShrinkStep.MASK, message=f"masking and scanning {len(plans)} files")
+        )
+        pieces = {name: _pieces(plan, jobs) for name, plan in plans.items()}
+        ordered = sorted((p for ps in pieces.values() for p in ps), key=_work, reverse=True)
+        results = await asyncio.gather(
+            *(
+                loop.run_in_executor(pool, process, piece, salt, pii_values, allowed)
+                for piece in ordered
+            )
+        )
+    findings = Findings(allowed)
+    closure = Closure(checks)
+    rows: dict[str, int] = {}
+    for piece, (kept, found, refs) in zip(ordered, results, strict=True):
+        rows[piece.relation] = rows.get(piece.relation, 0) + kept
+        findings.merge(found)
+        closure.add(requests[piece.path.name], refs)
+    for name, plan in plans.items():
+        await asyncio.to_thread(_join, plan, pieces[name])
+    scan_schema(schema_sql, pii_values, findings)
+    await asyncio.to_thread(scan_large_objects, dump, contents.large_objects, findings)
+    if findings.hits:
+        report = [finding.line() for finding in findings.report()]
+        raise PolicyViolation(
+            f"the scan found personal data in {len(report)} place(s), so nothing was "
+            f"published: {report[0]}",
+            report,
+        )
+    broken = closure.problems()
+    if broken:
+        raise PolicyViolation(
+            "the snapshot would not restore, so nothing was published: "
+            f"{broken[0]}; add the missing link under `references` or change the subset.",
+            broken,
+        )
+    return _Output(rows=rows, files={p.relation: p.target.name for p in plans.values()})
+
+
+def _exact(name: str) -> str:
+    """A pg_dump pattern that matches this one relation: inside double quotes, every
+    character is literal, whatever its case."""
+    return quote_table(name)
+
+
+async def _schema_text(programs: PgPrograms, dump: Path) -> str:
+    result = await run([programs.path("pg_restore"), "--schema-only", "--file=-", str(dump)])
+    if result.returncode != 0:
+        raise ProvisioningFailed(
+            f"pg_restore could not read the dump: {first_error(result.stderr, result.returncode)}"
+        )
+    return result.stdout
 
 
 async def shrink(
@@ -135,21 +226,27 @@ async def shrink(
     conn = await _connect(source_dsn)
     staged: Path | None = None
     try:
-        catalog = await read_catalog(conn)
-        problems = check_policy(policy, catalog)
-        if problems:
-            raise PolicyViolation(
-                f"the policy does not match the source ({len(problems)} problem(s)); "
-                "run `devdb policy check` for the list.",
-                problems,
-            )
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             exported = await conn.fetchval("select pg_export_snapshot()")
             source_time = await conn.fetchval("select now()")
+            version = str(await conn.fetchval("show server_version"))
+            catalog = await read_catalog(conn)
+            problems = check_policy(policy, catalog)
+            if problems:
+                raise PolicyViolation(
+                    f"the policy does not match the source ({len(problems)} problem(s)): "
+                    f"{problems[0]}; run `devdb policy check` for the list.",
+                    problems,
+                )
             emit(ProgressEvent(step=ShrinkStep.SUBSET, message="choosing rows"))
             selection = await select_subset(conn, policy, catalog, tenant)
             emit(ProgressEvent(step=ShrinkStep.DUMP, message="dumping the source"))
             staged = await store.staging()
+            dropped = [
+                member.name
+                for name in sorted(selection.dropped)
+                for member in catalog.tables[name].members
+            ]
             await pg_dump(
                 programs,
                 source_dsn,
@@ -158,74 +255,36 @@ async def shrink(
                 snapshot=exported,
                 options=[
                     "--compress=0",
-                    *(f"--exclude-table-data={name}" for name in sorted(selection.dropped)),
+                    *(["--no-blobs"] if policy.large_objects != "keep" else []),
+                    *(f"--exclude-table-data={_exact(name)}" for name in dropped),
                 ],
             )
         dump = staged / "dump"
-        files = await table_data_files(programs, dump)
-        plans = [
-            plan_table(catalog.tables[name], policy, dump / files[name], selection, salt)
-            for name in sorted(files)
-            if name in catalog.tables
-        ]
-        emit(ProgressEvent(step=ShrinkStep.MASK, message="collecting the values to look for"))
-        loop = asyncio.get_running_loop()
-        # Masking and scanning are CPU work in Python: one worker process per core, a table
-        # at a time each, so the GIL does not make them take turns.
-        with ProcessPoolExecutor(
-            max_workers=max(1, jobs), mp_context=multiprocessing.get_context("fork")
-        ) as pool:
-            collected = await asyncio.gather(
-                *(
-                    loop.run_in_executor(pool, collect_pii_values, plan)
-                    for plan in plans
-                    if plan.pii_positions
-                )
-            )
-            pii_values: set[str] = set().union(*collected)
-            emit(
-                ProgressEvent(
-                    step=ShrinkStep.MASK, message=f"masking and scanning {len(plans)} tables"
-                )
-            )
-            # Large files that are only scanned are cut into pieces the workers share; the
-            # largest work goes first, so the long one does not start last.
-            pieces = [
-                replace(plan, span=span)
-                for plan in plans
-                for span in (
-                    split_spans(plan.path, 2 * jobs)
-                    if not plan.rewrites and plan.path.stat().st_size > _SPLIT_ABOVE
-                    else [None]
-                )
-            ]
-            ordered = sorted(pieces, key=_work, reverse=True)
-            results = await asyncio.gather(
-                *(
-                    loop.run_in_executor(pool, process, plan, salt, pii_values, allowed)
-                    for plan in ordered
-                )
-            )
-        findings = Findings(allowed)
-        rows: dict[str, int] = {}
-        for plan, (kept, found) in zip(ordered, results, strict=True):
-            rows[plan.name] = rows.get(plan.name, 0) + kept
-            findings.merge(found)
-        if findings.hits:
-            report = [finding.line() for finding in findings.report()]
-            raise PolicyViolation(
-                f"the scan found personal data in {len(report)} place(s), so nothing was "
-                f"published: {report[0]}",
-                report,
-            )
+        contents = account(await list_dump(programs, dump), dump, catalog, policy)
+        output = await _mask_and_scan(
+            dump=dump,
+            contents=contents,
+            catalog=catalog,
+            policy=policy,
+            selection=selection,
+            schema_sql=await _schema_text(programs, dump),
+            salt=salt,
+            allowed=allowed,
+            jobs=jobs,
+            emit=emit,
+        )
         emit(ProgressEvent(step=ShrinkStep.PUBLISH, message="publishing"))
         manifest = await asyncio.to_thread(
             manifest_for_dump,
             dump,
             source=redact(source_dsn),
-            pg_version=str(await conn.fetchval("show server_version")),
-            rows={name: rows.get(name, 0) for name in catalog.tables},
-            data_files=files,
+            pg_version=version,
+            rows={
+                member.name: output.rows.get(member.name, 0)
+                for table in catalog.tables.values()
+                for member in table.members
+            },
+            data_files=output.files,
             extra={
                 "kind": "shrink",
                 "policy_sha256": policy.digest,
@@ -247,7 +306,8 @@ async def shrink(
     finally:
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)
-        await conn.close()
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await conn.close()
 
 
 async def apply_retention(store: SnapshotStore, keep_last: int) -> list[str]:

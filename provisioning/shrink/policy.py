@@ -29,12 +29,12 @@ from typing import Any
 import yaml
 
 from provisioning.errors import InvalidInput
-from provisioning.shrink.catalog import Catalog, ForeignKey
+from provisioning.shrink.catalog import JSON, Catalog, ForeignKey
 from provisioning.shrink.rules import RULES, Rule, build_rule
 
 CLASSES = ("public", "internal", "pii", "secret")
 ACTIONS = ("keep", "drop", "subset")
-_REFERENCE = re.compile(r"^\s*([\w.]+)\s*\(([\w\s,]+)\)\s*$")
+_REFERENCE = re.compile(r"^\s*([^()]+?)\s*\(([^()]+)\)\s*$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +62,7 @@ class Policy:
     references: tuple[ForeignKey, ...] = ()
     tenant_table: str | None = None
     tenant_column: str | None = None
+    large_objects: str = "drop"
     digest: str = ""
 
     def foreign_keys(self, catalog: Catalog) -> list[ForeignKey]:
@@ -153,7 +154,14 @@ def parse_policy(text: str) -> Policy:
         )
     references = tuple(_reference(i, r) for i, r in enumerate(body.get("references") or []))
     tenant = body.get("tenant") or {}
+    large_objects = body.get("large_objects", "drop")
+    if large_objects not in ("drop", "keep"):
+        raise PolicyError(f"large_objects must be drop or keep, not {large_objects!r}.")
+    unknown = set(body) - {"version", "tables", "references", "tenant", "large_objects"}
+    if unknown:
+        raise PolicyError(f"the policy has unknown top-level keys: {', '.join(sorted(unknown))}.")
     return Policy(
+        large_objects=large_objects,
         tables=tables,
         references=references,
         tenant_table=tenant.get("table"),
@@ -185,12 +193,36 @@ def check_policy(policy: Policy, catalog: Catalog) -> list[str]:
                 problems.append(
                     f"column {name}.{column.name} is {spec.classification} but has no masking rule"
                 )
+            elif spec.rule is not None and spec.rule.name == "json" and column.kind != JSON:
+                problems.append(
+                    f"column {name}.{column.name} has a json rule but is {column.type}, "
+                    "not json or jsonb"
+                )
         for column_name in sorted(set(entry.columns) - {c.name for c in table.columns}):
             problems.append(f"policy names column {name}.{column_name}, which does not exist")
         if entry.action == "subset" and not table.primary_key:
-            problems.append(f"table {name} has no primary key, so it can only be kept or dropped")
+            needed = sorted(
+                {
+                    fk.table
+                    for fk in policy.foreign_keys(catalog)
+                    if fk.parent == name
+                    and policy.tables.get(fk.table, TablePolicy()).action != "drop"
+                }
+            )
+            if needed:
+                problems.append(
+                    f"table {name} has no primary key and rows of {', '.join(needed)} "
+                    "reference it, so it can only be kept or dropped"
+                )
     for name in sorted(set(policy.tables) - set(catalog.tables)):
-        problems.append(f"policy names table {name}, which does not exist")
+        owner = catalog.belongs_to.get(name)
+        if owner:
+            problems.append(
+                f"policy names {name}, which belongs to {owner} (a partition or inheritance "
+                f"child): name {owner} instead, and its rules apply to all of it"
+            )
+        else:
+            problems.append(f"policy names table {name}, which does not exist")
     for fk in policy.references:
         for end, columns in ((fk.table, fk.columns), (fk.parent, fk.parent_columns)):
             found = catalog.tables.get(end)

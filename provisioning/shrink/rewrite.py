@@ -1,8 +1,11 @@
-"""Streaming pg_dump's table data through the policy: keep the chosen rows, mask, scan.
+"""Streaming pg_dump's table data through the policy: keep the chosen rows, mask, scan, and
+write the result gzip-compressed.
 
-Each table's data file (COPY text) is read once and written once, line by line, so memory
-stays flat however large the table is. Tables with nothing to filter or mask are only read,
-for the scan.
+Each data file (COPY text) is read once and written once, line by line, so memory stays
+flat however large the table is. pg_restore reads `NNNN.dat.gz` in place of `NNNN.dat`, and
+gzip members may be concatenated, so a large file can be cut into pieces that workers write
+apart and that are then joined. Alongside, each piece collects the values that foreign keys
+join on, after masking, so that the caller can prove the snapshot restores.
 """
 
 from __future__ import annotations
@@ -10,38 +13,48 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioning.errors import ProvisioningFailed
-from provisioning.shrink.copytext import END, decode, encode
-from provisioning.shrink.rules import Rule, digest
+from provisioning.shrink import documents
+from provisioning.shrink.catalog import TEXT
+from provisioning.shrink.copytext import END, NULL, decode, encode
+from provisioning.shrink.fields import reader
+from provisioning.shrink.rules import Rule, digest, json_paths
 from provisioning.shrink.scan import Findings, find_pii
 
-_SCAN_EVERY = 4000  # lines per block handed to the regex engine
+_SCAN_EVERY = 4000  # fields per block handed to the regex engine
 _CACHE_LIMIT = 200_000
+_WRITE_EVERY = 1 << 20  # characters of output compressed at a time
+_MIN_COPIED = 4  # shorter pii values are too common to call a copy
 
 
 @dataclass(kw_only=True)
 class TablePlan:
-    name: str
+    name: str  # the policy table
+    relation: str  # the relation this data file holds (the table, or a partition of it)
     path: Path
-    columns: tuple[str, ...]
-    keep: set[tuple[str, ...]] | None = None  # None: every row
+    columns: tuple[str, ...]  # the relation's columns, in COPY order
+    keep: set[tuple[str | None, ...]] | None = None  # None: every row
     key_positions: tuple[int, ...] = ()
     masks: dict[int, Rule] = field(default_factory=dict)
     unique_masked: frozenset[int] = frozenset()
-    pattern_positions: tuple[int, ...] = ()  # text kept as it was: scanned for patterns
-    exact_positions: tuple[int, ...] = ()  # checked against the source's pii values
-    pii_positions: tuple[int, ...] = ()  # source pii/secret columns
-    span: tuple[int, int] | None = None  # a byte range of the file (scan-only plans)
+    scans: dict[int, str] = field(default_factory=dict)  # position -> kind, for kept text
+    pii_positions: tuple[int, ...] = ()  # source values to look for elsewhere
+    refs: tuple[tuple[int, ...], ...] = ()  # column sets whose output values are collected
+    span: tuple[int, int] | None = None  # a byte range of the file
+    output: Path | None = None  # where the compressed result goes (default: path + ".gz")
+    level: int = 1
 
     @property
-    def rewrites(self) -> bool:
-        return self.keep is not None or bool(self.masks)
+    def target(self) -> Path:
+        return self.output or self.path.with_name(self.path.name + ".gz")
 
 
+Refs = list[set[tuple[str, ...] | str]]
 _BLOCK = 1 << 23
 
 
@@ -80,65 +93,114 @@ def split_spans(path: Path, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
 
 
+def _key(fields: list[str], positions: tuple[int, ...]) -> tuple[str | None, ...]:
+    return tuple(decode(fields[p]) for p in positions)
+
+
 def collect_pii_values(plan: TablePlan) -> set[str]:
-    """The source's pii/secret values of one table, as COPY fields."""
+    """The source's pii/secret values of one data file, as COPY fields: whole fields, or
+    what a `json` rule's paths reach inside documents."""
     values: set[str] = set()
-    with open(plan.path, encoding="utf-8", newline="") as source:
-        for line in source:
-            if line.startswith(END):
-                break
-            fields = line.rstrip("\n").split("\t")
-            if (
-                plan.keep is not None
-                and tuple(decode(fields[p]) or "" for p in plan.key_positions) not in plan.keep
-            ):
+    inside = {
+        p: [path for path, _ in json_paths(plan.masks[p].params.get("paths"))]
+        for p in plan.pii_positions
+        if p in plan.masks and plan.masks[p].name == "json"
+    }
+    for line in lines(plan.path, plan.span):
+        if line.startswith(END):
+            break
+        fields = line.split("\t")
+        if plan.keep is not None and _key(fields, plan.key_positions) not in plan.keep:
+            continue
+        for p in plan.pii_positions:
+            if p not in inside:
+                values.add(fields[p])
                 continue
-            values.update(fields[p] for p in plan.pii_positions)
-    values.discard("\\N")
-    values.discard("")
-    return values
+            try:
+                document = documents.loads(decode(fields[p]) or "null")
+            except ValueError:
+                continue
+            for path in inside[p]:
+                documents.apply(document, path, lambda node: _gather(node, values))
+    return {v for v in values if v != NULL and len(v) >= _MIN_COPIED}
+
+
+def _gather(node: object, values: set[str]) -> object:
+    for value in documents.scalars(node):
+        values.add(encode(str(value)))
+    return node
+
+
+class _Writer:
+    """Compressed output, written in large pieces."""
+
+    def __init__(self, path: Path, level: int) -> None:
+        self.handle = open(path, "wb")  # noqa: SIM115
+        self.zip = zlib.compressobj(level, zlib.DEFLATED, 31)
+        self.pending: list[str] = []
+        self.size = 0
+
+    def write(self, text: str) -> None:
+        self.pending.append(text)
+        self.size += len(text)
+        if self.size >= _WRITE_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        self.handle.write(self.zip.compress("".join(self.pending).encode()))
+        self.pending.clear()
+        self.size = 0
+
+    def close(self) -> None:
+        self.flush()
+        self.handle.write(self.zip.flush())
+        self.handle.close()
 
 
 def process(
     plan: TablePlan, salt: bytes, pii_values: set[str], allow: list[re.Pattern[str]]
-) -> tuple[int, Findings]:
-    """Filter, mask and scan one table's data file in place; return the rows kept and what
-    the scan found. Runs in a worker process, so it takes and returns only plain values."""
+) -> tuple[int, Findings, Refs]:
+    """Filter, mask, scan and compress one data file (or a piece of one); return the rows
+    kept, what the scan found and the foreign-key values. Runs in a worker process, so it
+    takes and returns only plain values."""
     findings = Findings(allow)
     masks = {
-        position: rule.masker(unique=position in plan.unique_masked)
+        position: rule.masker(unique=position in plan.unique_masked, salt=salt)
         for position, rule in plan.masks.items()
     }
     caches: dict[int, dict[str, str]] = {p: {} for p in plan.masks}
     seen: dict[int, set[str]] = {p: set() for p in plan.unique_masked}
-    blocks: dict[int, list[str]] = {p: [] for p in plan.pattern_positions}
+    readers = {p: reader(kind) for p, kind in plan.scans.items()}
+    plain = {p for p, kind in plan.scans.items() if kind == TEXT}
+    blocks: dict[int, list[str]] = {p: [] for p in plan.scans}
+    refs: Refs = [set() for _ in plan.refs]
+    single = [len(r) == 1 for r in plan.refs]
     kept = 0
-    output = None
-    target = plan.path.with_name(plan.path.name + ".masked")
-    if plan.rewrites:
-        output = open(target, "w", encoding="utf-8", newline="")  # noqa: SIM115
+    output = _Writer(plan.target, plan.level)
     try:
         source = lines(plan.path, plan.span)
         for line in source:
             if line.startswith(END):
-                if output:
-                    output.write(line + "\n")
-                    output.writelines(rest + "\n" for rest in source)
+                output.write(line + "\n")
+                output.write("".join(rest + "\n" for rest in source))
                 break
             fields = line.split("\t")
-            if plan.keep is not None:
-                key = tuple(decode(fields[p]) or "" for p in plan.key_positions)
-                if key not in plan.keep:
-                    continue
+            if plan.keep is not None and _key(fields, plan.key_positions) not in plan.keep:
+                continue
             for position, mask in masks.items():
                 raw = fields[position]
-                if raw == "\\N":
+                if raw == NULL:
                     continue
                 cache = caches[position]
                 masked = cache.get(raw)
                 if masked is None:
                     value = decode(raw) or ""
-                    masked = encode(mask(value, digest(salt, value)))
+                    try:
+                        masked = encode(mask(value, digest(salt, value)))
+                    except ValueError as exc:
+                        raise ProvisioningFailed(
+                            f"masking {plan.name}.{plan.columns[position]} failed: {exc}."
+                        ) from exc
                     if len(cache) > _CACHE_LIMIT:
                         cache.clear()
                     cache[raw] = masked
@@ -151,33 +213,47 @@ def process(
                         )
                     seen[position].add(masked)
                 fields[position] = masked
-            for position in plan.exact_positions:
-                if fields[position] in pii_values:
-                    findings.add(
-                        plan.name,
-                        plan.columns[position],
-                        "value copied from a pii column",
-                        decode(fields[position]) or "",
-                    )
             for position, block in blocks.items():
-                if fields[position] != "\\N":
-                    block.append(fields[position])
+                raw = fields[position]
+                if raw == NULL:
+                    continue
+                if position in plain:
+                    text, exact = raw, (raw,)
+                else:
+                    text, exact = readers[position](raw)  # type: ignore[assignment]
+                for value in exact:
+                    if value in pii_values:
+                        findings.add(
+                            plan.name,
+                            plan.columns[position],
+                            "value copied from a pii column",
+                            decode(value) or "",
+                        )
+                if text:
+                    block.append(text)
                     if len(block) >= _SCAN_EVERY:
                         _scan(plan, position, block, findings)
+            for index, positions in enumerate(plan.refs):
+                if single[index]:
+                    value = fields[positions[0]]
+                    if value != NULL:
+                        refs[index].add(value)
+                else:
+                    values = tuple(fields[p] for p in positions)
+                    if NULL not in values:
+                        refs[index].add(values)
             kept += 1
-            if output:
-                output.write("\t".join(fields) + "\n")
+            output.write("\t".join(fields) + "\n")
         for position, block in blocks.items():
             _scan(plan, position, block, findings)
     except BaseException:
-        if output:
-            output.close()
-            target.unlink(missing_ok=True)
-        raise
-    if output:
         output.close()
-        os.replace(target, plan.path)
-    return kept, findings
+        plan.target.unlink(missing_ok=True)
+        raise
+    output.close()
+    if plan.span is None:
+        os.unlink(plan.path)
+    return kept, findings, refs
 
 
 def _scan(plan: TablePlan, position: int, block: list[str], findings: Findings) -> None:

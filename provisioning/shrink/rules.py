@@ -17,6 +17,9 @@ from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from provisioning.shrink import documents
+from provisioning.shrink.documents import Path, parse_path
+
 Mask = Callable[[str, bytes], str | None]
 _FAKE_KINDS = (
     "name",
@@ -26,6 +29,7 @@ _FAKE_KINDS = (
     "phone",
     "address",
     "city",
+    "state",
     "postcode",
     "company",
     "user_name",
@@ -188,6 +192,62 @@ def _keep() -> Mask:
     return lambda value, key: value
 
 
+def json_paths(paths: Any) -> list[tuple[Path, Rule]]:
+    """A `json` rule's paths, each with the rule for what it reaches; `ValueError` if malformed."""
+    if not isinstance(paths, dict) or not paths:
+        raise ValueError(
+            "paths must map json paths to rules, as in {$.contact.email: {rule: hash}}"
+        )
+    parsed = []
+    for text, raw in paths.items():
+        path = parse_path(text)
+        spec = {"rule": raw} if isinstance(raw, str) else raw
+        if not isinstance(spec, dict) or "rule" not in spec:
+            raise ValueError(f"{text}: give a rule, as in {{rule: fake, kind: email}}")
+        params = dict(spec)
+        name = params.pop("rule")
+        if name not in RULES or name == "json":
+            raise ValueError(f"{text}: unknown rule {name!r} inside a json rule")
+        parsed.append((path, build_rule(name, params)))
+    return parsed
+
+
+def _json(paths: Any, salt: bytes = b"") -> Mask:
+    compiled = [(path, rule.masker(salt=salt)) for path, rule in json_paths(paths)]
+
+    def leaf(value: Any, inner: Mask) -> Any:
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, dict):
+            return {k: leaf(v, inner) for k, v in value.items()}
+        if isinstance(value, list):
+            return [leaf(v, inner) for v in value]
+        text = str(value)
+        # The same value masks the same inside a document as in a column.
+        masked = inner(text, digest(salt, text))
+        if masked is not None and not isinstance(value, str):
+            try:
+                return Decimal(masked)
+            except InvalidOperation:
+                return masked
+        return masked
+
+    def mask(value: str, key: bytes) -> str:
+        try:
+            document = documents.loads(value)
+        except ValueError:
+            return mask_error(value)
+        for path, inner in compiled:
+
+            def visit(node: Any, inner: Mask = inner) -> Any:
+                return leaf(node, inner)
+
+            document = documents.apply(document, path, visit)
+        return documents.dumps(document)
+
+    return mask
+
+
 def mask_error(value: str) -> str:
     raise ValueError(f"cannot mask a value of this shape ({len(value)} characters)")
 
@@ -202,6 +262,7 @@ RULES: dict[str, Callable[..., Mask]] = {
     "noise": _noise,
     "regex": _regex,
     "keep": _keep,
+    "json": _json,
 }
 
 
@@ -210,12 +271,15 @@ class Rule:
     name: str
     params: dict[str, Any] = field(default_factory=dict)
 
-    def masker(self, *, unique: bool = False) -> Mask:
-        """The function applying this rule; `unique` columns get outputs that stay unique."""
+    def masker(self, *, unique: bool = False, salt: bytes = b"") -> Mask:
+        """The function applying this rule; `unique` columns get outputs that stay unique.
+        `salt` keys the rules inside a `json` rule, which mask values of their own."""
         if self.name == "fake":
             return _fake(
                 str(self.params.get("kind", "")), unique or bool(self.params.get("unique"))
             )
+        if self.name == "json":
+            return _json(self.params.get("paths"), salt)
         return RULES[self.name](**self.params)
 
     @property

@@ -164,7 +164,10 @@ class Finding:
     sample: str
 
     def line(self) -> str:
-        return f"{self.table}.{self.column}: {self.count} {self.kind} value(s), e.g. {self.sample}"
+        place = f"{self.table}.{self.column}" if self.column else self.table
+        if self.table == "schema":
+            place = f"the schema ({self.column})"
+        return f"{place}: {self.count} {self.kind} value(s), e.g. {self.sample}"
 
 
 class Findings:

@@ -7,7 +7,10 @@ new turns up:
 - *down*: rows reached from a root pull in the rows that reference them, filtered by the
   child table's `where` (a time window, say), unless the table says `follow_children: false`.
 Rows reached only by walking up never walk down, or one customer would pull in the world.
-Keys are kept as PostgreSQL's text form, which is also how pg_dump writes them.
+Keys are kept as each type's output text, which is also how pg_dump's COPY writes them.
+A table without a primary key is keyed by its whole row. Queries on a table reach its
+partitions and inheritance children; a foreign key declared on one of those is followed
+from that relation alone.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from provisioning.shrink.catalog import Catalog, ForeignKey, Table
 from provisioning.shrink.policy import Policy
 from provisioning.sql import quote_ident, quote_table
 
-Key = tuple[str, ...]
+Key = tuple[str | None, ...]
 _BATCH = 5000
 
 
@@ -62,10 +65,16 @@ class _Walker:
         values: Iterable[Key],
         select: tuple[str, ...],
         where: str | None = None,
+        relation: str | None = None,
     ) -> list[Key]:
-        """Rows of `table` whose `match` columns equal one of `values`, as text tuples."""
+        """Rows of `table` (or of one `relation` of it) whose `match` columns equal one of
+        `values`, as text tuples."""
         values = list(values)
-        chosen = ", ".join(f"{quote_ident(c)}::text" for c in select)
+        if where is None and set(select) <= set(match):
+            # Everything asked for is in the values already: no query (a whole-row key).
+            positions = [match.index(c) for c in select]
+            return [tuple(value[p] for p in positions) for value in values]
+        chosen = ", ".join(_text(c) for c in select)
         found: list[Key] = []
         for start in range(0, len(values), _BATCH):
             batch = values[start : start + _BATCH]
@@ -78,7 +87,8 @@ class _Walker:
                 columns = ", ".join(quote_ident(c) for c in match)
                 condition = f"({columns}) in (select * from unnest({unnest}))"
             extra = f" and ({where})" if where else ""
-            sql = f"select {chosen} from {quote_table(table.name)} where {condition}{extra}"
+            source = quote_table(relation or table.name)
+            sql = f"select {chosen} from {source} where {condition}{extra}"
             rows = await self._query(sql, *arrays)
             found.extend(tuple(r) for r in rows)
         return found
@@ -118,7 +128,7 @@ class _Walker:
                 condition, args = entry.where or "true", []
             else:
                 continue
-            pk = ", ".join(f"{quote_ident(c)}::text" for c in table.primary_key)
+            pk = ", ".join(_text(c) for c in table.key)
             rows = await self._query(
                 f"select {pk} from {quote_table(name)} where {condition}", *args
             )
@@ -131,19 +141,19 @@ class _Walker:
     async def whole_tables_reach_up(self) -> None:
         for fk in self.fks:
             if fk.table in self.selection.whole and fk.parent in self.selection.keys:
-                cols = ", ".join(f"{quote_ident(c)}::text" for c in fk.columns)
+                cols = ", ".join(_text(c) for c in fk.columns)
                 not_null = " and ".join(f"{quote_ident(c)} is not null" for c in fk.columns)
                 rows = await self._query(
-                    f"select distinct {cols} from {quote_table(fk.table)} where {not_null}"
+                    f"select distinct {cols} from {quote_table(fk.source)} where {not_null}"
                 )
                 await self._parents(fk, [tuple(r) for r in rows])
 
     async def _parents(self, fk: ForeignKey, values: list[Key]) -> None:
         parent = self.catalog.tables[fk.parent]
-        if fk.parent_columns == parent.primary_key:
+        if fk.parent_columns == parent.key:
             self.add(fk.parent, values, downward=False)
         elif values:
-            keys = await self.fetch(parent, fk.parent_columns, values, parent.primary_key)
+            keys = await self.fetch(parent, fk.parent_columns, values, parent.key)
             self.add(fk.parent, keys, downward=False)
 
     async def step_up(self, name: str, keys: set[Key]) -> None:
@@ -151,7 +161,7 @@ class _Walker:
         for fk in self.fks:
             if fk.table != name or fk.parent not in self.selection.keys:
                 continue
-            refs = await self.fetch(table, table.primary_key, keys, fk.columns)
+            refs = await self.fetch(table, table.key, keys, fk.columns, relation=fk.relation)
             await self._parents(fk, [r for r in set(refs) if None not in r])
 
     async def step_down(self, name: str, keys: set[Key]) -> None:
@@ -159,13 +169,18 @@ class _Walker:
         for fk in self.fks:
             if fk.parent != name or fk.table not in self.selection.keys:
                 continue
-            if fk.parent_columns == table.primary_key:
+            if fk.parent_columns == table.key:
                 refs = list(keys)
             else:
-                refs = await self.fetch(table, table.primary_key, keys, fk.parent_columns)
+                refs = await self.fetch(table, table.key, keys, fk.parent_columns)
             child = self.catalog.tables[fk.table]
             rows = await self.fetch(
-                child, fk.columns, refs, child.primary_key, self.policy.tables[fk.table].where
+                child,
+                fk.columns,
+                refs,
+                child.key,
+                self.policy.tables[fk.table].where,
+                relation=fk.relation,
             )
             self.add(fk.table, rows, downward=True)
 
@@ -182,8 +197,24 @@ class _Walker:
         return self.selection
 
 
+def _text(column: str) -> str:
+    """A column as its type's output text, as COPY writes it (`t`, not `true`)."""
+    name = quote_ident(column)
+    return f"case when {name} is null then null else format('%s', {name}) end"
+
+
+# What pg_dump sets before its COPYs, so that the keys read here are written the same way.
+_AS_PG_DUMP = (
+    "set local datestyle = 'ISO'",
+    "set local intervalstyle = 'postgres'",
+    "set local extra_float_digits = 3",
+)
+
+
 async def select_subset(
     conn: asyncpg.Connection, policy: Policy, catalog: Catalog, tenant: str | None = None
 ) -> Selection:
     """Walk the source (inside the dump's snapshot) and return what to keep."""
+    for statement in _AS_PG_DUMP:
+        await conn.execute(statement)
     return await _Walker(conn, policy, catalog).run(tenant)

@@ -13,49 +13,50 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
+from provisioning.dsn import redact, split_secrets
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import ProgressEvent, Step
-from provisioning.postgres import PgPrograms, run
+from provisioning.postgres import PgPrograms, first_error, run
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest, manifest_for_dump
 from provisioning.sql import quote_ident
 
-_TOC_DATA = re.compile(r"^(\d+); \d+ \d+ TABLE DATA (\S+) (.+) \S+$")
+_ENTRY = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
 
 
-def split_password(dsn: str) -> tuple[str, str | None]:
-    """Remove the password from a postgresql:// URL so it travels in PGPASSWORD, not argv."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn, None
-    netloc = parts.netloc.rsplit("@", 1)
-    user = unquote(parts.username or "")
-    host = netloc[1] if len(netloc) == 2 else ""
-    bare = urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
-    return bare, unquote(parts.password)
+def read_entries(listing: str) -> dict[str, tuple[int, str]]:
+    """`pg_restore --list` output as dump id -> (OID, the rest of the line). pg_dump sets a
+    table data entry's OID to the table's, which tells tables apart whatever their names."""
+    entries = {}
+    for line in listing.splitlines():
+        match = _ENTRY.match(line)
+        if match:
+            entries[match.group(1)] = (int(match.group(3)), match.group(4))
+    return entries
 
 
-def redact(dsn: str) -> str:
-    bare, password = split_password(dsn)
-    return bare if password is None else bare.replace("@", ":***@", 1)
-
-
-async def table_data_files(programs: PgPrograms, dump_dir: Path) -> dict[str, str]:
-    """Map each table ("schema.name") to its data file, from `pg_restore --list`."""
+async def list_dump(programs: PgPrograms, dump_dir: Path) -> str:
+    """`pg_restore --list` of a dump directory: one line per table-of-contents entry."""
     result = await run([programs.path("pg_restore"), "--list", str(dump_dir)])
     if result.returncode != 0:
         raise ProvisioningFailed(f"pg_restore could not read the dump: {result.stderr.strip()}")
+    return result.stdout
+
+
+async def table_data_files(
+    programs: PgPrograms, dump_dir: Path, names: dict[int, str]
+) -> dict[str, str]:
+    """Map each table to its data file, matching TOC entries by OID (`names`: OID -> name)."""
+    entries = read_entries(await list_dump(programs, dump_dir))
     files = {p.name.split(".", 1)[0]: p.name for p in dump_dir.iterdir() if p.name[0].isdigit()}
-    mapping = {}
-    for line in result.stdout.splitlines():
-        match = _TOC_DATA.match(line)
-        if match and match.group(1) in files:
-            mapping[f"{match.group(2)}.{match.group(3)}"] = files[match.group(1)]
-    return mapping
+    return {
+        names[oid]: files[dump_id]
+        for dump_id, (oid, description) in entries.items()
+        if description.startswith("TABLE DATA ") and oid in names and dump_id in files
+    }
 
 
 async def pg_dump(
@@ -68,7 +69,7 @@ async def pg_dump(
     options: Sequence[str] = (),
 ) -> None:
     """`pg_dump --format=directory` of `dsn` (as seen by an exported snapshot, if given)."""
-    bare, password = split_password(dsn)
+    bare, secrets = split_secrets(dsn)
     result = await run(
         [
             programs.path("pg_dump"),
@@ -83,11 +84,10 @@ async def pg_dump(
             "--dbname",
             bare,
         ],
-        env={**os.environ, **({"PGPASSWORD": password} if password else {})},
+        env={**os.environ, **secrets},
     )
     if result.returncode != 0:
-        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
-        raise ProvisioningFailed(f"pg_dump failed: {lines[-1]}")
+        raise ProvisioningFailed(f"pg_dump failed: {first_error(result.stderr, result.returncode)}")
 
 
 async def dump_snapshot(
@@ -112,21 +112,23 @@ async def dump_snapshot(
             exported = await conn.fetchval("select pg_export_snapshot()")
             version = await conn.fetchval("show server_version")
             tables = await conn.fetch(
-                "select n.nspname, c.relname from pg_class c"
+                "select c.oid, n.nspname, c.relname from pg_class c"
                 " join pg_namespace n on n.oid = c.relnamespace"
                 " where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema')"
-                " and n.nspname not like 'pg\\_%' order by 1, 2"
+                " and n.nspname not like 'pg\\_%' order by 2, 3"
             )
             counts: dict[str, int] = {}
-            for schema, name in tables:
-                counts[f"{schema}.{name}"] = await conn.fetchval(
-                    f"select count(*) from {quote_ident(schema)}.{quote_ident(name)}"
+            names: dict[int, str] = {}
+            for oid, schema, name in tables:
+                names[oid] = f"{schema}.{name}"
+                counts[names[oid]] = await conn.fetchval(
+                    f"select count(*) from only {quote_ident(schema)}.{quote_ident(name)}"
                 )
             if progress:
                 progress(ProgressEvent(step=Step.RESTORE, message="dumping the source database"))
             await pg_dump(programs, source_dsn, staged / "dump", jobs=jobs, snapshot=exported)
         dump_dir = staged / "dump"
-        data_files = await table_data_files(programs, dump_dir)
+        data_files = await table_data_files(programs, dump_dir, names)
         manifest = await asyncio.to_thread(
             manifest_for_dump,
             dump_dir,
