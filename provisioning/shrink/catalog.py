@@ -149,7 +149,7 @@ order by a.attrelid, a.attnum
 _TYPES = """
 select oid, typname, typtype::text as typtype, typbasetype, typelem,
        typcategory::text as category
-from pg_type where oid = any($1::oid[]) or typtype = 'd' or typcategory = 'A'
+from pg_type
 """
 _CONSTRAINTS = """
 select con.conrelid, con.contype::text as contype, con.confrelid,
@@ -202,7 +202,7 @@ async def read_catalog(conn: asyncpg.Connection) -> Catalog:
     column_rows = await conn.fetch(_COLUMNS, oids)
     for row in column_rows:
         columns[row["attrelid"]].append(row)
-    kinds = _kinds(await conn.fetch(_TYPES, list({r["atttypid"] for r in column_rows})))
+    kinds = _kinds(await conn.fetch(_TYPES))
     primary: dict[int, tuple[str, ...]] = {}
     unique: dict[int, set[str]] = {oid: set() for oid in oids}
     foreign: list[ForeignKey] = []

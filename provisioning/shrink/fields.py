@@ -15,7 +15,7 @@ from provisioning.shrink.copytext import decode, encode
 
 Reader = Callable[[str], tuple[str, list[str]]]
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
-_ARRAY_ITEM = re.compile(r'"((?:[^"\\]|\\.)*)"|([^{},"]+)')
+_BARE = re.compile(r"[^{},]+")
 _PRINTABLE = re.compile(r"[^\x00-\x08\x0e-\x1f\x7f\ufffd]{6,}")
 
 
@@ -29,14 +29,21 @@ def read_text(field: str) -> tuple[str, list[str]]:
 
 def read_array(field: str) -> tuple[str, list[str]]:
     """An array literal (`{a,"b c",NULL}`, nested or not): its elements one by one."""
-    value = decode(field) or ""
-    items = []
-    for match in _ARRAY_ITEM.finditer(value):
-        if match.group(1) is not None:
-            items.append(_unescape(match.group(1)))
-        elif match.group(2).strip() != "NULL":
-            items.append(match.group(2).strip())
-    return "\n".join(encode(i) for i in items), [encode(i) for i in items]
+    try:
+        items = [encode(i) for i in _flatten(parse_array(decode(field) or ""))]
+    except ValueError:
+        return field, [field]
+    return "\n".join(items), items
+
+
+def _flatten(nodes: list[object]) -> list[str]:
+    flat: list[str] = []
+    for node in nodes:
+        if isinstance(node, list):
+            flat.extend(_flatten(node))
+        elif node is not None:
+            flat.append(str(node))
+    return flat
 
 
 def read_json(field: str) -> tuple[str, list[str]]:
@@ -48,6 +55,65 @@ def read_json(field: str) -> tuple[str, list[str]]:
         return field, [field]
     items = [encode(str(v)) for v in documents.scalars(document)]
     return "\n".join(items), [i for i in items if not i.lstrip("-").isdigit()]
+
+
+def parse_array(text: str) -> list[object]:
+    """An array literal as nested lists of strings (None for NULL)."""
+    stack: list[list[object]] = [[]]
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if char == "{":
+            stack.append([])
+            position += 1
+        elif char == "}":
+            done = stack.pop()
+            stack[-1].append(done)
+            position += 1
+        elif char in ", \t\n":
+            position += 1
+        elif char == '"':
+            match = _QUOTED.match(text, position)
+            if not match:
+                raise ValueError("an array literal has an unclosed quote")
+            stack[-1].append(_unescape(match.group(1)))
+            position = match.end()
+        else:
+            match = _BARE.match(text, position)
+            assert match is not None
+            item = match.group(0).strip()
+            stack[-1].append(None if item.upper() == "NULL" else item)
+            position = match.end()
+    if len(stack) != 1 or len(stack[0]) != 1 or not isinstance(stack[0][0], list):
+        raise ValueError("not an array literal")
+    return stack[0][0]
+
+
+def render_array(items: list[object]) -> str:
+    """The literal for nested lists of strings, every element quoted."""
+    parts = []
+    for item in items:
+        if isinstance(item, list):
+            parts.append(render_array(item))
+        elif item is None:
+            parts.append("NULL")
+        else:
+            escaped = str(item).replace("\\", "\\\\").replace('"', '\\"')
+            parts.append(f'"{escaped}"')
+    return "{" + ",".join(parts) + "}"
+
+
+def map_array(text: str, change: Callable[[str], str | None]) -> str:
+    """Apply `change` to every element of an array literal (a dimension prefix is kept)."""
+    prefix, brace, body = text.partition("{")
+    items = parse_array(brace + body)
+
+    def walk(nodes: list[object]) -> list[object]:
+        return [
+            walk(n) if isinstance(n, list) else None if n is None else change(str(n)) for n in nodes
+        ]
+
+    return prefix + render_array(walk(items))
 
 
 def read_markup(field: str) -> tuple[str, list[str]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from provisioning.shrink.catalog import BYTES, OTHER, Catalog, ForeignKey, Table
+from provisioning.shrink.catalog import ARRAY, BYTES, OTHER, Catalog, ForeignKey, Table
 from provisioning.shrink.contents import DataFile
 from provisioning.shrink.copytext import decode
 from provisioning.shrink.policy import ColumnPolicy, Policy
@@ -22,17 +22,11 @@ from provisioning.shrink.scan import redact
 from provisioning.shrink.subset import Selection
 
 Request = tuple[int, str, tuple[str, ...]]  # (check, "child" | "parent", columns)
-# Masked values of these kinds are common words and numbers: another column holding one of
-# them (a region named like a city) is a coincidence, not a copy.
-_COARSE_KINDS = ("city", "state", "postcode")
 
 
 def looked_for(spec: ColumnPolicy) -> bool:
     """Whether a pii column's source values are searched for in the rest of the output."""
-    rule = spec.rule
-    if rule is None or rule.name in ("date_shift", "noise"):
-        return False
-    return not (rule.name == "fake" and rule.params.get("kind") in _COARSE_KINDS)
+    return spec.rule is not None and spec.rule.identifying
 
 
 def closure_checks(policy: Policy, catalog: Catalog) -> list[ForeignKey]:
@@ -76,6 +70,7 @@ def plan_file(
     member = file.member
     masks = {}
     unique = set()
+    arrays = set()
     scans: dict[int, str] = {}
     pii: list[int] = []
     for index, name in enumerate(member.columns):
@@ -86,6 +81,8 @@ def plan_file(
             masks[index] = spec.rule
             if column.unique:
                 unique.add(index)
+            if column.kind == ARRAY and spec.rule.name not in ("null", "constant"):
+                arrays.add(index)
         if spec.classification in ("pii", "secret") and column.kind != BYTES and looked_for(spec):
             pii.append(index)
         if column.kind != OTHER and not (spec.rule is not None and spec.rule.generates):
@@ -100,6 +97,7 @@ def plan_file(
         key_positions=tuple(member.columns.index(c) for c in table.key) if keep is not None else (),
         masks=masks,
         unique_masked=frozenset(unique),
+        arrays=frozenset(arrays),
         scans=scans,
         pii_positions=tuple(pii),
         refs=tuple(tuple(member.columns.index(c) for c in columns) for _, _, columns in requests),

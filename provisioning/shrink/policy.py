@@ -77,7 +77,7 @@ def _fail(where: str, problem: str) -> PolicyError:
     return PolicyError(f"policy {where}: {problem}")
 
 
-def _column(table: str, name: str, raw: Any) -> ColumnPolicy:
+def column_policy(table: str, name: str, raw: Any) -> ColumnPolicy:
     where = f"{table}.{name}"
     if isinstance(raw, str):
         raw = {"class": raw}
@@ -150,7 +150,7 @@ def parse_policy(text: str) -> Policy:
             root=bool(raw.get("root", False)),
             where=raw.get("where"),
             follow_children=bool(raw.get("follow_children", True)),
-            columns={str(c): _column(str(name), str(c), spec) for c, spec in columns.items()},
+            columns={str(c): column_policy(str(name), str(c), spec) for c, spec in columns.items()},
         )
     references = tuple(_reference(i, r) for i, r in enumerate(body.get("references") or []))
     tenant = body.get("tenant") or {}

@@ -22,14 +22,14 @@ from provisioning.errors import ProvisioningFailed
 from provisioning.shrink import documents
 from provisioning.shrink.catalog import TEXT
 from provisioning.shrink.copytext import END, NULL, decode, encode
-from provisioning.shrink.fields import reader
-from provisioning.shrink.rules import Rule, digest, json_paths
+from provisioning.shrink.fields import map_array, reader
+from provisioning.shrink.rules import Mask, Rule, digest, json_paths
 from provisioning.shrink.scan import Findings, find_pii
 
 _SCAN_EVERY = 4000  # fields per block handed to the regex engine
 _CACHE_LIMIT = 200_000
 _WRITE_EVERY = 1 << 20  # characters of output compressed at a time
-_MIN_COPIED = 4  # shorter pii values are too common to call a copy
+MIN_COPIED = 4  # shorter pii values are too common to call a copy
 
 
 @dataclass(kw_only=True)
@@ -41,6 +41,7 @@ class TablePlan:
     keep: set[tuple[str | None, ...]] | None = None  # None: every row
     key_positions: tuple[int, ...] = ()
     masks: dict[int, Rule] = field(default_factory=dict)
+    arrays: frozenset[int] = frozenset()  # masked positions that hold arrays: element-wise
     unique_masked: frozenset[int] = frozenset()
     scans: dict[int, str] = field(default_factory=dict)  # position -> kind, for kept text
     pii_positions: tuple[int, ...] = ()  # source values to look for elsewhere
@@ -102,7 +103,9 @@ def collect_pii_values(plan: TablePlan) -> set[str]:
     what a `json` rule's paths reach inside documents."""
     values: set[str] = set()
     inside = {
-        p: [path for path, _ in json_paths(plan.masks[p].params.get("paths"))]
+        p: [
+            path for path, rule in json_paths(plan.masks[p].params.get("paths")) if rule.identifying
+        ]
         for p in plan.pii_positions
         if p in plan.masks and plan.masks[p].name == "json"
     }
@@ -122,7 +125,7 @@ def collect_pii_values(plan: TablePlan) -> set[str]:
                 continue
             for path in inside[p]:
                 documents.apply(document, path, lambda node: _gather(node, values))
-    return {v for v in values if v != NULL and len(v) >= _MIN_COPIED}
+    return {v for v in values if v != NULL and len(v) >= MIN_COPIED}
 
 
 def _gather(node: object, values: set[str]) -> object:
@@ -168,6 +171,8 @@ def process(
         position: rule.masker(unique=position in plan.unique_masked, salt=salt)
         for position, rule in plan.masks.items()
     }
+    for position in plan.arrays & set(masks):
+        masks[position] = _elementwise(masks[position], salt)
     caches: dict[int, dict[str, str]] = {p: {} for p in plan.masks}
     seen: dict[int, set[str]] = {p: set() for p in plan.unique_masked}
     readers = {p: reader(kind) for p, kind in plan.scans.items()}
@@ -254,6 +259,15 @@ def process(
     if plan.span is None:
         os.unlink(plan.path)
     return kept, findings, refs
+
+
+def _elementwise(mask: Mask, salt: bytes) -> Mask:
+    """A rule applied to each element of an array, each keyed by its own value."""
+
+    def each(value: str, key: bytes) -> str:
+        return map_array(value, lambda item: mask(item, digest(salt, item)))
+
+    return each
 
 
 def _scan(plan: TablePlan, position: int, block: list[str], findings: Findings) -> None:

@@ -38,6 +38,7 @@ _FAKE_KINDS = (
     "iban",
     "ssn",
 )
+_COARSE_KINDS = ("city", "state", "postcode")
 _local = threading.local()
 
 
@@ -281,6 +282,14 @@ class Rule:
         if self.name == "json":
             return _json(self.params.get("paths"), salt)
         return RULES[self.name](**self.params)
+
+    @property
+    def identifying(self) -> bool:
+        """False for rules over values too common to call a copy when seen elsewhere: a
+        region named like a city, a date, an amount."""
+        if self.name in ("date_shift", "noise"):
+            return False
+        return not (self.name == "fake" and self.params.get("kind") in _COARSE_KINDS)
 
     @property
     def generates(self) -> bool:
