@@ -24,7 +24,11 @@ def scan_schema(sql: str, pii_values: set[str], findings: Findings) -> None:
     for index, header in enumerate(headers):
         end = headers[index + 1].start() if index + 1 < len(headers) else len(sql)
         name, kind, schema = header.groups()
-        place = f"{kind} {name}" if schema == "-" else f"{kind} {schema}.{name}"
+        qualified = name if schema == "-" else f"{schema}.{name}"
+        if kind == "COMMENT" and " " in name:  # "TABLE tenants": what it is on
+            what, _, target = name.partition(" ")
+            qualified = f"ON {what} {target if schema == '-' else f'{schema}.{target}'}"
+        place = f"{kind} {qualified}"
         text = sql[header.end() : end]
         for found, value in find_pii(text):
             findings.add("schema", place, found, value)
