@@ -9,7 +9,7 @@ devdb writes: it travels to pg_dump and pg_restore in their environment instead.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 # Connection parameters that travel in the environment, and the variable each one takes.
 SECRET_PARAMETERS = {
@@ -42,7 +42,9 @@ def _split_url(dsn: str) -> tuple[str, dict[str, str]]:
             secrets[key] = value
         else:
             query.append((key, value))
-    bare = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, quote_via=quote)))
+    rest = urlencode(query, quote_via=quote)
+    # Built by hand: urlunsplit drops the `//` of a URL with no host (`postgres:///db`).
+    bare = f"{parts.scheme}://{netloc}{parts.path}" + (f"?{rest}" if rest else "")
     return bare, secrets
 
 

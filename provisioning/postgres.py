@@ -156,15 +156,16 @@ def first_error(stderr: str, returncode: int) -> str:
     """The line of a PostgreSQL program's log that says what went wrong: the first ERROR
     with its DETAIL, rather than the last line, which is often only "a worker process died"."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for index, line in enumerate(lines):
-        if "ERROR:" in line:
-            reason = line[line.index("ERROR:") + len("ERROR:") :].strip()
-            follow = lines[index + 1] if index + 1 < len(lines) else ""
-            if follow.startswith("DETAIL:"):
-                reason += f" ({follow.removeprefix('DETAIL:').strip()})"
-            return reason
+    for marker in ("ERROR:", "FATAL:", "error:"):
+        for index, line in enumerate(lines):
+            if marker in line:
+                reason = line[line.index(marker) + len(marker) :].strip()
+                follow = lines[index + 1] if index + 1 < len(lines) else ""
+                if follow.startswith("DETAIL:"):
+                    reason += f" ({follow.removeprefix('DETAIL:').strip()})"
+                return reason
     if lines:
-        return lines[-1].removeprefix("pg_dump: ").removeprefix("pg_restore: ")
+        return lines[-1].split(": ", 1)[-1]
     return f"exit status {returncode}"
 
 

@@ -32,6 +32,7 @@ from provisioning.snapshots.s3 import S3SnapshotStore
 from tests.cloud import REGION, InstanceHost, Moto, moto_server
 
 CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook"
+REALISTIC = Path(__file__).parent / "data" / "realistic.sql"
 # Below 32768: the kernel never hands these out as ephemeral ports for outgoing connections.
 PORTS = (25100, 25399)
 SHARED_PORT = 25460
@@ -110,6 +111,23 @@ async def chinook_dsn(runtime: Runtime) -> str:
     finally:
         await conn.close()
     return runtime.server_dsn("chinook")
+
+
+@pytest.fixture(scope="session")
+async def realistic_dsn(runtime: Runtime) -> str:
+    """A database shaped like a real product's (tests/data/realistic.sql), loaded once."""
+    admin = await asyncpg.connect(runtime.server_dsn("postgres"))
+    try:
+        await admin.execute("drop database if exists realistic with (force)")
+        await admin.execute("create database realistic")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(runtime.server_dsn("realistic"))
+    try:
+        await conn.execute(REALISTIC.read_text())
+    finally:
+        await conn.close()
+    return runtime.server_dsn("realistic")
 
 
 @pytest.fixture(scope="session")

@@ -23,25 +23,8 @@ from provisioning.shrink.policy import Policy, parse_policy
 from provisioning.snapshots.manifest import Manifest
 from tests.conftest import unique
 
-FIXTURE = Path(__file__).parent / "data" / "realistic.sql"
 SALT = b"realistic-salt"
 Copier = Callable[[str], Awaitable[str]]
-
-
-@pytest.fixture(scope="session")
-async def realistic_dsn(runtime: Runtime) -> str:
-    admin = await asyncpg.connect(runtime.server_dsn("postgres"))
-    try:
-        await admin.execute("drop database if exists realistic with (force)")
-        await admin.execute("create database realistic")
-    finally:
-        await admin.close()
-    conn = await asyncpg.connect(runtime.server_dsn("realistic"))
-    try:
-        await conn.execute(FIXTURE.read_text())
-    finally:
-        await conn.close()
-    return runtime.server_dsn("realistic")
 
 
 async def draft(dsn: str) -> dict[str, Any]:

@@ -46,6 +46,8 @@ from provisioning.sql import quote_table
 Progress = Callable[[ProgressEvent], None]
 LEVEL = 1  # gzip level of the published data: close to pg_dump's size, several times faster
 _SPLIT_ABOVE = 16 << 20
+# What asyncpg raises on a connection the server has closed.
+_LOST = (asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.PostgresError, OSError)
 
 
 class ShrinkStep(StrEnum):
@@ -226,7 +228,11 @@ async def shrink(
     conn = await _connect(source_dsn)
     staged: Path | None = None
     try:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
+        # Read-only: nothing to commit, and a rollback that fails because the source went
+        # away must not hide why the work stopped.
+        transaction = conn.transaction(isolation="repeatable_read", readonly=True)
+        await transaction.start()
+        try:
             exported = await conn.fetchval("select pg_export_snapshot()")
             source_time = await conn.fetchval("select now()")
             version = str(await conn.fetchval("show server_version"))
@@ -259,6 +265,9 @@ async def shrink(
                     *(f"--exclude-table-data={_exact(name)}" for name in dropped),
                 ],
             )
+        finally:
+            with contextlib.suppress(*_LOST):
+                await transaction.rollback()
         dump = staged / "dump"
         contents = account(await list_dump(programs, dump), dump, catalog, policy)
         output = await _mask_and_scan(
@@ -303,10 +312,12 @@ async def shrink(
             )
         )
         return published
+    except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, ConnectionError) as exc:
+        raise ProvisioningFailed(f"the connection to the source database was lost: {exc}.") from exc
     finally:
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)
-        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        with contextlib.suppress(*_LOST):
             await conn.close()
 
 

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 _SSN = re.compile(r"(?<![\d-])(\d{3})-(\d{2})-(\d{4})(?![\d-])")
-_CARD = re.compile(r"(?<![\d.:/-])(\d(?:[ -]?\d){12,18})(?![\d.:/-])")
+# Digits inside a word (a hex digest, a token) are not a card number.
+_CARD = re.compile(r"(?<![\w.:/-])(\d(?:[ -]?\d){12,18})(?![\w.:/-])")
 _PHONE = re.compile(
     r"(?<![\w+])(?:\+?1[ .-]?)?\(?([2-9]\d{2})\)?[ .-](\d{3})[ .-](\d{4})(?!\d)"
     r"|(?<![\w+])\+[1-9]\d{9,13}(?!\d)"
