@@ -131,14 +131,18 @@ def last_seen(plan: Plan, until: datetime) -> datetime:
 
 
 def expected_due(plan: Plan) -> datetime:
-    """When it comes due for good: after its last use, its expiry and its lease."""
+    """When it comes due for good: after its last use, its expiry and its lease. Any use
+    withdraws a warning, so an environment past its expiry or lifetime that is still used
+    comes due for good only once the use is seen."""
     reap = POLICY.reap
-    idle = last_seen(plan, START + HORIZON) + reap.idle_ttl
+    seen = last_seen(plan, START + HORIZON)
+    idle = seen + reap.idle_ttl
     lease = START + plan.lease if plan.lease else None
+    expiry = max(START + plan.expires, lease) if lease else START + plan.expires
     candidates = [
-        START + reap.max_lifetime,
+        max(START + reap.max_lifetime, seen),
         max(idle, lease) if lease else idle,
-        max(START + plan.expires, lease) if lease else START + plan.expires,
+        max(expiry, seen),
     ]
     return min(candidates)
 
