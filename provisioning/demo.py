@@ -1,7 +1,8 @@
 """A realistic multi-tenant "production" database, generated at a chosen scale.
 
 Tenants (some flagged as sandboxes), their users, contacts with names, emails, phones and
-addresses, leads, months of timestamped events, and payments with Luhn-valid card numbers.
+addresses, leads, months of timestamped events (partitioned by month, as such tables
+usually are), and payments with Luhn-valid card numbers.
 Rows are generated inside PostgreSQL (one scale unit is about 22 MB of table data), from a
 fixed seed, so the same scale gives the same data.
 """
@@ -78,14 +79,29 @@ create table leads (
     created_at  timestamptz not null
 );
 create table events (
-    id           bigint primary key,
+    id           bigint not null,
     tenant_id    bigint not null references tenants (id),
     user_id      bigint references users (id),
     contact_id   bigint references contacts (id),
     kind         text not null,
     payload      jsonb not null,
-    occurred_at  timestamptz not null
-);
+    occurred_at  timestamptz not null,
+    primary key (id, occurred_at)
+) partition by range (occurred_at);
+do $$
+declare
+    month date;
+begin
+    for month in select generate_series(date_trunc('month', now() - interval '7 months'),
+                                        date_trunc('month', now()), interval '1 month')::date
+    loop
+        execute format('create table %I partition of events for values from (%L) to (%L)',
+                       'events_' || to_char(month, 'YYYY_MM'), month,
+                       (month + interval '1 month')::date);
+    end loop;
+end
+$$;
+create table events_default partition of events default;
 create table payments (
     id           bigint primary key,
     tenant_id    bigint not null references tenants (id),
