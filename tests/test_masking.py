@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 
 import pytest
 
 from provisioning.shrink.copytext import decode, encode
-from provisioning.shrink.rewrite import lines, split_spans
+from provisioning.shrink.catalog import JSON, TEXT
+from provisioning.shrink.rewrite import TablePlan, lines, process, split_spans
 from provisioning.shrink.rules import Rule, digest
 from provisioning.shrink.scan import Findings, find_pii, luhn_ok, redact
 
@@ -103,3 +105,33 @@ def test_data_file_lines_split_only_on_newlines(tmp_path: Path) -> None:
     assert whole == [*rows, "\\.", "", ""]
     for parts in (1, 2, 3, 7):
         assert [line for span in split_spans(path, parts) for line in lines(path, span)] == whole
+
+
+def test_whole_files_are_checked_in_blocks_and_suspect_blocks_row_by_row(tmp_path: Path) -> None:
+    clean = [f'{i}\tpage_view\t{{"path": "/app/{i % 7}", "ms": {i % 900}}}' for i in range(60000)]
+    planted = {
+        1000: '1000\tlogin\t{"who": "jane\\\\u0040roe.com"}',  # an escape hides the @
+        30000: '30000\tlogin\t{"who": "Maria Kowalski"}',  # a copy of a pii value
+        59000: "59000\tcall 212-867-5309\t{}",
+    }
+    rows = [planted.get(i, row) for i, row in enumerate(clean)]
+    path = tmp_path / "5.dat"
+    text = "\n".join(rows) + "\n\\.\n\n"
+    path.write_text(text)
+    plan = TablePlan(
+        name="app.events",
+        relation="app.events",
+        path=path,
+        columns=("id", "kind", "payload"),
+        scans={1: TEXT, 2: JSON},
+    )
+    assert plan.only_scanned
+    kept, findings, refs = process(plan, SALT, {"Maria Kowalski", "nobody@real.example"}, [])
+    assert kept == 60000 and refs == []
+    assert [f.line() for f in findings.report()] == [
+        "app.events.kind: 1 phone number value(s), e.g. ***-***-5309",
+        "app.events.payload: 1 email value(s), e.g. ****@***.com",
+        "app.events.payload: 1 value copied from a pii column value(s), e.g. ***** ****lski",
+    ]
+    assert gzip.decompress((tmp_path / "5.dat.gz").read_bytes()).decode() == text
+    assert not path.exists()

@@ -387,3 +387,64 @@ async def test_a_json_path_rule_masks_like_the_column_and_the_same_every_time(
         document = json.loads(row[profile] or "{}")
         assert document["contact"]["email"] == row[email], "same input, same output"
         assert document["preferences"], "unmasked paths are kept"
+
+
+async def test_a_snapshot_that_would_not_restore_is_never_published(
+    runtime: Runtime, scratch_copy: Copier
+) -> None:
+    source = await scratch_copy("template1")
+    conn = await asyncpg.connect(source)
+    try:
+        await conn.execute("""
+            create table account (id int primary key, name text);
+            create table ledger (id int primary key, account_id int, amount int);
+            insert into account values (1, 'a'), (2, 'b');
+            insert into ledger values (10, 1, 5), (11, 99, 7);  -- 99: no such account
+        """)
+    finally:
+        await conn.close()
+    policy = parse_policy("""
+        tables:
+          public.account: {action: subset, columns: {id: internal, name: internal}}
+          public.ledger: {columns: {id: internal, account_id: internal, amount: internal}}
+        references:
+          - {from: "public.ledger(account_id)", to: "public.account(id)"}
+    """)
+    before = await staging_and_snapshots(runtime)
+    with pytest.raises(PolicyViolation) as caught:
+        await shrink(source, policy, runtime.snapshots, runtime.programs, salt=SALT)
+    assert str(caught.value).startswith("the snapshot would not restore, so nothing was published")
+    assert caught.value.problems == [
+        "1 value(s) of public.ledger(account_id) have no kept row in public.account(id), e.g. (99)"
+    ]
+    assert await staging_and_snapshots(runtime) == before
+
+
+async def test_the_draft_masks_a_column_that_copies_a_masked_one(
+    runtime: Runtime, realistic_dsn: str, scratch_copy: Copier
+) -> None:
+    source = await scratch_copy("realistic")
+    conn = await asyncpg.connect(source)
+    try:
+        # Names that say nothing: a label that is the user name, and a blob with text inside.
+        await conn.execute('alter table app.users add column "shortLabel" text')
+        await conn.execute('update app.users set "shortLabel" = username')
+        await conn.execute("alter table app.tenants add column logo bytea")
+        await conn.execute(
+            "update app.tenants set logo = convert_to('PNG..owner ssn 219-09-9999', 'UTF8')"
+        )
+    finally:
+        await conn.close()
+    body = await draft(source)
+    assert body["tables"]["app.users"]["columns"]["shortLabel"] == {
+        "class": "pii",
+        "rule": "fake",
+        "kind": "user_name",
+    }
+    assert body["tables"]["app.tenants"]["columns"]["logo"] == "internal"
+    with pytest.raises(PolicyViolation) as caught:
+        await shrink(source, as_policy(body), runtime.snapshots, runtime.programs, salt=SALT)
+    assert caught.value.problems == ["app.tenants.logo: 10 ssn value(s), e.g. ***-**-9999"]
+    body["tables"]["app.tenants"]["columns"]["logo"] = {"class": "pii", "rule": "null"}
+    manifest = await shrink(source, as_policy(body), runtime.snapshots, runtime.programs, salt=SALT)
+    assert manifest.tables["app.users"].rows == 600

@@ -15,6 +15,7 @@ from provisioning.shrink.copytext import decode, encode
 
 Reader = Callable[[str], tuple[str, list[str]]]
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+JSON_STRING = re.compile(r'"([^"]*)"')
 _BARE = re.compile(r"[^{},]+")
 _PRINTABLE = re.compile(r"[^\x00-\x08\x0e-\x1f\x7f\ufffd]{6,}")
 
@@ -47,7 +48,12 @@ def _flatten(nodes: list[object]) -> list[str]:
 
 
 def read_json(field: str) -> tuple[str, list[str]]:
-    """Every string and number in the document, keys too, however it was escaped."""
+    """Every string and number in the document, keys too, however it was escaped. With no
+    escape in it, the text is read as it stands and its strings are cut out by one regex,
+    which is several times faster than parsing; an escape (`\\u0040`) can hide a value, so
+    then the document is parsed and walked."""
+    if "\\\\" not in field:  # no escape in the document (COPY doubles its backslash)
+        return field, JSON_STRING.findall(field)
     value = decode(field) or ""
     try:
         document = documents.loads(value)

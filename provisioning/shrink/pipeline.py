@@ -23,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -35,7 +36,13 @@ from provisioning.shrink.contents import Contents, account
 from provisioning.shrink.dumpscan import scan_large_objects, scan_schema
 from provisioning.shrink.plan import Closure, closure_checks, plan_file, requests_for
 from provisioning.shrink.policy import Policy, check_policy
-from provisioning.shrink.rewrite import TablePlan, collect_pii_values, process, split_spans
+from provisioning.shrink.rewrite import (
+    Refs,
+    TablePlan,
+    collect_pii_values,
+    process,
+    split_spans,
+)
 from provisioning.shrink.scan import Findings
 from provisioning.shrink.subset import Selection, select_subset
 from provisioning.snapshots.base import SnapshotStore
@@ -81,8 +88,10 @@ def salt_id(salt: bytes) -> str:
 
 
 def _work(plan: TablePlan) -> int:
+    """About how long a piece takes: its size, and rows read one by one cost several times
+    more than blocks that are only scanned."""
     start, end = plan.span or (0, plan.path.stat().st_size)
-    return end - start
+    return (end - start) * (1 if plan.only_scanned else 5)
 
 
 def _pieces(plan: TablePlan, jobs: int) -> list[TablePlan]:
@@ -107,6 +116,35 @@ def _join(plan: TablePlan, pieces: list[TablePlan]) -> None:
                 shutil.copyfileobj(part, out, 1 << 20)
             piece.target.unlink()
     plan.path.unlink()
+
+
+# Masking and scanning are CPU work in Python: one worker process per core, a piece of a
+# file at a time each, so the GIL does not make them take turns. The plans (with their sets
+# of keys to keep) and the pii values are large: the workers inherit them when they are
+# forked, and each task names only its index.
+_INHERITED: dict[str, Any] = {}
+
+
+def _inherit(work: dict[str, Any]) -> None:
+    _INHERITED.update(work)
+
+
+def _workers(jobs: int, **work: Any) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        max_workers=max(1, jobs),
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_inherit,
+        initargs=(work,),
+    )
+
+
+def _collect_task(index: int) -> set[str]:
+    return collect_pii_values(_INHERITED["plans"][index])
+
+
+def _process_task(index: int) -> tuple[int, Findings, Refs]:
+    work = _INHERITED
+    return process(work["plans"][index], work["salt"], work["pii"], work["allow"])
 
 
 @dataclass
@@ -138,29 +176,18 @@ async def _mask_and_scan(
     }
     loop = asyncio.get_running_loop()
     emit(ProgressEvent(step=ShrinkStep.MASK, message="collecting the values to look for"))
-    # Masking and scanning are CPU work in Python: one worker process per core, a piece of
-    # a file at a time each, so the GIL does not make them take turns.
-    with ProcessPoolExecutor(
-        max_workers=max(1, jobs), mp_context=multiprocessing.get_context("fork")
-    ) as pool:
+    sources = [plan for plan in plans.values() if plan.pii_positions]
+    with _workers(jobs, plans=sources) as pool:
         collected = await asyncio.gather(
-            *(
-                loop.run_in_executor(pool, collect_pii_values, plan)
-                for plan in plans.values()
-                if plan.pii_positions
-            )
+            *(loop.run_in_executor(pool, _collect_task, i) for i in range(len(sources)))
         )
-        pii_values: set[str] = set().union(*collected)
-        emit(
-            ProgressEvent(step=ShrinkStep.MASK, message=f"masking and scanning {len(plans)} files")
-        )
-        pieces = {name: _pieces(plan, jobs) for name, plan in plans.items()}
-        ordered = sorted((p for ps in pieces.values() for p in ps), key=_work, reverse=True)
+    pii_values: set[str] = set().union(*collected)
+    emit(ProgressEvent(step=ShrinkStep.MASK, message=f"masking and scanning {len(plans)} files"))
+    pieces = {name: _pieces(plan, jobs) for name, plan in plans.items()}
+    ordered = sorted((p for ps in pieces.values() for p in ps), key=_work, reverse=True)
+    with _workers(jobs, plans=ordered, salt=salt, pii=pii_values, allow=allowed) as pool:
         results = await asyncio.gather(
-            *(
-                loop.run_in_executor(pool, process, piece, salt, pii_values, allowed)
-                for piece in ordered
-            )
+            *(loop.run_in_executor(pool, _process_task, i) for i in range(len(ordered)))
         )
     findings = Findings(allowed)
     closure = Closure(checks)

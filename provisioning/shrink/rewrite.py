@@ -20,9 +20,9 @@ from pathlib import Path
 
 from provisioning.errors import ProvisioningFailed
 from provisioning.shrink import documents
-from provisioning.shrink.catalog import TEXT
+from provisioning.shrink.catalog import JSON, TEXT
 from provisioning.shrink.copytext import END, NULL, decode, encode
-from provisioning.shrink.fields import map_array, reader
+from provisioning.shrink.fields import JSON_STRING, map_array, reader
 from provisioning.shrink.rules import Mask, Rule, digest, json_paths
 from provisioning.shrink.scan import Findings, find_pii
 
@@ -51,6 +51,20 @@ class TablePlan:
     level: int = 1
 
     @property
+    def rewrites(self) -> bool:
+        return self.keep is not None or bool(self.masks)
+
+    @property
+    def only_scanned(self) -> bool:
+        """Every row kept as it is, and only text and json to look at: the file can be
+        checked in blocks rather than row by row."""
+        return (
+            not self.rewrites
+            and not self.refs
+            and all(kind in (TEXT, JSON) for kind in self.scans.values())
+        )
+
+    @property
     def target(self) -> Path:
         return self.output or self.path.with_name(self.path.name + ".gz")
 
@@ -59,9 +73,10 @@ Refs = list[set[tuple[str, ...] | str]]
 _BLOCK = 1 << 23
 
 
-def lines(path: Path, span: tuple[int, int] | None = None) -> Iterator[str]:
-    """The lines (without their newline) of a file or of a byte range that starts and ends
-    on line boundaries. Only "\\n" ends a line: COPY escapes the others it writes."""
+def blocks(path: Path, span: tuple[int, int] | None = None) -> Iterator[str]:
+    """A file, or a byte range of it that starts and ends on line boundaries, in large
+    pieces that each end with a whole line. Only "\\n" ends a line: COPY escapes the others
+    it writes."""
     start, end = span or (0, path.stat().st_size)
     with open(path, "rb") as handle:
         handle.seek(start)
@@ -75,10 +90,16 @@ def lines(path: Path, span: tuple[int, int] | None = None) -> Iterator[str]:
             data = rest + chunk
             cut = len(data) if position >= end else data.rfind(b"\n") + 1
             rest = data[cut:]
-            block = data[:cut].decode()
-            yield from block[:-1].split("\n") if block.endswith("\n") else block.split("\n")
+            if cut:
+                yield data[:cut].decode()
         if rest:
-            yield from rest.decode().split("\n")
+            yield rest.decode()
+
+
+def lines(path: Path, span: tuple[int, int] | None = None) -> Iterator[str]:
+    """The lines (without their newline) of a file or of a byte range of it."""
+    for block in blocks(path, span):
+        yield from block[:-1].split("\n") if block.endswith("\n") else block.split("\n")
 
 
 def split_spans(path: Path, parts: int) -> list[tuple[int, int]]:
@@ -160,97 +181,155 @@ class _Writer:
         self.handle.close()
 
 
+class _Rows:
+    """The work on one row: filter, mask, scan, collect keys. Rows go in as COPY lines and
+    come out masked, or not at all."""
+
+    def __init__(
+        self, plan: TablePlan, salt: bytes, pii_values: set[str], findings: Findings
+    ) -> None:
+        self.plan = plan
+        self.salt = salt
+        self.pii_values = pii_values
+        self.findings = findings
+        self.masks = {
+            position: rule.masker(unique=position in plan.unique_masked, salt=salt)
+            for position, rule in plan.masks.items()
+        }
+        for position in plan.arrays & set(self.masks):
+            self.masks[position] = _elementwise(self.masks[position], salt)
+        self.caches: dict[int, dict[str, str]] = {p: {} for p in plan.masks}
+        self.seen: dict[int, set[str]] = {p: set() for p in plan.unique_masked}
+        self.readers = {p: reader(kind) for p, kind in plan.scans.items()}
+        self.plain = {p for p, kind in plan.scans.items() if kind == TEXT}
+        self.blocks: dict[int, list[str]] = {p: [] for p in plan.scans}
+        self.refs: Refs = [set() for _ in plan.refs]
+        self.single = [len(r) == 1 for r in plan.refs]
+        self.kept = 0
+
+    def take(self, line: str) -> str | None:
+        plan = self.plan
+        fields = line.split("\t")
+        if plan.keep is not None and _key(fields, plan.key_positions) not in plan.keep:
+            return None
+        for position, mask in self.masks.items():
+            raw = fields[position]
+            if raw != NULL:
+                fields[position] = self._mask(position, mask, raw)
+        for position, block in self.blocks.items():
+            raw = fields[position]
+            if raw == NULL:
+                continue
+            if position in self.plain:
+                text, exact = raw, [raw]
+            else:
+                text, exact = self.readers[position](raw)
+            for value in exact:
+                if value in self.pii_values:
+                    self.findings.add(
+                        plan.name,
+                        plan.columns[position],
+                        "value copied from a pii column",
+                        decode(value) or "",
+                    )
+            if text:
+                block.append(text)
+                if len(block) >= _SCAN_EVERY:
+                    self.scan(position)
+        for index, positions in enumerate(plan.refs):
+            if self.single[index]:
+                value = fields[positions[0]]
+                if value != NULL:
+                    self.refs[index].add(value)
+            else:
+                values = tuple(fields[p] for p in positions)
+                if NULL not in values:
+                    self.refs[index].add(values)
+        self.kept += 1
+        return "\t".join(fields) + "\n"
+
+    def _mask(self, position: int, mask: Mask, raw: str) -> str:
+        plan = self.plan
+        cache = self.caches[position]
+        masked = cache.get(raw)
+        if masked is None:
+            value = decode(raw) or ""
+            try:
+                masked = encode(mask(value, digest(self.salt, value)))
+            except ValueError as exc:
+                raise ProvisioningFailed(
+                    f"masking {plan.name}.{plan.columns[position]} failed: {exc}."
+                ) from exc
+            if len(cache) > _CACHE_LIMIT:
+                cache.clear()
+            cache[raw] = masked
+        if position in self.seen:
+            if masked in self.seen[position]:
+                raise ProvisioningFailed(
+                    f"masking {plan.name}.{plan.columns[position]} made two different values "
+                    "equal, but the column is unique: use a rule that keeps values apart "
+                    "(fake with unique: true, or hash)."
+                )
+            self.seen[position].add(masked)
+        return masked
+
+    def scan(self, position: int) -> None:
+        block = self.blocks[position]
+        if block:
+            for kind, value in find_pii("\n".join(block)):
+                self.findings.add(self.plan.name, self.plan.columns[position], kind, value)
+            block.clear()
+
+    def finish(self) -> None:
+        for position in self.blocks:
+            self.scan(position)
+
+
+def _clean(plan: TablePlan, data: str, pii_values: set[str]) -> bool:
+    """True when a block of rows needs no row-by-row look: nothing in it is shaped like
+    personal data or equals a pii value, and no json escape could hide either. Decided on
+    the whole block at once, in C; a block that fails is read row by row, which has the
+    final say (it knows the columns)."""
+    documents = any(kind == JSON for kind in plan.scans.values())
+    if documents and "\\\\" in data:  # an escape inside a document (COPY doubles it)
+        return False
+    if next(iter(find_pii(data)), None) is not None:
+        return False
+    if not pii_values:
+        return True
+    if not pii_values.isdisjoint(data.replace("\n", "\t").split("\t")):
+        return False
+    return not documents or pii_values.isdisjoint(JSON_STRING.findall(data))
+
+
 def process(
     plan: TablePlan, salt: bytes, pii_values: set[str], allow: list[re.Pattern[str]]
 ) -> tuple[int, Findings, Refs]:
     """Filter, mask, scan and compress one data file (or a piece of one); return the rows
     kept, what the scan found and the foreign-key values. Runs in a worker process, so it
-    takes and returns only plain values."""
+    takes and returns only plain values.
+
+    A file that keeps every row, masks nothing, holds only text and json, and reports no
+    keys is copied through in blocks, each checked whole; only a block that looks suspect
+    is read row by row."""
     findings = Findings(allow)
-    masks = {
-        position: rule.masker(unique=position in plan.unique_masked, salt=salt)
-        for position, rule in plan.masks.items()
-    }
-    for position in plan.arrays & set(masks):
-        masks[position] = _elementwise(masks[position], salt)
-    caches: dict[int, dict[str, str]] = {p: {} for p in plan.masks}
-    seen: dict[int, set[str]] = {p: set() for p in plan.unique_masked}
-    readers = {p: reader(kind) for p, kind in plan.scans.items()}
-    plain = {p for p, kind in plan.scans.items() if kind == TEXT}
-    blocks: dict[int, list[str]] = {p: [] for p in plan.scans}
-    refs: Refs = [set() for _ in plan.refs]
-    single = [len(r) == 1 for r in plan.refs]
-    kept = 0
+    rows = _Rows(plan, salt, pii_values, findings)
+    whole = plan.only_scanned
     output = _Writer(plan.target, plan.level)
     try:
-        source = lines(plan.path, plan.span)
-        for line in source:
-            if line.startswith(END):
-                output.write(line + "\n")
-                output.write("".join(rest + "\n" for rest in source))
-                break
-            fields = line.split("\t")
-            if plan.keep is not None and _key(fields, plan.key_positions) not in plan.keep:
+        for block in blocks(plan.path, plan.span):
+            end = _end_of_data(block)
+            data = block[:end]
+            if whole and _clean(plan, data, pii_values):
+                rows.kept += data.count("\n")
+                output.write(block)
                 continue
-            for position, mask in masks.items():
-                raw = fields[position]
-                if raw == NULL:
-                    continue
-                cache = caches[position]
-                masked = cache.get(raw)
-                if masked is None:
-                    value = decode(raw) or ""
-                    try:
-                        masked = encode(mask(value, digest(salt, value)))
-                    except ValueError as exc:
-                        raise ProvisioningFailed(
-                            f"masking {plan.name}.{plan.columns[position]} failed: {exc}."
-                        ) from exc
-                    if len(cache) > _CACHE_LIMIT:
-                        cache.clear()
-                    cache[raw] = masked
-                if position in seen:
-                    if masked in seen[position]:
-                        raise ProvisioningFailed(
-                            f"masking {plan.name}.{plan.columns[position]} made two "
-                            "different values equal, but the column is unique: use a "
-                            "rule that keeps values apart (fake with unique: true, or hash)."
-                        )
-                    seen[position].add(masked)
-                fields[position] = masked
-            for position, block in blocks.items():
-                raw = fields[position]
-                if raw == NULL:
-                    continue
-                if position in plain:
-                    text, exact = raw, (raw,)
-                else:
-                    text, exact = readers[position](raw)  # type: ignore[assignment]
-                for value in exact:
-                    if value in pii_values:
-                        findings.add(
-                            plan.name,
-                            plan.columns[position],
-                            "value copied from a pii column",
-                            decode(value) or "",
-                        )
-                if text:
-                    block.append(text)
-                    if len(block) >= _SCAN_EVERY:
-                        _scan(plan, position, block, findings)
-            for index, positions in enumerate(plan.refs):
-                if single[index]:
-                    value = fields[positions[0]]
-                    if value != NULL:
-                        refs[index].add(value)
-                else:
-                    values = tuple(fields[p] for p in positions)
-                    if NULL not in values:
-                        refs[index].add(values)
-            kept += 1
-            output.write("\t".join(fields) + "\n")
-        for position, block in blocks.items():
-            _scan(plan, position, block, findings)
+            for line in _split(data):
+                taken = rows.take(line)
+                if taken is not None:
+                    output.write(taken)
+            output.write(block[end:])
+        rows.finish()
     except BaseException:
         output.close()
         plan.target.unlink(missing_ok=True)
@@ -258,7 +337,23 @@ def process(
     output.close()
     if plan.span is None:
         os.unlink(plan.path)
-    return kept, findings, refs
+    return rows.kept, findings, rows.refs
+
+
+def _split(data: str) -> list[str]:
+    if not data:
+        return []
+    return (data[:-1] if data.endswith("\n") else data).split("\n")
+
+
+def _end_of_data(block: str) -> int:
+    """Where COPY's end marker (a line `\\.`) starts in a block, or its length."""
+    if block.startswith(END + "\n") or block == END:
+        return 0
+    found = block.find("\n" + END + "\n")
+    if found < 0 and block.endswith("\n" + END):
+        found = len(block) - len(END) - 1
+    return len(block) if found < 0 else found + 1
 
 
 def _elementwise(mask: Mask, salt: bytes) -> Mask:
@@ -268,10 +363,3 @@ def _elementwise(mask: Mask, salt: bytes) -> Mask:
         return map_array(value, lambda item: mask(item, digest(salt, item)))
 
     return each
-
-
-def _scan(plan: TablePlan, position: int, block: list[str], findings: Findings) -> None:
-    if block:
-        for kind, value in find_pii("\n".join(block)):
-            findings.add(plan.name, plan.columns[position], kind, value)
-        block.clear()
