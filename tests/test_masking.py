@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.shrink.copytext import decode, encode
 from provisioning.shrink.catalog import JSON, TEXT
+from provisioning.shrink.copytext import decode, encode
 from provisioning.shrink.rewrite import TablePlan, lines, process, split_spans
 from provisioning.shrink.rules import Rule, digest
 from provisioning.shrink.scan import Findings, find_pii, luhn_ok, redact
