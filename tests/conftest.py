@@ -136,11 +136,12 @@ async def chinook_snapshot(runtime: Runtime, chinook_dsn: str) -> Manifest:
 
 
 @pytest.fixture
-async def scratch_copy(runtime: Runtime) -> AsyncIterator[Callable[[str], Awaitable[str]]]:
+async def scratch_copy(runtime: Runtime) -> AsyncIterator[Callable[..., Awaitable[str]]]:
     """Copies of a database (CREATE DATABASE … TEMPLATE) that a test may change; dropped after."""
     made: list[str] = []
 
-    async def copy(template: str) -> str:
+    async def copy(template: str, setup: str = "") -> str:
+        """A copy of `template`, with `setup` (SQL) run in it."""
         name = unique("scratch").replace("-", "_")
         admin = await asyncpg.connect(runtime.server_dsn("postgres"))
         try:
@@ -148,6 +149,12 @@ async def scratch_copy(runtime: Runtime) -> AsyncIterator[Callable[[str], Awaita
         finally:
             await admin.close()
         made.append(name)
+        if setup:
+            conn = await asyncpg.connect(runtime.server_dsn(name))
+            try:
+                await conn.execute(setup)
+            finally:
+                await conn.close()
         return runtime.server_dsn(name)
 
     yield copy

@@ -24,7 +24,7 @@ from provisioning.snapshots.manifest import Manifest
 from tests.conftest import unique
 
 SALT = b"realistic-salt"
-Copier = Callable[[str], Awaitable[str]]
+Copier = Callable[..., Awaitable[str]]
 
 
 async def draft(dsn: str) -> dict[str, Any]:
@@ -312,15 +312,11 @@ async def test_large_objects_are_left_out_or_scanned(
     scratch_copy: Copier,
     restored: Callable[[Manifest], Awaitable[str]],
 ) -> None:
-    planted = await scratch_copy("realistic")
-    conn = await asyncpg.connect(planted)
-    try:
-        await conn.execute(
-            "update app.documents set content = lo_from_bytea(0, convert_to("
-            "'Applicant SSN 219-09-9999, card 4111 1111 1111 1111', 'UTF8')) where id = 1"
-        )
-    finally:
-        await conn.close()
+    planted = await scratch_copy(
+        "realistic",
+        "update app.documents set content = lo_from_bytea(0, convert_to("
+        "'Applicant SSN 219-09-9999, card 4111 1111 1111 1111', 'UTF8')) where id = 1",
+    )
     body = await draft(planted)
     manifest = await shrink(
         planted, as_policy(body), runtime.snapshots, runtime.programs, salt=SALT
@@ -392,17 +388,15 @@ async def test_a_json_path_rule_masks_like_the_column_and_the_same_every_time(
 async def test_a_snapshot_that_would_not_restore_is_never_published(
     runtime: Runtime, scratch_copy: Copier
 ) -> None:
-    source = await scratch_copy("template1")
-    conn = await asyncpg.connect(source)
-    try:
-        await conn.execute("""
+    source = await scratch_copy(
+        "template1",
+        """
             create table account (id int primary key, name text);
             create table ledger (id int primary key, account_id int, amount int);
             insert into account values (1, 'a'), (2, 'b');
             insert into ledger values (10, 1, 5), (11, 99, 7);  -- 99: no such account
-        """)
-    finally:
-        await conn.close()
+        """,
+    )
     policy = parse_policy("""
         tables:
           public.account: {action: subset, columns: {id: internal, name: internal}}

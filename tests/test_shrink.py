@@ -21,7 +21,7 @@ from tests.conftest import unique
 
 POLICY = Path(__file__).parent / "data" / "chinook_policy.yml"
 SALT = b"test-salt-one"
-Copier = Callable[[str], Awaitable[str]]
+Copier = Callable[..., Awaitable[str]]
 
 
 def chinook_policy(country: str = "Brazil") -> Policy:
@@ -281,10 +281,9 @@ async def test_tenant_snapshot_and_retention(runtime: Runtime, demo_snapshot: Ma
 async def test_subset_follows_multi_column_keys_several_keys_and_declared_references(
     runtime: Runtime, scratch_copy: Copier
 ) -> None:
-    source = await scratch_copy("template1")
-    conn = await asyncpg.connect(source)
-    try:
-        await conn.execute("""
+    source = await scratch_copy(
+        "template1",
+        """
             create table region (code text, country text, name text,
                                  primary key (country, code));
             create table shop (id int primary key, country text, region text, is_demo bool,
@@ -300,9 +299,8 @@ async def test_subset_follows_multi_column_keys_several_keys_and_declared_refere
                                     (3, 'de', 'by', false), (4, 'de', 'be', false);
             insert into audit values (10, 'a'), (11, 'b'), (12, 'c');
             insert into transfer values (100, 1, 3, 10), (101, 2, 4, 11), (102, 4, 1, 12);
-        """)
-    finally:
-        await conn.close()
+        """,
+    )
     policy = parse_policy("""
         tables:
           public.shop: {action: subset, root: true, where: "is_demo",

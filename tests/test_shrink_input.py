@@ -26,7 +26,7 @@ from provisioning.snapshots.dump import list_dump, pg_dump
 from tests.test_cli import devdb
 from tests.test_realistic import SALT, as_policy, draft
 
-Copier = Callable[[str], Awaitable[str]]
+Copier = Callable[..., Awaitable[str]]
 
 
 def leftovers(runtime: Runtime) -> set[Path]:
@@ -135,15 +135,11 @@ async def test_a_dump_entry_nobody_can_place_stops_the_publish(
 
 
 async def test_a_source_that_goes_away_mid_dump(runtime: Runtime, scratch_copy: Copier) -> None:
-    source = await scratch_copy("template1")
-    conn = await asyncpg.connect(source)
-    try:
-        await conn.execute(
-            "create table big (id int primary key, body text);"
-            "insert into big select g, repeat(md5(g::text), 8) from generate_series(1, 400000) g"
-        )
-    finally:
-        await conn.close()
+    source = await scratch_copy(
+        "template1",
+        "create table big (id int primary key, body text);"
+        "insert into big select g, repeat(md5(g::text), 8) from generate_series(1, 400000) g",
+    )
     policy = parse_policy("tables: {public.big: {columns: {id: internal, body: internal}}}")
     database = urlsplit(source).path.lstrip("/")
     before = leftovers(runtime), [m.id for m in await runtime.snapshots.list()]
@@ -208,14 +204,10 @@ def test_secrets_leave_connection_strings() -> None:
 async def test_the_source_password_never_reaches_argv_or_the_manifest(
     runtime: Runtime, scratch_copy: Copier, tmp_path: Path
 ) -> None:
-    source = await scratch_copy("template1")
-    conn = await asyncpg.connect(source)
-    try:
-        await conn.execute(
-            "create table t (id int primary key, note text); insert into t values (1, 'a')"
-        )
-    finally:
-        await conn.close()
+    source = await scratch_copy(
+        "template1",
+        "create table t (id int primary key, note text); insert into t values (1, 'a')",
+    )
     # pg_dump is wrapped to record what it was given; the server trusts local logins, so the
     # password is carried but not needed.
     real = Path(runtime.programs.path("pg_dump"))
