@@ -22,6 +22,7 @@ from rich.console import Console, RenderableType
 
 from bot import grammar, messages, pgservice
 from bot.connect import check_tools, forward_for
+from bot.scan import scan_command
 from bot.slack_app import (
     build_app,
     keep_admins_fresh,
@@ -41,6 +42,7 @@ from provisioning.runtime import Runtime, open_runtime
 from provisioning.scheduler import Scheduler
 from provisioning.settings import Settings
 from provisioning.shrink.classify import draft_policy, render_policy
+from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.pipeline import check_source, shrink
 from provisioning.shrink.policy import load_policy
 from provisioning.snapshots.manifest import Manifest
@@ -238,6 +240,7 @@ class Cli:
                 salt=self.salt(),
                 jobs=self.settings.restore_jobs,
                 progress=progress,
+                detector=PiiDetector(self.settings.pii_regions),
             )
         self.emit(messages.demo_published(manifest.id, manifest.rows), _manifest_dict(manifest))
 
@@ -255,6 +258,7 @@ class Cli:
                 jobs=self.settings.restore_jobs,
                 keep_last=self.settings.snapshot_retention,
                 progress=progress,
+                detector=PiiDetector(self.settings.pii_regions),
             )
         self.emit(
             messages.shrunk(manifest.id, manifest.rows, len(manifest.tables)),
@@ -301,7 +305,9 @@ class Cli:
         return self.runtime.service.secrets.local.mask_salt(self.settings.mask_salt)
 
 
-async def policy_command(command: grammar.PolicyInit | grammar.PolicyCheck, as_json: bool) -> int:
+async def policy_command(
+    command: grammar.PolicyInit | grammar.PolicyCheck, as_json: bool, detector: PiiDetector
+) -> int:
     """`devdb policy init|check`: only the source database is needed, not devdb's state."""
     if isinstance(command, grammar.PolicyInit):
         out = Path(command.out)
@@ -309,7 +315,7 @@ async def policy_command(command: grammar.PolicyInit | grammar.PolicyCheck, as_j
             raise InvalidInput(f"{out} already exists: remove it or choose another --out.")
         conn = await asyncpg.connect(command.source)
         try:
-            catalog, body = await draft_policy(conn)
+            catalog, body = await draft_policy(conn, detector)
         finally:
             await conn.close()
         out.write_text(render_policy(body))
@@ -348,7 +354,9 @@ async def _run(command: grammar.Command, settings: Settings, as_json: bool) -> i
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     if isinstance(command, grammar.PolicyInit | grammar.PolicyCheck):
-        return await policy_command(command, as_json)
+        return await policy_command(command, as_json, PiiDetector(settings.pii_regions))
+    if isinstance(command, grammar.Scan):
+        return await scan_command(command, settings, as_json)
     if isinstance(command, grammar.AgentRestore):
         # On an EC2 environment's instance: no state store, only this one restore.
         await run_agent(

@@ -7,6 +7,7 @@ destroy NAME
 extend NAME DURATION
 snapshots
 demo [--scale N]            (terminal only)
+scan --source DSN | --snapshot ID [--tables S.T,...] [--sample N]   (terminal only)
 protect NAME DURATION
 reap [--dry-run]            (terminal only)
 scheduler                   (terminal only)
@@ -36,6 +37,7 @@ USAGE = {
     "demo": "demo [--scale N]",
     "policy": "policy init --source DSN --out FILE | policy check --source DSN --policy FILE",
     "shrink": "shrink --source DSN --policy FILE [--tenant ID] [--allow REGEX ...]",
+    "scan": "scan --source DSN | --snapshot ID [--tables S.T,...] [--sample N]",
     "serve": "serve --http [--port 3000] | serve --socket",
     "connect": "connect NAME [--port 15432]",
     "protect": "protect NAME DURATION",
@@ -51,6 +53,7 @@ TERMINAL_COMMANDS = SHARED_COMMANDS | {
     "demo",
     "policy",
     "shrink",
+    "scan",
     "serve",
     "connect",
     "agent",
@@ -154,6 +157,14 @@ class Shrink:
 
 
 @dataclass(frozen=True)
+class Scan:
+    source: str | None = None
+    snapshot: str | None = None
+    tables: tuple[str, ...] = ()
+    sample: int | None = None
+
+
+@dataclass(frozen=True)
 class Serve:
     socket: bool = False
     port: int = 3000
@@ -175,6 +186,7 @@ Command = (
     | PolicyInit
     | PolicyCheck
     | Shrink
+    | Scan
     | Serve
     | Connect
     | AgentRestore
@@ -198,6 +210,7 @@ _OPTIONS: dict[str, dict[str, bool]] = {
     "policy": {"--source": True, "--out": True, "--policy": True},
     "shrink": {"--source": True, "--policy": True, "--tenant": True, "--allow": True},
 }
+_OPTIONS["scan"] = {"--source": True, "--snapshot": True, "--tables": True, "--sample": True}
 _REPEATABLE = {"--allow"}
 _OPTIONS["serve"] = {"--http": False, "--socket": False, "--port": True}
 _OPTIONS["connect"] = {"--port": True}
@@ -214,6 +227,7 @@ _POSITIONALS = {
     "help": (0, 1),
     "policy": (1, 1),
     "shrink": (0, 0),
+    "scan": (0, 0),
     "serve": (0, 0),
     "connect": (1, 1),
     "agent": (1, 1),
@@ -315,6 +329,8 @@ def _build(
     if verb == "shrink":
         source, policy = _required(options, "--source", "--policy")
         return Shrink(source=source, policy=policy, tenant=options.get("--tenant"), allow=repeated)
+    if verb == "scan":
+        return _scan(options)
     name = validate_name(args[0]) if args and verb != "help" else None
     if verb == "refresh":
         snapshot = options.get("--snapshot")
@@ -353,6 +369,22 @@ def _build(
             raise InvalidInput(f"--scale must be a whole number from 1 to 1000, not {raw!r}.")
         return Demo(scale=int(raw))
     return Help()
+
+
+def _scan(options: dict[str, str | None]) -> Scan:
+    source, snapshot = options.get("--source"), options.get("--snapshot")
+    if (source is None) == (snapshot is None):
+        raise InvalidInput("scan needs exactly one of --source and --snapshot.")
+    raw = options.get("--sample")
+    if raw is not None and not (raw.isdigit() and int(raw) >= 1):
+        raise InvalidInput(f"--sample must be a whole number of rows, at least 1, not {raw!r}.")
+    tables = tuple(t.strip() for t in (options.get("--tables") or "").split(",") if t.strip())
+    return Scan(
+        source=source,
+        snapshot=validate_snapshot_id(snapshot) if snapshot is not None else None,
+        tables=tables,
+        sample=int(raw) if raw else None,
+    )
 
 
 def _port(raw: str) -> int:

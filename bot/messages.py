@@ -59,6 +59,11 @@ def policy_drafted(path: str, tables: int, sensitive: int) -> str:
     )
 
 
+def scanned(where: str, tables: int, rows: int, places: int) -> str:
+    found = f"personal data in {places} place(s)" if places else "no personal data"
+    return f"Scanned {where}: {tables} table(s), {rows:,} row(s); {found}."
+
+
 def policy_ok(tables: int) -> str:
     return f"The policy covers all {tables} tables and every column."
 

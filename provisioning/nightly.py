@@ -13,6 +13,7 @@ from pathlib import Path
 from provisioning.errors import DevdbError
 from provisioning.postgres import PgPrograms
 from provisioning.service import Service
+from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.pipeline import apply_retention, shrink
 from provisioning.shrink.policy import load_policy
 from provisioning.snapshots.manifest import Manifest
@@ -50,6 +51,7 @@ async def rebuild(
     jobs: int,
     keep_last: int,
     announce: Announce,
+    detector: PiiDetector | None = None,
 ) -> Manifest | None:
     """Run the shrink pipeline and publish; announce the outcome either way."""
     try:
@@ -60,6 +62,7 @@ async def rebuild(
             programs,
             salt=salt,
             jobs=jobs,
+            detector=detector,
         )
     except DevdbError as exc:
         try:

@@ -20,6 +20,7 @@ from provisioning import sweeps
 from provisioning.errors import InvalidInput
 from provisioning.nightly import Announce, rebuild
 from provisioning.runtime import Runtime
+from provisioning.shrink.detect import PiiDetector
 
 log = logging.getLogger("devdb.scheduler")
 
@@ -110,6 +111,7 @@ class Scheduler:
             jobs=settings.restore_jobs,
             keep_last=settings.snapshot_retention,
             announce=self.announce,
+            detector=PiiDetector(settings.pii_regions),
         )
 
 

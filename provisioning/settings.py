@@ -16,6 +16,7 @@ from pathlib import Path
 from provisioning.aws.settings import AwsSettings
 from provisioning.durations import parse_duration
 from provisioning.errors import InvalidInput
+from provisioning.shrink.detect import DEFAULT_REGIONS, parse_regions
 
 
 def _login_name() -> str:
@@ -53,6 +54,7 @@ class Settings:
     port_range: tuple[int, int] = (54330, 54999)
     mask_salt: str | None = None
     snapshot_retention: int = 7
+    pii_regions: tuple[str, ...] = DEFAULT_REGIONS  # whose phone numbers and ids the scan knows
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None
@@ -129,6 +131,11 @@ class Settings:
             kwargs["slack_admin_group"] = raw
         if (raw := env.get("DEVDB_MASK_SALT")) is not None:
             kwargs["mask_salt"] = raw  # never from devdb.toml: a salt does not belong in a file
+        if (raw := pick("pii_regions")) is not None:
+            try:
+                kwargs["pii_regions"] = parse_regions(raw)
+            except ValueError as exc:
+                raise InvalidInput(f"DEVDB_PII_REGIONS: {exc}.") from exc
         if (raw := pick("shared_port")) is not None:
             if not raw.isdigit() or not 1024 <= int(raw) <= 65535:
                 raise InvalidInput(f"DEVDB_SHARED_PORT must be a port number, not {raw!r}.")

@@ -277,7 +277,7 @@ async def test_planted_personal_data_anywhere_stops_the_publish(
         await conn.execute("alter table app.settings add column contact citext")
         await conn.execute("update app.settings set contact = 'ops.lead@fastmail.com'")
         # In the schema text: a comment and a view definition.
-        await conn.execute("comment on table app.tenants is 'escalations: SSN 219-09-9999'")
+        await conn.execute("comment on table app.tenants is 'escalations: SSN 536-22-8726'")
         await conn.execute(
             "create view app.vip as select id from app.users where email = 'ceo.personal@gmail.com'"
         )
@@ -296,12 +296,12 @@ async def test_planted_personal_data_anywhere_stops_the_publish(
         await shrink(planted, as_policy(body), runtime.snapshots, runtime.programs, salt=SALT)
     found = "\n".join(caught.value.problems)
     assert "app.users.profile: 1 email" in found
-    assert "app.users.tags: 1 phone number" in found
+    assert "app.users.tags: 1 phone:US" in found
     assert "app.settings.contact:" in found and "email" in found
-    assert "the schema (COMMENT ON TABLE app.tenants): 1 ssn value(s)" in found
+    assert "the schema (COMMENT ON TABLE app.tenants): 1 national_id:US.ssn value(s)" in found
     assert "the schema (VIEW app.vip): 1 email value(s)" in found
     assert "app.settings.value: 1 value copied from a pii column" in found
-    assert "jane.roe@proton.me" not in found and "219-09-9999" not in found
+    assert "jane.roe@proton.me" not in found and "536-22-8726" not in found
     assert await staging_and_snapshots(runtime) == before
     del policy
 
@@ -315,7 +315,7 @@ async def test_large_objects_are_left_out_or_scanned(
     planted = await scratch_copy(
         "realistic",
         "update app.documents set content = lo_from_bytea(0, convert_to("
-        "'Applicant SSN 219-09-9999, card 4111 1111 1111 1111', 'UTF8')) where id = 1",
+        "'Applicant SSN 536-22-8726, card 4111 1111 1111 1111', 'UTF8')) where id = 1",
     )
     body = await draft(planted)
     manifest = await shrink(
@@ -330,7 +330,7 @@ async def test_large_objects_are_left_out_or_scanned(
     with pytest.raises(PolicyViolation) as caught:
         await shrink(planted, as_policy(body), runtime.snapshots, runtime.programs, salt=SALT)
     found = "\n".join(caught.value.problems)
-    assert re.search(r"large object \d+: 1 ssn", found) and "card number" in found
+    assert re.search(r"large object \d+: 1 national_id:US.ssn", found) and "card value(s)" in found
     assert await staging_and_snapshots(runtime) == before
 
 
@@ -425,7 +425,7 @@ async def test_the_draft_masks_a_column_that_copies_a_masked_one(
         await conn.execute('update app.users set "shortLabel" = username')
         await conn.execute("alter table app.tenants add column logo bytea")
         await conn.execute(
-            "update app.tenants set logo = convert_to('PNG..owner ssn 219-09-9999', 'UTF8')"
+            "update app.tenants set logo = convert_to('PNG..owner ssn 536-22-8726', 'UTF8')"
         )
     finally:
         await conn.close()
@@ -438,7 +438,9 @@ async def test_the_draft_masks_a_column_that_copies_a_masked_one(
     assert body["tables"]["app.tenants"]["columns"]["logo"] == "internal"
     with pytest.raises(PolicyViolation) as caught:
         await shrink(source, as_policy(body), runtime.snapshots, runtime.programs, salt=SALT)
-    assert caught.value.problems == ["app.tenants.logo: 10 ssn value(s), e.g. ***-**-9999"]
+    assert caught.value.problems == [
+        "app.tenants.logo: 10 national_id:US.ssn value(s), e.g. ***-**-8726"
+    ]
     body["tables"]["app.tenants"]["columns"]["logo"] = {"class": "pii", "rule": "null"}
     manifest = await shrink(source, as_policy(body), runtime.snapshots, runtime.programs, salt=SALT)
     assert manifest.tables["app.users"].rows == 600

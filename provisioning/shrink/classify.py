@@ -18,10 +18,10 @@ import yaml
 from provisioning.shrink import documents
 from provisioning.shrink.catalog import BYTES, JSON, OTHER, Catalog, Column, read_catalog
 from provisioning.shrink.copytext import encode
+from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.plan import looked_for
 from provisioning.shrink.policy import column_policy
 from provisioning.shrink.rewrite import MIN_COPIED
-from provisioning.shrink.scan import find_pii
 from provisioning.sql import quote_ident, quote_table
 
 _SAMPLE = 200
@@ -71,13 +71,12 @@ _PHOTO = re.compile(r"photo|picture|avatar|image|portrait|selfie|signature|^scan
 _AREA = re.compile(r"district|region|^state$|_state$|county|province|suburb|neighbou?rhood")
 _ADDRESS = re.compile(r"street|address|city|town|postal|zip|post_?code")
 _FROM_VALUES: dict[str, dict[str, Any]] = {
-    "email": {"rule": "fake", "kind": "email"},
-    "phone number": {"rule": "fake", "kind": "phone"},
-    "ssn": {"rule": "hash"},
-    "card number": {"rule": "partial", "keep": 4},
-    "iban": {"rule": "partial", "keep": 4},
+    "email": {"class": "pii", "rule": "fake", "kind": "email"},
+    "phone": {"class": "pii", "rule": "fake", "kind": "phone"},
+    "national_id": {"class": "secret", "rule": "hash"},
+    "card": {"class": "secret", "rule": "partial", "keep": 4},
+    "iban": {"class": "secret", "rule": "partial", "keep": 4},
 }
-_SECRET_KINDS = ("ssn", "card number", "iban")
 _PEOPLE = re.compile(
     r"user|person|people|customer|employee|contact|member|patient|staff|client|student|owner",
     re.IGNORECASE,
@@ -97,12 +96,12 @@ def _by_name(name: str) -> dict[str, Any] | None:
     return None
 
 
-def _by_values(samples: list[str]) -> dict[str, Any] | None:
-    kinds = Counter(kind for kind, _ in find_pii("\n".join(samples)))
+def _by_values(samples: list[str], detector: PiiDetector) -> dict[str, Any] | None:
+    """A rule that fits what the detectors find in sampled values (`phone:DE` is a phone)."""
+    kinds = Counter(kind.split(":")[0] for kind, _ in detector.find("\n".join(samples)))
     if not kinds:
         return None
-    kind = kinds.most_common(1)[0][0]
-    return {"class": "secret" if kind in _SECRET_KINDS else "pii", **_FROM_VALUES[kind]}
+    return dict(_FROM_VALUES[kinds.most_common(1)[0][0]])
 
 
 def _typed(name: str, column: Column, address_nearby: bool) -> dict[str, Any] | None:
@@ -136,7 +135,7 @@ def _typed(name: str, column: Column, address_nearby: bool) -> dict[str, Any] | 
     return None
 
 
-def _json_paths(samples: list[str]) -> dict[str, dict[str, Any]]:
+def _json_paths(samples: list[str], detector: PiiDetector) -> dict[str, dict[str, Any]]:
     """Rules for the places in sampled documents that hold personal data."""
     values: dict[str, list[str]] = {}
     for text in samples:
@@ -149,7 +148,7 @@ def _json_paths(samples: list[str]) -> dict[str, dict[str, Any]]:
     paths: dict[str, dict[str, Any]] = {}
     for path, found in values.items():
         key = snake(re.split(r"[.\[\]]", path.rstrip("[*]"))[-1].strip('"'))
-        entry = _by_name(key) or _by_values(found)
+        entry = _by_name(key) or _by_values(found, detector)
         if entry is None and _IP.search(key):
             entry = {"class": "pii", "rule": "fake", "kind": "ipv4"}
         if entry is not None:
@@ -158,14 +157,21 @@ def _json_paths(samples: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def classify_column(
-    table: str, column: Column, samples: list[str], keys: set[str], address_nearby: bool = False
+    table: str,
+    column: Column,
+    samples: list[str],
+    keys: set[str],
+    address_nearby: bool = False,
+    detector: PiiDetector | None = None,
 ) -> Entry:
-    """A policy entry for one column."""
+    """A policy entry for one column: by its name, its type, and what its sampled values
+    hold (a column of national ids is pii whatever it is called)."""
+    detector = detector or PiiDetector()
     if column.name in keys:
         return "internal"
     name = snake(column.name)
     if column.kind == JSON:
-        paths = _json_paths(samples)
+        paths = _json_paths(samples, detector)
         if paths:
             return {"class": "pii", "rule": "json", "paths": paths}
         return "internal"
@@ -173,12 +179,12 @@ def classify_column(
         # A bare `name` is a person's only in a table of people (not an artist's or genre's).
         if _PEOPLE.search(table.rpartition(".")[2]):
             return {"class": "pii", "rule": "fake", "kind": "name"}
-        return "internal"
+        return _by_values(samples, detector) or "internal"
     typed = _typed(name, column, address_nearby)
     if typed is not None:
         return typed
     if column.is_text:
-        return _by_name(name) or (_by_values(samples) if samples else None) or "internal"
+        return _by_name(name) or _by_values(samples, detector) or "internal"
     return "internal"
 
 
@@ -215,8 +221,11 @@ def _copied_from(body: dict[str, Any], samples: dict[tuple[str, str], list[str]]
             body[table]["columns"][column] = dict(body[source_table]["columns"][source_column])
 
 
-async def draft_policy(conn: asyncpg.Connection) -> tuple[Catalog, dict[str, Any]]:
+async def draft_policy(
+    conn: asyncpg.Connection, detector: PiiDetector | None = None
+) -> tuple[Catalog, dict[str, Any]]:
     """Classify every column of the database `conn` reaches."""
+    detector = detector or PiiDetector()
     catalog = await read_catalog(conn)
     tables: dict[str, Any] = {}
     text_samples: dict[tuple[str, str], list[str]] = {}
@@ -232,7 +241,9 @@ async def draft_policy(conn: asyncpg.Connection) -> tuple[Catalog, dict[str, Any
         tables[name] = {
             "action": "keep",
             "columns": {
-                c.name: classify_column(name, c, values.get(c.name, []), keys, address_nearby)
+                c.name: classify_column(
+                    name, c, values.get(c.name, []), keys, address_nearby, detector
+                )
                 for c in table.columns
             },
         }

@@ -11,14 +11,15 @@ import re
 from pathlib import Path
 
 from provisioning.shrink.copytext import encode
+from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.fields import printable_runs
-from provisioning.shrink.scan import Findings, find_pii
+from provisioning.shrink.scan import Findings
 
 _HEADER = re.compile(r"^-- Name: (.*?); Type: (.*?); Schema: (.*?);", re.MULTILINE)
 _LITERAL = re.compile(r"'((?:[^']|'')*)'")
 
 
-def scan_schema(sql: str, pii_values: set[str], findings: Findings) -> None:
+def scan_schema(sql: str, pii_values: set[str], findings: Findings, detector: PiiDetector) -> None:
     """Look for personal data in the schema text, entry by entry."""
     headers = list(_HEADER.finditer(sql))
     for index, header in enumerate(headers):
@@ -30,7 +31,7 @@ def scan_schema(sql: str, pii_values: set[str], findings: Findings) -> None:
             qualified = f"ON {what} {target if schema == '-' else f'{schema}.{target}'}"
         place = f"{kind} {qualified}"
         text = sql[header.end() : end]
-        for found, value in find_pii(text):
+        for found, value in detector.find(text):
             findings.add("schema", place, found, value)
         for literal in _LITERAL.findall(text):
             value = literal.replace("''", "'")
@@ -38,7 +39,9 @@ def scan_schema(sql: str, pii_values: set[str], findings: Findings) -> None:
                 findings.add("schema", place, "value copied from a pii column", value)
 
 
-def scan_large_objects(dump: Path, names: tuple[str, ...], findings: Findings) -> None:
+def scan_large_objects(
+    dump: Path, names: tuple[str, ...], findings: Findings, detector: PiiDetector
+) -> None:
     """Look for personal data in the text inside each large object."""
     for name in names:
         path = dump / name
@@ -46,5 +49,5 @@ def scan_large_objects(dump: Path, names: tuple[str, ...], findings: Findings) -
         with opener(path, "rb") as handle:
             data = handle.read()
         oid = name.removeprefix("blob_").split(".", 1)[0]
-        for found, value in find_pii("\n".join(printable_runs(data))):
+        for found, value in detector.find("\n".join(printable_runs(data))):
             findings.add(f"large object {oid}", "", found, value)

@@ -33,6 +33,7 @@ from provisioning.models import ProgressEvent
 from provisioning.postgres import PgPrograms, first_error, run
 from provisioning.shrink.catalog import Catalog, read_catalog
 from provisioning.shrink.contents import Contents, account
+from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.dumpscan import scan_large_objects, scan_schema
 from provisioning.shrink.plan import Closure, closure_checks, plan_file, requests_for
 from provisioning.shrink.policy import Policy, check_policy
@@ -144,7 +145,7 @@ def _collect_task(index: int) -> set[str]:
 
 def _process_task(index: int) -> tuple[int, Findings, Refs]:
     work = _INHERITED
-    return process(work["plans"][index], work["salt"], work["pii"], work["allow"])
+    return process(work["plans"][index], work["salt"], work["pii"], work["allow"], work["detector"])
 
 
 @dataclass
@@ -163,6 +164,7 @@ async def _mask_and_scan(
     schema_sql: str,
     salt: bytes,
     allowed: list[re.Pattern[str]],
+    detector: PiiDetector,
     jobs: int,
     emit: Progress,
 ) -> _Output:
@@ -185,7 +187,8 @@ async def _mask_and_scan(
     emit(ProgressEvent(step=ShrinkStep.MASK, message=f"masking and scanning {len(plans)} files"))
     pieces = {name: _pieces(plan, jobs) for name, plan in plans.items()}
     ordered = sorted((p for ps in pieces.values() for p in ps), key=_work, reverse=True)
-    with _workers(jobs, plans=ordered, salt=salt, pii=pii_values, allow=allowed) as pool:
+    work = {"salt": salt, "pii": pii_values, "allow": allowed, "detector": detector}
+    with _workers(jobs, plans=ordered, **work) as pool:
         results = await asyncio.gather(
             *(loop.run_in_executor(pool, _process_task, i) for i in range(len(ordered)))
         )
@@ -198,8 +201,8 @@ async def _mask_and_scan(
         closure.add(requests[piece.path.name], refs)
     for name, plan in plans.items():
         await asyncio.to_thread(_join, plan, pieces[name])
-    scan_schema(schema_sql, pii_values, findings)
-    await asyncio.to_thread(scan_large_objects, dump, contents.large_objects, findings)
+    scan_schema(schema_sql, pii_values, findings, detector)
+    await asyncio.to_thread(scan_large_objects, dump, contents.large_objects, findings, detector)
     if findings.hits:
         report = [finding.line() for finding in findings.report()]
         raise PolicyViolation(
@@ -244,8 +247,10 @@ async def shrink(
     jobs: int = 2,
     keep_last: int | None = None,
     progress: Progress | None = None,
+    detector: PiiDetector | None = None,
 ) -> Manifest:
-    """Build a dev-safe snapshot of `source_dsn` and publish it; return its manifest."""
+    """Build a dev-safe snapshot of `source_dsn` and publish it; return its manifest.
+    `detector` finds personal data (by default in the default regions)."""
     emit = progress or (lambda _: None)
     try:
         allowed = [re.compile(pattern) for pattern in allow]
@@ -306,6 +311,7 @@ async def shrink(
             schema_sql=await _schema_text(programs, dump),
             salt=salt,
             allowed=allowed,
+            detector=detector or PiiDetector(),
             jobs=jobs,
             emit=emit,
         )

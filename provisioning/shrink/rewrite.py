@@ -22,9 +22,10 @@ from provisioning.errors import ProvisioningFailed
 from provisioning.shrink import documents
 from provisioning.shrink.catalog import JSON, TEXT
 from provisioning.shrink.copytext import END, NULL, decode, encode
+from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.fields import JSON_STRING, map_array, reader
 from provisioning.shrink.rules import Mask, Rule, digest, json_paths
-from provisioning.shrink.scan import Findings, find_pii
+from provisioning.shrink.scan import Findings
 
 _SCAN_EVERY = 4000  # fields per block handed to the regex engine
 _CACHE_LIMIT = 200_000
@@ -186,9 +187,15 @@ class _Rows:
     come out masked, or not at all."""
 
     def __init__(
-        self, plan: TablePlan, salt: bytes, pii_values: set[str], findings: Findings
+        self,
+        plan: TablePlan,
+        salt: bytes,
+        pii_values: set[str],
+        findings: Findings,
+        detector: PiiDetector,
     ) -> None:
         self.plan = plan
+        self.detector = detector
         self.salt = salt
         self.pii_values = pii_values
         self.findings = findings
@@ -276,7 +283,7 @@ class _Rows:
     def scan(self, position: int) -> None:
         block = self.blocks[position]
         if block:
-            for kind, value in find_pii("\n".join(block)):
+            for kind, value in self.detector.find("\n".join(block)):
                 self.findings.add(self.plan.name, self.plan.columns[position], kind, value)
             block.clear()
 
@@ -285,7 +292,7 @@ class _Rows:
             self.scan(position)
 
 
-def _clean(plan: TablePlan, data: str, pii_values: set[str]) -> bool:
+def _clean(plan: TablePlan, data: str, pii_values: set[str], detector: PiiDetector) -> bool:
     """True when a block of rows needs no row-by-row look: nothing in it is shaped like
     personal data or equals a pii value, and no json escape could hide either. Decided on
     the whole block at once, in C; a block that fails is read row by row, which has the
@@ -293,7 +300,7 @@ def _clean(plan: TablePlan, data: str, pii_values: set[str]) -> bool:
     documents = any(kind == JSON for kind in plan.scans.values())
     if documents and "\\\\" in data:  # an escape inside a document (COPY doubles it)
         return False
-    if next(iter(find_pii(data)), None) is not None:
+    if next(iter(detector.find(data)), None) is not None:
         return False
     if not pii_values:
         return True
@@ -303,7 +310,11 @@ def _clean(plan: TablePlan, data: str, pii_values: set[str]) -> bool:
 
 
 def process(
-    plan: TablePlan, salt: bytes, pii_values: set[str], allow: list[re.Pattern[str]]
+    plan: TablePlan,
+    salt: bytes,
+    pii_values: set[str],
+    allow: list[re.Pattern[str]],
+    detector: PiiDetector,
 ) -> tuple[int, Findings, Refs]:
     """Filter, mask, scan and compress one data file (or a piece of one); return the rows
     kept, what the scan found and the foreign-key values. Runs in a worker process, so it
@@ -313,14 +324,14 @@ def process(
     keys is copied through in blocks, each checked whole; only a block that looks suspect
     is read row by row."""
     findings = Findings(allow)
-    rows = _Rows(plan, salt, pii_values, findings)
+    rows = _Rows(plan, salt, pii_values, findings, detector)
     whole = plan.only_scanned
     output = _Writer(plan.target, plan.level)
     try:
         for block in blocks(plan.path, plan.span):
             end = _end_of_data(block)
             data = block[:end]
-            if whole and _clean(plan, data, pii_values):
+            if whole and _clean(plan, data, pii_values, detector):
                 rows.kept += data.count("\n")
                 output.write(block)
                 continue
