@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 _SSN = re.compile(r"(?<![\d-])(\d{3})-(\d{2})-(\d{4})(?![\d-])")
 # Digits inside a word (a hex digest, a token) are not a card number.
@@ -142,5 +141,3 @@ def _ibans(text: str) -> Iterable[tuple[str, str]]:
     for match in _IBAN.finditer(text):
         if _iban_ok(match.group(1)):
             yield "iban", match.group(1)
-
-

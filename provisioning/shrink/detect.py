@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import phonenumbers
 from stdnum import iban, luhn
@@ -36,8 +35,13 @@ from stdnum.nl import bsn
 from stdnum.us import ssn
 from stdnum.za import idnr as za_idnr
 
+from provisioning.shrink import phones
+
 DEFAULT_REGIONS = ("US", "GB", "DE", "IN", "BR")
-_SHAPE = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"A" * 26)
+# Digits become 0, capitals A, and a space or a dash between groups "-".
+_SHAPE = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ ", b"0" * 10 + b"A" * 26 + b"-")
+# A run of nine digits, which every longer one holds: checked first, it spares the others.
+_GATES = (b"000000000",)
 # Not inside a word, a number, a decimal, a time, a path or a range.
 _BEFORE = r"(?<![\w+.:/-])"
 _AFTER = r"(?!\w|[.:/-]\w)"
@@ -85,15 +89,15 @@ def _id(
     )
 
 
-_DIGITS9 = (b"000000000", b"000 000", b"000-000", b"000.000")
+_DIGITS9 = (b"000-000-000",)
 NATIONAL_IDS: dict[str, tuple[Detector, ...]] = {
     "US": (_id("US", "ssn", (b"000-00-0000",), r"\d{3}-\d{2}-\d{4}", ssn.is_valid),),
     "GB": (
-        _id("GB", "nino", (b"AA00", b"AA 00"), r"[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]", _nino),
+        _id("GB", "nino", (b"AA00", b"AA-00"), r"[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]", _nino),
         _id(
             "GB",
             "nhs",
-            (b"000 000 0000", b"000-000-0000"),
+            (b"000-000-0000",),
             r"\d{3}[ -]\d{3}[ -]\d{4}",
             nhs.is_valid,
         ),
@@ -102,7 +106,7 @@ NATIONAL_IDS: dict[str, tuple[Detector, ...]] = {
         _id(
             "DE",
             "idnr",
-            (b"00000000000", b"00 000 000 000"),
+            (b"00000000000", b"00-000-000-000"),
             r"\d{2} ?\d{3} ?\d{3} ?\d{3}",
             idnr.is_valid,
         ),
@@ -111,7 +115,7 @@ NATIONAL_IDS: dict[str, tuple[Detector, ...]] = {
         _id(
             "IN",
             "aadhaar",
-            (b"000000000000", b"0000 0000 0000", b"0000-0000-0000"),
+            (b"000000000000", b"0000-0000-0000"),
             r"[2-9]\d{3}[ -]?\d{4}[ -]?\d{4}",
             _not_a_date(aadhaar.is_valid),
         ),
@@ -141,7 +145,7 @@ NATIONAL_IDS: dict[str, tuple[Detector, ...]] = {
         _id(
             "FR",
             "nir",
-            (b"0 00 00 00 000 000 00", b"000000000000000"),
+            (b"0-00-00-00-000-000-00", b"000000000000000"),
             r"[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}",
             nir.is_valid,
         ),
@@ -221,7 +225,7 @@ def _email(value: str) -> bool:
 COMMON = (
     Detector(
         kind="card",
-        needles=(b"0000000000000", b"0000 0000 0000", b"0000-0000-0000"),
+        needles=(b"0000000000000", b"0000-0000-0000"),
         pattern=re.compile(r"(?<![\w.:/-])\d(?:[ -]?\d){12,18}(?![\w.:/-])"),
         valid=_card,
     ),
@@ -242,36 +246,6 @@ COMMON = (
     ),
 )
 
-_PHONE_NEEDLES = (b"+0", b"0-0", b"0 0", b"0.0", b")0", b") 0")
-_PHONE = re.compile(
-    _BEFORE
-    + r"(?!\d{4}[-./]\d{1,2}[-./]\d{1,2}(?!\d))"  # 2026-11-25
-    + r"(?!\d{1,2}[-./]\d{1,2}[-./]\d{2,4}(?!\d))"  # 25.11.2026
-    + r"(?!\d{1,3}(?:\.\d{1,3}){3}(?!\d))"  # 10.1.2.3
-    + r"(?:\+|\(\d)?\d[\d ().-]{5,22}\d"
-    + _AFTER
-)
-_GROUPED = phonenumbers.Leniency.STRICT_GROUPING
-_DOUBLED = re.compile(r"[ .-]{2}|\)\(|\(\)")
-
-
-@lru_cache(maxsize=100_000)
-def _phone_region(candidate: str, regions: tuple[str, ...]) -> str | None:
-    """The region whose numbering plan makes `candidate` a valid phone number, if any."""
-    digits = sum(ch.isdigit() for ch in candidate)
-    formatted = candidate[0] == "+" or any(ch in candidate for ch in " ().-")
-    if not 7 <= digits <= 15 or not formatted or _DOUBLED.search(candidate):
-        return None
-    # A valid number whose digits are also grouped the way that region writes them: many
-    # numbering plans (Germany's) accept nearly any run of digits, but not in any grouping.
-    for region in ("ZZ",) if candidate[0] == "+" else regions:
-        for match in phonenumbers.PhoneNumberMatcher(candidate, region, leniency=_GROUPED):
-            number = match.number
-            if number.country_code == 1 and str(number.national_number)[3:6] == "555":
-                return None  # 555 numbers are fictional in North America, and what devdb masks to
-            return phonenumbers.region_code_for_number(number) if region == "ZZ" else region
-    return None
-
 
 class PiiDetector:
     """Finds personal data in text; `regions` says whose phone numbers and national ids."""
@@ -279,6 +253,13 @@ class PiiDetector:
     def __init__(self, regions: Sequence[str] = DEFAULT_REGIONS) -> None:
         self.regions = tuple(regions)
         self.detectors = (*COMMON, *(d for r in self.regions for d in NATIONAL_IDS.get(r, ())))
+        needles = {n for d in self.detectors for n in d.needles} | set(phones.NEEDLES)
+        needles |= set(_GATES)
+        # Each needle with the shorter needles inside it: when one of those is absent from a
+        # block, so is the needle, and the block need not be searched for it.
+        self.within = {
+            n: sorted((m for m in needles if m != n and m in n), key=len) for n in needles
+        }
 
     def __reduce__(self) -> tuple[type[PiiDetector], tuple[tuple[str, ...]]]:
         return (PiiDetector, (self.regions,))
@@ -286,19 +267,27 @@ class PiiDetector:
     def find(self, text: str) -> Iterator[tuple[str, str]]:
         """(kind, value) for every piece of personal data in `text`."""
         shape = text.encode().translate(_SHAPE)
+        present: dict[bytes, bool] = {}
+
+        def has(needle: bytes) -> bool:
+            if needle not in present:
+                present[needle] = all(has(m) for m in self.within[needle]) and needle in shape
+            return present[needle]
+
+        def holds(needles: tuple[bytes, ...]) -> bool:
+            return any(has(needle) for needle in needles)
+
         seen: set[str] = set()
         for detector in self.detectors:
-            if any(needle in shape for needle in detector.needles):
+            if holds(detector.needles):
                 for match in detector.pattern.finditer(text):
                     value = match.group(0)
                     if detector.valid(value):
                         seen.add(value)
                         yield detector.kind, value
-        if any(needle in shape for needle in _PHONE_NEEDLES):
-            for match in _PHONE.finditer(text):
-                value = match.group(0)
-                region = _phone_region(value, self.regions)
-                if region and value not in seen:
+        if holds(phones.NEEDLES):
+            for value, region in phones.find(text, self.regions):
+                if value not in seen:
                     yield f"phone:{region}", value
 
 
