@@ -29,7 +29,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.slack_app import build_app
-from provisioning.postgres import stop_servers_under
+from provisioning.pg.programs import stop_servers_under
 from provisioning.runtime import open_runtime
 from provisioning.settings import Settings
 

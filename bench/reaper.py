@@ -28,12 +28,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from provisioning.cluster import LocalCluster
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.drivers.base import Activity, Handle
 from provisioning.drivers.local import LocalDriver
-from provisioning.drivers.probe import probe
-from provisioning.postgres import ServerAccount, stop_servers_under
+from provisioning.pg.cluster import LocalCluster
+from provisioning.pg.probe import probe
+from provisioning.pg.programs import ServerAccount, stop_servers_under
 from provisioning.runtime import Runtime, open_runtime
 from provisioning.service import Service
 from provisioning.settings import Settings

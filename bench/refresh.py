@@ -28,9 +28,9 @@ from pathlib import Path
 
 import asyncpg
 
-from provisioning.cluster import LocalCluster
 from provisioning.demo import DEMO_DATABASE, generate
-from provisioning.postgres import PgPrograms, ServerAccount, stop_servers_under
+from provisioning.pg.cluster import LocalCluster
+from provisioning.pg.programs import PgPrograms, ServerAccount, stop_servers_under
 from provisioning.runtime import open_runtime
 from provisioning.settings import Settings
 from provisioning.snapshots.dump import dump_snapshot

@@ -33,7 +33,8 @@ from regex_detectors import find_pii as old_find
 from shrink import whole_database_policy
 
 from provisioning.demo import DEMO_DATABASE, generate
-from provisioning.postgres import stop_servers_under
+from provisioning.pg.programs import stop_servers_under
+from provisioning.pg.sql import quote_ident, quote_table
 from provisioning.runtime import open_runtime
 from provisioning.settings import Settings
 from provisioning.shrink import phones
@@ -41,7 +42,6 @@ from provisioning.shrink.catalog import read_catalog
 from provisioning.shrink.detect import DEFAULT_REGIONS, PiiDetector
 from provisioning.shrink.pipeline import shrink
 from provisioning.shrink.policy import parse_policy
-from provisioning.sql import quote_ident, quote_table
 
 Find = Callable[[str], Iterable[tuple[str, str]]]
 _BLOCK_VALUES = 4000

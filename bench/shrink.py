@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from provisioning.demo import DEMO_DATABASE, generate
-from provisioning.postgres import stop_servers_under
+from provisioning.pg.programs import stop_servers_under
 from provisioning.runtime import open_runtime
 from provisioning.settings import Settings
 from provisioning.shrink.pipeline import shrink

@@ -37,7 +37,7 @@ from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.errors import DevdbError, InvalidInput, NotAllowed, PolicyViolation
 from provisioning.models import default_name
 from provisioning.nightly import Announce
-from provisioning.postgres import PgPrograms, ServerAccount
+from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.runtime import Runtime, open_runtime
 from provisioning.scheduler import Scheduler
 from provisioning.settings import Settings

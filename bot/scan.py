@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 from bot import grammar, messages
 from bot.terminal import TerminalProgress
-from provisioning.dsn import redact
+from provisioning.pg.dsn import redact
 from provisioning.runtime import open_runtime
 from provisioning.settings import Settings
 from provisioning.shrink.detect import PiiDetector

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from provisioning.errors import DevdbError
-from provisioning.postgres import PgPrograms
+from provisioning.pg.programs import PgPrograms
 from provisioning.service import Service
 from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.pipeline import apply_retention, shrink

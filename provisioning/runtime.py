@@ -13,8 +13,8 @@ from provisioning.drivers.base import Driver
 from provisioning.drivers.local import LocalDriver
 from provisioning.drivers.shared import SharedDatabaseDriver, SharedSchemaDriver
 from provisioning.jobs import JobOptions
+from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.policy import Policy
-from provisioning.postgres import PgPrograms, ServerAccount
 from provisioning.recovery import RecoveryReport, recover
 from provisioning.secrets import LocalSecrets, Passwords
 from provisioning.service import Service

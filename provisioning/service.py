@@ -35,8 +35,8 @@ from provisioning.models import (
     validate_name,
 )
 from provisioning.notify import Notifier, Warner, nobody
+from provisioning.pg.programs import PgPrograms
 from provisioning.policy import Policy
-from provisioning.postgres import PgPrograms
 from provisioning.secrets import Passwords
 from provisioning.snapshots.base import SAVED, SnapshotStore
 from provisioning.snapshots.manifest import Manifest, validate_snapshot_id

@@ -13,8 +13,8 @@ from provisioning.errors import DevdbError, NotFound
 from provisioning.jobs import retire
 from provisioning.models import POOL_OWNER, Environment, EnvironmentView, EnvState
 from provisioning.notify import Notifier
+from provisioning.pg.programs import PgPrograms
 from provisioning.policy import Policy
-from provisioning.postgres import PgPrograms
 from provisioning.secrets import Passwords
 from provisioning.snapshots.base import SAVED, SnapshotStore, saved_id
 from provisioning.snapshots.dump import dump_snapshot

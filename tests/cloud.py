@@ -23,7 +23,7 @@ import boto3
 import requests
 from moto.server import ThreadedMotoServer
 
-from provisioning.postgres import stop_servers_under
+from provisioning.pg.programs import stop_servers_under
 
 REGION = "eu-west-1"
 CREDENTIALS = {

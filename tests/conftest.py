@@ -21,7 +21,7 @@ from provisioning.aws.settings import AwsSettings
 from provisioning.aws.ssm import SsmSecrets
 from provisioning.demo import DEMO_DATABASE, generate
 from provisioning.drivers.ec2 import Ec2Driver
-from provisioning.postgres import stop_servers_under
+from provisioning.pg.programs import stop_servers_under
 from provisioning.runtime import Runtime, open_runtime
 from provisioning.secrets import Passwords
 from provisioning.service import Service

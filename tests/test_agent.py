@@ -14,7 +14,7 @@ import pytest
 from provisioning.aws.agent_status import AgentState, read
 from provisioning.aws.userdata import render_user_data
 from provisioning.drivers.local import port_is_free
-from provisioning.postgres import stop_servers_under
+from provisioning.pg.programs import stop_servers_under
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
 from provisioning.snapshots.s3 import S3SnapshotStore

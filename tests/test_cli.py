@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.postgres import PgPrograms
+from provisioning.pg.programs import PgPrograms
 from provisioning.snapshots.manifest import Manifest
 from tests.conftest import unique
 

@@ -13,10 +13,10 @@ import time
 import asyncpg
 import pytest
 
-from provisioning.cluster import LocalCluster
 from provisioning.demo import DEMO_DATABASE, generate
 from provisioning.drivers.local import LocalDriver
 from provisioning.models import EnvState
+from provisioning.pg.cluster import LocalCluster
 from provisioning.recovery import recover
 from provisioning.runtime import Runtime
 from provisioning.snapshots.dump import dump_snapshot

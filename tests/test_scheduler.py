@@ -17,11 +17,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from provisioning.cluster import LocalCluster
 from provisioning.drivers.local import LocalDriver
 from provisioning.errors import InvalidInput, NotAllowed
 from provisioning.models import POOL_OWNER, EnvState
 from provisioning.nightly import rebuild
+from provisioning.pg.cluster import LocalCluster
 from provisioning.runtime import Runtime
 from provisioning.service import Service
 from provisioning.snapshots.base import saved_id

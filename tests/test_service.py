@@ -30,8 +30,8 @@ from provisioning.errors import (
 )
 from provisioning.jobs import JobOptions
 from provisioning.models import EnvState, ProgressEvent
+from provisioning.pg.programs import PgPrograms
 from provisioning.policy import Policy
-from provisioning.postgres import PgPrograms
 from provisioning.runtime import Runtime
 from provisioning.service import Service
 from provisioning.snapshots.manifest import Manifest

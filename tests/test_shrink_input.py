@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 import yaml
 
-from provisioning.dsn import redact, split_secrets
 from provisioning.errors import PolicyViolation, ProvisioningFailed
-from provisioning.postgres import PgPrograms, first_error
+from provisioning.pg.dsn import redact, split_secrets
+from provisioning.pg.programs import PgPrograms, first_error
 from provisioning.runtime import Runtime
 from provisioning.shrink.catalog import read_catalog
 from provisioning.shrink.contents import account

@@ -24,13 +24,13 @@ import boto3
 
 from provisioning.aws import agent_status
 from provisioning.aws.agent_status import AgentState
-from provisioning.cluster import LocalCluster
 from provisioning.errors import DevdbError, InvalidInput, ProvisioningFailed
 from provisioning.models import ProgressEvent, Step
-from provisioning.postgres import PgPrograms, ServerAccount
-from provisioning.restore import Target, restore_dump
+from provisioning.pg.cluster import LocalCluster
+from provisioning.pg.programs import PgPrograms, ServerAccount
+from provisioning.pg.restore import Target, restore_dump
+from provisioning.pg.sql import quote_ident
 from provisioning.snapshots.s3 import S3SnapshotStore
-from provisioning.sql import quote_ident
 
 AGENT_APP = "devdb-agent"
 WRITE_EVERY = 0.5  # seconds between status writes while bytes move

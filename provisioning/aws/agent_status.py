@@ -14,7 +14,7 @@ from enum import StrEnum
 import asyncpg
 
 from provisioning.models import ProgressEvent, Step
-from provisioning.sql import quote_ident
+from provisioning.pg.sql import quote_ident
 
 SCHEMA = "devdb_agent"
 

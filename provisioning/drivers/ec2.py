@@ -31,9 +31,9 @@ from provisioning.aws.settings import AwsSettings
 from provisioning.aws.ssm import SsmSecrets, parameter_name
 from provisioning.aws.userdata import render_user_data
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
-from provisioning.drivers.probe import PROBE_APP, probe
 from provisioning.errors import InvalidInput, ProvisioningFailed
 from provisioning.models import Environment, ProgressEvent, Step
+from provisioning.pg.probe import PROBE_APP, probe
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
 from provisioning.snapshots.s3 import S3SnapshotStore

@@ -14,15 +14,15 @@ import socket
 from dataclasses import replace
 from pathlib import Path
 
-from provisioning.cluster import LocalCluster
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
-from provisioning.drivers.probe import probe
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import Environment, ProgressEvent, Step
-from provisioning.postgres import PgPrograms, ServerAccount
-from provisioning.restore import Target, restore_dump
+from provisioning.pg.cluster import LocalCluster
+from provisioning.pg.probe import probe
+from provisioning.pg.programs import PgPrograms, ServerAccount
+from provisioning.pg.restore import Target, restore_dump
+from provisioning.pg.sql import quote_ident
 from provisioning.snapshots.manifest import Manifest
-from provisioning.sql import quote_ident
 
 DEV_USER = "dev"
 HOST = "127.0.0.1"

@@ -15,11 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
-from provisioning.drivers.probe import read_activity
 from provisioning.errors import InvalidInput, ProvisioningFailed
 from provisioning.models import Environment, ProgressEvent, Step
-from provisioning.postgres import run
-from provisioning.restore import restore_dump
+from provisioning.pg.probe import read_activity
+from provisioning.pg.programs import run
+from provisioning.pg.restore import restore_dump
+from provisioning.pg.sql import quote_ident
 from provisioning.shared.server import (
     ENV_MARK,
     GOLDEN_OWNER,
@@ -28,7 +29,6 @@ from provisioning.shared.server import (
     SharedServer,
 )
 from provisioning.snapshots.manifest import Manifest
-from provisioning.sql import quote_ident
 
 _ACTIVITY = r"""
 select

@@ -24,15 +24,15 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from provisioning.cluster import LocalCluster
-from provisioning.dsn import split_password
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import ProgressEvent
-from provisioning.postgres import PgPrograms, ServerAccount
-from provisioning.restore import Target, restore_dump
+from provisioning.pg.cluster import LocalCluster
+from provisioning.pg.dsn import split_password
+from provisioning.pg.programs import PgPrograms, ServerAccount
+from provisioning.pg.restore import Target, restore_dump
+from provisioning.pg.sql import quote_ident
 from provisioning.snapshots.dump import pg_dump
 from provisioning.snapshots.manifest import Manifest
-from provisioning.sql import quote_ident
 
 SHARED_DB = "devdb_shared"
 GOLDEN_OWNER = "devdb_golden"

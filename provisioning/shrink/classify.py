@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import yaml
 
+from provisioning.pg.sql import quote_ident, quote_table
 from provisioning.shrink import documents
 from provisioning.shrink.catalog import BYTES, JSON, OTHER, Catalog, Column, read_catalog
 from provisioning.shrink.copytext import encode
@@ -22,7 +23,6 @@ from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.plan import looked_for
 from provisioning.shrink.policy import column_policy
 from provisioning.shrink.rewrite import MIN_COPIED
-from provisioning.sql import quote_ident, quote_table
 
 _SAMPLE = 200
 Entry = dict[str, Any] | str

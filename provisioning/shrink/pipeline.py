@@ -27,10 +27,11 @@ from typing import Any
 
 import asyncpg
 
-from provisioning.dsn import redact
 from provisioning.errors import InvalidInput, PolicyViolation, ProvisioningFailed
 from provisioning.models import ProgressEvent
-from provisioning.postgres import PgPrograms, first_error, run
+from provisioning.pg.dsn import redact
+from provisioning.pg.programs import PgPrograms, first_error, run
+from provisioning.pg.sql import quote_table
 from provisioning.shrink.catalog import Catalog, read_catalog
 from provisioning.shrink.contents import Contents, account
 from provisioning.shrink.detect import PiiDetector
@@ -49,7 +50,6 @@ from provisioning.shrink.subset import Selection, select_subset
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.dump import list_dump, pg_dump
 from provisioning.snapshots.manifest import Manifest, manifest_for_dump
-from provisioning.sql import quote_table
 
 Progress = Callable[[ProgressEvent], None]
 LEVEL = 1  # gzip level of the published data: close to pg_dump's size, several times faster

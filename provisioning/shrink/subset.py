@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from provisioning.errors import InvalidInput
+from provisioning.pg.sql import quote_ident, quote_table
 from provisioning.shrink.catalog import Catalog, ForeignKey, Table
 from provisioning.shrink.policy import Policy
-from provisioning.sql import quote_ident, quote_table
 
 Key = tuple[str | None, ...]
 _BATCH = 5000

@@ -19,14 +19,14 @@ import asyncpg
 
 from provisioning.errors import InvalidInput, ProvisioningFailed
 from provisioning.models import ProgressEvent
-from provisioning.postgres import PgPrograms, first_error
+from provisioning.pg.programs import PgPrograms, first_error
+from provisioning.pg.sql import quote_ident, quote_table
 from provisioning.shrink.catalog import BYTES, TEXT, Table, read_catalog
 from provisioning.shrink.copytext import END, encode
 from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.dumpscan import scan_schema
 from provisioning.shrink.fields import reader
 from provisioning.shrink.scan import Finding, Findings
-from provisioning.sql import quote_ident, quote_table
 
 Progress = Callable[[ProgressEvent], None]
 _BLOCK = 4000  # values per column handed to the detectors at once

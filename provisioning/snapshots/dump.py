@@ -16,13 +16,13 @@ from typing import Any
 
 import asyncpg
 
-from provisioning.dsn import redact, split_secrets
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import ProgressEvent, Step
-from provisioning.postgres import PgPrograms, first_error, run
+from provisioning.pg.dsn import redact, split_secrets
+from provisioning.pg.programs import PgPrograms, first_error, run
+from provisioning.pg.sql import quote_ident
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest, manifest_for_dump
-from provisioning.sql import quote_ident
 
 _ENTRY = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
 

@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-from provisioning.cluster import SUPERUSER, LocalCluster
 from provisioning.errors import DevdbError, StateStoreUnavailable
-from provisioning.postgres import PgPrograms, ServerAccount
+from provisioning.pg.cluster import SUPERUSER, LocalCluster
+from provisioning.pg.programs import PgPrograms, ServerAccount
 
 CONTROL_PORT = 5432  # names the socket only: the control cluster listens on no TCP port
 CONTROL_DATABASE = "devdb"

@@ -23,7 +23,7 @@ import asyncpg
 
 from provisioning.errors import MissingBinary, ProvisioningFailed
 from provisioning.models import ProgressEvent, Step
-from provisioning.postgres import PgPrograms, first_error
+from provisioning.pg.programs import PgPrograms, first_error
 from provisioning.snapshots.manifest import Manifest
 
 POLL_SECONDS = 0.5

@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 
 from provisioning.errors import PortInUse, ProvisioningFailed
-from provisioning.postgres import PgPrograms, ServerAccount, run, server_env
+from provisioning.pg.programs import PgPrograms, ServerAccount, run, server_env
 
 SUPERUSER = "devdb"
 # Unix socket paths are limited to 107 bytes; leave room for "/.s.PGSQL.65535".

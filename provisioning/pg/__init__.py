@@ -1,0 +1,1 @@
+"""PostgreSQL plumbing: clusters, programs, restore, quoting, the activity probe, DSNs."""
