@@ -10,6 +10,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from provisioning.aws.wiring import aws_parts
 from provisioning.drivers.base import Driver
+from provisioning.drivers.golden import GoldenCopies
 from provisioning.drivers.local import LocalDriver
 from provisioning.drivers.shared import SharedDatabaseDriver, SharedSchemaDriver
 from provisioning.jobs import JobOptions
@@ -67,6 +68,12 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 programs=programs,
                 account=account,
                 port_range=settings.port_range,
+                golden=GoldenCopies(
+                    settings.home / "golden",
+                    programs=programs,
+                    account=account,
+                    jobs=settings.restore_jobs,
+                ),
             ),
         }
 

@@ -126,7 +126,7 @@ class Service(Upkeep):
         warm = reserved is not None
         if reserved is None:
             emit(ProgressEvent(step=Step.RESERVE, message=f"verifying snapshot {manifest.id}"))
-            dump_dir = await driver.stage(self.snapshots, manifest)
+            dump_dir = await driver.stage(self.snapshots, manifest, emit)
             reserved = await self._reserve(actor, name, kind, manifest, ttl)
             assert reserved is not None
         env, job_id = reserved

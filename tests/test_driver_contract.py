@@ -79,6 +79,9 @@ async def test_launch_restore_use_terminate(
 ) -> None:
     driver, snapshots = kit
     env = fake_env(driver.kind, demo_snapshot)
+    # As a refresh does it: the snapshot staged first (a local golden copy is built then, so
+    # the local environment is a clone), then placed, launched and restored.
+    dump = await driver.stage(snapshots, demo_snapshot)
     placement = await driver.place(env, set())
     password = new_password()
     events, progress = collect()
@@ -86,8 +89,9 @@ async def test_launch_restore_use_terminate(
         placement = await driver.launch(placement, password, progress)
         assert await driver.is_running(placement.handle)
         assert driver.key(placement.handle) in {driver.key(h) for h in await driver.inventory()}
+        if driver.kind == "local":
+            assert placement.handle["made"] == "clone"
 
-        dump = await driver.stage(snapshots, demo_snapshot)
         await driver.restore(placement, dump, demo_snapshot, 2, progress)
         restore_events = [e for e in events if e.step.value == "restore"]
         assert restore_events[-1].percent == 100.0

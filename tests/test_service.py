@@ -38,6 +38,16 @@ from provisioning.snapshots.manifest import Manifest
 from tests.conftest import unique
 
 
+def restoring_driver(local: LocalDriver) -> LocalDriver:
+    """The local driver without golden copies: every environment is a full restore."""
+    return LocalDriver(
+        local.clusters_dir,
+        programs=local.programs,
+        account=local.account,
+        port_range=local.port_range,
+    )
+
+
 def service_with(runtime: Runtime, **changes: object) -> Service:
     """The session's service with a different policy, job options or drivers."""
     base = runtime.service
@@ -120,7 +130,11 @@ async def test_refresh_replaces_only_when_the_new_one_is_ready(
 ) -> None:
     owner = unique("dev")
     name = unique("swap")
-    first = await runtime.service.refresh(owner, name, snapshot=demo_snapshot.id)
+    # Restored, not cloned, so that the old environment is probed while the new one restores.
+    local = runtime.service.drivers["local"]
+    assert isinstance(local, LocalDriver)
+    service = service_with(runtime, drivers={"local": restoring_driver(local)})
+    first = await service.refresh(owner, name, snapshot=demo_snapshot.id)
     assert first.endpoint is not None
     old_dsn = first.endpoint.dsn
     restoring = asyncio.Event()
@@ -135,7 +149,7 @@ async def test_refresh_replaces_only_when_the_new_one_is_ready(
         served_during_restore.append(await rows(old_dsn, "contacts"))
 
     second, _ = await asyncio.gather(
-        runtime.service.refresh(owner, name, snapshot=chinook_snapshot.id, progress=watch),
+        service.refresh(owner, name, snapshot=chinook_snapshot.id, progress=watch),
         probe_old(),
     )
     assert served_during_restore[0] == demo_snapshot.tables["public.contacts"].rows

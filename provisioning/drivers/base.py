@@ -77,11 +77,14 @@ class Driver(ABC):
     async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
         """Choose resources for `env` (a port, a directory, a region); create nothing."""
 
-    async def stage(self, snapshots: SnapshotStore, manifest: Manifest) -> Path | None:
+    async def stage(
+        self, snapshots: SnapshotStore, manifest: Manifest, progress: Progress | None = None
+    ) -> Path | None:
         """Get the snapshot ready for `restore`, before anything is reserved or launched.
 
         By default: a verified local copy of the dump. A driver whose servers fetch the
-        snapshot themselves checks that they can, and returns None.
+        snapshot themselves checks that they can, and returns None. A driver that keeps a
+        golden copy per snapshot builds it here on first use, reporting to `progress`.
         """
         return await snapshots.fetch(manifest)
 

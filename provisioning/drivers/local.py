@@ -4,6 +4,11 @@ Each environment gets `<clusters>/<env id>-<random>/` with its own data director
 from the configured range on 127.0.0.1, a login role `dev` with a random password
 (scram-sha-256), and a database named after the environment, owned by `dev`. devdb itself
 talks to the cluster as superuser over the cluster's private Unix socket.
+
+With golden copies (`golden.py`), a snapshot is restored once; each environment is then a
+copy of that stopped data directory (block-sharing where the filesystem can), started on
+its own port with its own password and its database renamed: no restore at all. Without
+one (the copy could not be built), an environment is made by initdb and pg_restore.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
+from provisioning.drivers.golden import GOLDEN_DATABASE, GoldenCopies
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import Environment, ProgressEvent, Step
 from provisioning.pg.cluster import LocalCluster
@@ -22,6 +28,7 @@ from provisioning.pg.probe import probe
 from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.pg.restore import Target, restore_dump
 from provisioning.pg.sql import quote_ident
+from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
 
 DEV_USER = "dev"
@@ -47,11 +54,13 @@ class LocalDriver(Driver):
         programs: PgPrograms,
         account: ServerAccount | None,
         port_range: tuple[int, int],
+        golden: GoldenCopies | None = None,
     ) -> None:
         self.clusters_dir = clusters_dir
         self.programs = programs
         self.account = account
         self.port_range = port_range
+        self.golden = golden
 
     def _cluster(self, handle: Handle) -> LocalCluster:
         return LocalCluster(
@@ -67,6 +76,15 @@ class LocalDriver(Driver):
         for program in ("initdb", "pg_ctl", "pg_restore"):
             self.programs.path(program)
 
+    async def stage(
+        self, snapshots: SnapshotStore, manifest: Manifest, progress: Progress | None = None
+    ) -> Path | None:
+        """A verified copy of the dump, and the snapshot's golden copy, built on first use."""
+        dump = await snapshots.fetch(manifest)
+        if self.golden is not None and dump is not None:
+            await self.golden.ensure(manifest, dump, progress or (lambda _: None))
+        return dump
+
     async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
         low, high = self.port_range
         # From a random point in the range, so concurrent refreshes rarely pick the same port.
@@ -80,7 +98,7 @@ class LocalDriver(Driver):
             )
         root = self.clusters_dir / f"{env.id}-{secrets.token_hex(3)}"
         return Placement(
-            handle={"dir": str(root), "port": port},
+            handle={"dir": str(root), "port": port, "snapshot": env.snapshot_id},
             host=HOST,
             port=port,
             database=env.name,
@@ -92,6 +110,9 @@ class LocalDriver(Driver):
         if self.account:
             os.chmod(self.clusters_dir, 0o711)
         cluster = self._cluster(placement.handle)
+        golden = self.golden.ready(placement.handle.get("snapshot")) if self.golden else None
+        if golden is not None:
+            return await self._clone(placement, cluster, golden, password, progress)
         progress(
             ProgressEvent(step=Step.LAUNCH, message="creating a PostgreSQL cluster", percent=10.0)
         )
@@ -115,7 +136,42 @@ class LocalDriver(Driver):
         finally:
             await conn.close()
         progress(ProgressEvent(step=Step.LAUNCH, message="server is up", percent=100.0))
-        return placement
+        return replace(placement, handle={**placement.handle, "made": "restore"})
+
+    async def _clone(
+        self,
+        placement: Placement,
+        cluster: LocalCluster,
+        golden: Path,
+        password: str,
+        progress: Progress,
+    ) -> Placement:
+        progress(ProgressEvent(step=Step.LAUNCH, message="cloning the golden copy", percent=10.0))
+        method = await cluster.adopt(golden)
+        progress(
+            ProgressEvent(
+                step=Step.LAUNCH,
+                message=f"cloned ({method}); starting it on port {placement.port}",
+                percent=60.0,
+            )
+        )
+        await cluster.start()
+        conn = await cluster.connect()
+        try:
+            statement = await conn.fetchval(
+                "select format('alter role %I password %L', $1::text, $2::text)",
+                placement.user,
+                password,
+            )
+            await conn.execute(statement)
+            if placement.database != GOLDEN_DATABASE:
+                await conn.execute(
+                    f"alter database {GOLDEN_DATABASE} rename to {quote_ident(placement.database)}"
+                )
+        finally:
+            await conn.close()
+        progress(ProgressEvent(step=Step.LAUNCH, message="server is up", percent=100.0))
+        return replace(placement, handle={**placement.handle, "made": "clone", "method": method})
 
     async def restore(
         self,
@@ -125,6 +181,18 @@ class LocalDriver(Driver):
         jobs: int,
         progress: Progress,
     ) -> None:
+        if placement.handle.get("made") == "clone":
+            progress(
+                ProgressEvent(
+                    step=Step.RESTORE,
+                    message="cloned from the golden copy: nothing to restore",
+                    percent=100.0,
+                    bytes_done=manifest.data_bytes,
+                    bytes_total=manifest.data_bytes,
+                    eta_seconds=0.0,
+                )
+            )
+            return
         if dump_dir is None:
             raise ProvisioningFailed("a local restore needs the snapshot on this machine.")
         cluster = self._cluster(placement.handle)
@@ -180,6 +248,9 @@ class LocalDriver(Driver):
     async def activity(self, handle: Handle) -> Activity:
         cluster = self._cluster(handle)
         return await probe(host=str(cluster.socket_dir), port=cluster.port, user="devdb")
+
+    async def prune(self, snapshot_ids: set[str]) -> list[str]:
+        return await self.golden.prune(snapshot_ids) if self.golden else []
 
     async def terminate(self, handle: Handle) -> None:
         if not handle.get("dir"):

@@ -22,6 +22,7 @@ from pathlib import Path
 import asyncpg
 
 from provisioning.errors import PortInUse, ProvisioningFailed
+from provisioning.pg.clone import clone_tree
 from provisioning.pg.programs import PgPrograms, ServerAccount, run, server_env
 
 SUPERUSER = "devdb"
@@ -83,11 +84,7 @@ class LocalCluster:
 
     async def create(self) -> None:
         """Make the directory and run initdb; raise `ProvisioningFailed` with initdb's reason."""
-        if len(str(self.socket_dir)) > _MAX_SOCKET_DIR:
-            raise ProvisioningFailed(
-                f"the path {self.root} is too long for a PostgreSQL socket: "
-                "choose a shorter DEVDB_HOME."
-            )
+        self._check_socket_path()
         initdb = self.programs.path("initdb")
         self.root.parent.mkdir(parents=True, exist_ok=True)
         self.root.mkdir(mode=0o700)
@@ -109,6 +106,31 @@ class LocalCluster:
         result = await run(args, account=self.account, env=server_env(), cwd=self.root)
         if result.returncode != 0:
             raise ProvisioningFailed(f"initdb failed: {_last_line(result.stderr)}")
+        self._configure()
+
+    async def adopt(self, data_dir: Path) -> str:
+        """Make this cluster a copy of another's stopped data directory (a golden copy),
+        configured for this root and port; return how it was copied ("reflink" or "copy")."""
+        self._check_socket_path()
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700)
+        if self.account:
+            self.account.give(self.root)
+        owner = (self.account.uid, self.account.gid) if self.account else None
+        method = await asyncio.to_thread(clone_tree, data_dir, self.data_dir, owner=owner)
+        (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+        self._configure()
+        return method
+
+    def _check_socket_path(self) -> None:
+        if len(str(self.socket_dir)) > _MAX_SOCKET_DIR:
+            raise ProvisioningFailed(
+                f"the path {self.root} is too long for a PostgreSQL socket: "
+                "choose a shorter DEVDB_HOME."
+            )
+
+    def _configure(self) -> None:
+        """Append this cluster's settings; later lines win, so a copy is reconfigured too."""
         settings = {
             "port": str(self.port),
             "listen_addresses": f"'{self.listen}'" if self.tcp else "''",

@@ -1,0 +1,149 @@
+"""Golden copies: each snapshot restored once, then cloned for every local environment.
+
+A golden copy is a data directory that had the snapshot restored into it (`pg_restore
+--jobs`), was vacuumed, analysed and checkpointed, and was then shut down cleanly. It is
+never started again: environments are copies of it (`pg/clone.py`), so they start with
+indexes built and statistics gathered, in about the time the server takes to start.
+
+Layout, under `<home>/golden/`:
+    <snapshot id>/data/      a finished golden copy (a READY file marks it whole)
+    .build-<id>-<random>/    one being built; renamed into place only when finished, so an
+                             interrupted build is never used and is swept at the next build
+    <snapshot id>.lock       held while building, so two processes never build it twice
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from provisioning.models import ProgressEvent, Step
+from provisioning.pg.cluster import LocalCluster
+from provisioning.pg.programs import PgPrograms, ServerAccount
+from provisioning.pg.restore import Target, restore_dump
+from provisioning.snapshots.manifest import Manifest
+
+GOLDEN_DATABASE = "golden"
+OWNER = "dev"
+_MARK = "READY"
+Progress = Callable[[ProgressEvent], None]
+
+
+class GoldenCopies:
+    def __init__(
+        self, root: Path, *, programs: PgPrograms, account: ServerAccount | None, jobs: int
+    ) -> None:
+        self.root = root
+        self.programs = programs
+        self.account = account
+        self.jobs = jobs
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def ready(self, snapshot_id: str | None) -> Path | None:
+        """The finished golden data directory of a snapshot, if there is one."""
+        if not snapshot_id:
+            return None
+        home = self.root / snapshot_id
+        data = home / "data"
+        if (home / _MARK).is_file() and (data / "PG_VERSION").is_file():
+            return data
+        return None
+
+    async def ensure(self, manifest: Manifest, dump_dir: Path, progress: Progress) -> Path:
+        """The golden copy of `manifest`, built from `dump_dir` unless it exists already."""
+        lock = self._locks.setdefault(manifest.id, asyncio.Lock())
+        async with lock:
+            found = self.ready(manifest.id)
+            if found is not None:
+                return found
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / f"{manifest.id}.lock", "w") as handle:
+                await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+                try:
+                    found = self.ready(manifest.id)  # another process may have built it
+                    if found is None:
+                        found = await self._build(manifest, dump_dir, progress)
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return found
+
+    async def _build(self, manifest: Manifest, dump_dir: Path, progress: Progress) -> Path:
+        for stale in self.root.glob(f".build-{manifest.id}-*"):  # interrupted builds
+            await asyncio.to_thread(shutil.rmtree, stale, True)
+        work = self.root / f".build-{manifest.id}-{secrets.token_hex(3)}"
+        # Only the private socket: a golden copy serves nobody while it is built.
+        cluster = LocalCluster(
+            work, 5432, programs=self.programs, account=self.account, tcp=False, durable=False
+        )
+        progress(ProgressEvent(step=Step.RESTORE, message="building the golden copy"))
+        try:
+            await cluster.create()
+            await cluster.start()
+            conn = await cluster.connect()
+            try:
+                await conn.execute(f"create role {OWNER} login")
+                await conn.execute(f"create database {GOLDEN_DATABASE} owner {OWNER}")
+            finally:
+                await conn.close()
+            await restore_dump(
+                programs=self.programs,
+                dump_dir=dump_dir,
+                manifest=manifest,
+                target=Target(
+                    host=str(cluster.socket_dir),
+                    port=cluster.port,
+                    user=OWNER,
+                    database=GOLDEN_DATABASE,
+                ),
+                jobs=self.jobs,
+                monitor=cluster.connect,
+                progress=progress,
+            )
+            conn = await cluster.connect(GOLDEN_DATABASE)
+            try:
+                await conn.execute("vacuum (analyze)")
+                await conn.execute("checkpoint")
+            finally:
+                await conn.close()
+            await cluster.stop()  # a clean shutdown: clones start without recovery
+            (work / "server.log").unlink(missing_ok=True)
+            (work / _MARK).write_text(manifest.id + "\n")
+            final = self.root / manifest.id
+            await asyncio.to_thread(shutil.rmtree, final, True)
+            work.rename(final)
+        except BaseException:
+            await asyncio.shield(cluster.remove())
+            raise
+        return final / "data"
+
+    async def prune(self, snapshot_ids: set[str]) -> list[str]:
+        """Remove golden copies of snapshots that are gone, and builds that were interrupted
+        (nobody holds their lock); return what was removed."""
+        if not self.root.is_dir():
+            return []
+        removed = []
+        for build in self.root.glob(".build-*"):
+            snapshot_id = build.name.removeprefix(".build-").rsplit("-", 1)[0]
+            with open(self.root / f"{snapshot_id}.lock", "a") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # being built right now
+                try:
+                    # Its builder was killed; the server it started may still run.
+                    await LocalCluster(
+                        build, 5432, programs=self.programs, account=self.account
+                    ).remove()
+                    removed.append(build.name)
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        for entry in self.root.iterdir():
+            if entry.is_dir() and not entry.name.startswith(".") and entry.name not in snapshot_ids:
+                await asyncio.to_thread(shutil.rmtree, entry, True)
+                (self.root / f"{entry.name}.lock").unlink(missing_ok=True)
+                removed.append(entry.name)
+        return removed
