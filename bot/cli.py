@@ -113,6 +113,13 @@ class Cli:
                 env = await self.service.destroy(self.user, name)
                 pgservice.remove_entry(self.settings.pg_service_file, env.name)
                 self.emit(messages.destroyed(env.name), {"name": env.name, "state": "destroyed"})
+            case grammar.ResetEnvironment(name=name):
+                with TerminalProgress(quiet=self.as_json) as progress:
+                    view, ended = await self.service.reset(self.user, name, progress)
+                self.emit(
+                    messages.reset_done(view.env.name, ended),
+                    {"name": view.env.name, "state": "ready", "sessions_ended": ended},
+                )
             case grammar.Extend(name=name, by=by):
                 env = await self.service.extend(self.user, name, by)
                 until = f"{env.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"

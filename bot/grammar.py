@@ -4,6 +4,7 @@ refresh [NAME] [--snapshot ID] [--ttl 8h] [--ec2 | --shared [--database]]
 list [--all]
 status [NAME]
 destroy NAME
+reset NAME
 extend NAME DURATION
 snapshots
 demo [--scale N]            (terminal only)
@@ -32,6 +33,7 @@ USAGE = {
     "list": "list [--all]",
     "status": "status [NAME]",
     "destroy": "destroy NAME",
+    "reset": "reset NAME",
     "extend": "extend NAME DURATION",
     "snapshots": "snapshots",
     "demo": "demo [--scale N]",
@@ -47,7 +49,7 @@ USAGE = {
     "help": "help",
 }
 SHARED_COMMANDS = frozenset(
-    {"refresh", "list", "status", "destroy", "extend", "protect", "snapshots", "help"}
+    {"refresh", "list", "status", "destroy", "reset", "extend", "protect", "snapshots", "help"}
 )
 TERMINAL_COMMANDS = SHARED_COMMANDS | {
     "demo",
@@ -121,6 +123,11 @@ class Destroy:
 
 
 @dataclass(frozen=True)
+class ResetEnvironment:
+    name: str
+
+
+@dataclass(frozen=True)
 class Extend:
     name: str
     by: timedelta
@@ -180,6 +187,7 @@ Command = (
     | ListEnvironments
     | Status
     | Destroy
+    | ResetEnvironment
     | Extend
     | Snapshots
     | Demo
@@ -221,6 +229,7 @@ _POSITIONALS = {
     "list": (0, 0),
     "status": (0, 1),
     "destroy": (1, 1),
+    "reset": (1, 1),
     "extend": (2, 2),
     "snapshots": (0, 0),
     "demo": (0, 0),
@@ -351,6 +360,9 @@ def _build(
     if verb == "destroy":
         assert name is not None
         return Destroy(name=name)
+    if verb == "reset":
+        assert name is not None
+        return ResetEnvironment(name=name)
     if verb == "extend":
         assert name is not None
         return Extend(name=name, by=parse_duration(args[1]))

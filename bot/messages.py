@@ -31,6 +31,11 @@ def connection_details(name: str, endpoint: Endpoint, service: str) -> str:
     )
 
 
+def reset_done(name: str, sessions: int) -> str:
+    ended = f"; {sessions} open session(s) were ended" if sessions else ""
+    return f"Environment {name!r} is back to its snapshot, with the same connection details{ended}."
+
+
 def destroyed(name: str) -> str:
     return f"Environment {name!r} was destroyed."
 
@@ -78,7 +83,7 @@ def unexpected(log: str) -> str:
 
 SLACK_HELP = "*devdb* — private, throw-away PostgreSQL environments.\n" + "\n".join(
     f"• `/devdb {USAGE[verb]}`"
-    for verb in ("refresh", "list", "status", "destroy", "extend", "protect", "snapshots")
+    for verb in ("refresh", "list", "status", "reset", "destroy", "extend", "protect", "snapshots")
 )
 
 

@@ -37,6 +37,7 @@ from provisioning.models import (
 from provisioning.notify import Notifier, Warner, nobody
 from provisioning.pg.programs import PgPrograms
 from provisioning.policy import Policy
+from provisioning.reset import Reset
 from provisioning.secrets import Passwords
 from provisioning.snapshots.base import SAVED, SnapshotStore
 from provisioning.snapshots.manifest import Manifest, validate_snapshot_id
@@ -48,7 +49,7 @@ def _ignore(_: ProgressEvent) -> None:
     return None
 
 
-class Service(Upkeep):
+class Service(Upkeep, Reset):
     def __init__(
         self,
         *,
@@ -126,7 +127,7 @@ class Service(Upkeep):
         warm = reserved is not None
         if reserved is None:
             emit(ProgressEvent(step=Step.RESERVE, message=f"verifying snapshot {manifest.id}"))
-            dump_dir = await driver.stage(self.snapshots, manifest, emit)
+            dump_dir = await driver.stage(self.snapshots, manifest)
             reserved = await self._reserve(actor, name, kind, manifest, ttl)
             assert reserved is not None
         env, job_id = reserved

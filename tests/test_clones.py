@@ -45,13 +45,18 @@ async def test_environments_are_clones_of_one_golden_copy(
     driver = local_driver(runtime)
     assert driver.golden is not None
     owner = unique("dev")
+    await driver.prune(set())
+    # The first environment is restored, and kept as the golden copy; the next are clones.
+    first = await runtime.service.refresh(owner, "first", snapshot=chinook_snapshot.id)
+    assert first.env.handle["made"] == "restore"
+    assert driver.golden.ready(chinook_snapshot.id) is not None
+    await runtime.service.destroy(owner, "first")
     names = [unique("c") for _ in range(2)]
     views = await asyncio.gather(
         *(runtime.service.refresh(owner, n, snapshot=chinook_snapshot.id) for n in names)
     )
     root = driver.golden.root
-    assert driver.golden.ready(chinook_snapshot.id) is not None
-    assert not list(root.glob(".build-*")), "built once, nothing half-made left"
+    assert not list(root.glob(f".build-{chinook_snapshot.id}-*")), "nothing half-made left"
     try:
         for view in views:
             assert view.env.handle["made"] == "clone"
@@ -169,54 +174,126 @@ async def test_clones_share_blocks_on_a_reflink_filesystem(
     owner = unique("dev")
     started = time.monotonic()
     first = await service.refresh(owner, "one", snapshot=demo_snapshot.id)
-    golden_and_clone = time.monotonic() - started
+    restored = time.monotonic() - started
     started = time.monotonic()
     second = await service.refresh(owner, "two", snapshot=demo_snapshot.id)
-    clone_only = time.monotonic() - started
+    cloned = time.monotonic() - started
     try:
+        assert first.env.handle["made"] == "restore"
+        assert second.env.handle["made"] == "clone" and second.env.handle["method"] == REFLINK
         for view in (first, second):
-            assert view.env.handle["made"] == "clone" and view.env.handle["method"] == REFLINK
             assert view.endpoint is not None
             assert await count(view.endpoint.dsn, "contacts") == 2000
-        assert clone_only < golden_and_clone
+        assert cloned < restored
     finally:
         for name in ("one", "two"):
             await service.destroy(owner, name)
         await driver.prune(set())
 
 
+BUILD = """
+import asyncio, sys
+from pathlib import Path
+from provisioning.drivers.golden import GoldenCopies
+from provisioning.pg.programs import PgPrograms, ServerAccount
+from provisioning.snapshots.manifest import Manifest
+
+root, dump, manifest = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+golden = GoldenCopies(
+    root, programs=PgPrograms(), account=ServerAccount.for_current_process(None), jobs=1
+)
+asyncio.run(golden.ensure(Manifest.from_json(manifest.read_text()), dump, lambda _: None))
+"""
+
+
 async def test_an_interrupted_golden_build_is_never_used_and_is_swept(
-    runtime: Runtime, chinook_snapshot: Manifest, cli_env: dict[str, str]
+    runtime: Runtime, chinook_snapshot: Manifest
 ) -> None:
-    """kill -9 while `devdb refresh` builds a golden copy: the half-built copy is never used,
-    reconciliation's prune stops its server and removes it, and the next refresh builds it."""
+    """kill -9 while a golden copy is built (as the nightly rebuild builds one): the half-built
+    copy is never used, reconciliation's prune stops its server and removes it, and the
+    next build makes it whole."""
     driver = local_driver(runtime)
     assert driver.golden is not None
-    await driver.prune(set())  # no golden copies: the next refresh must build one
-    name = unique("k")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "refresh", name, "--snapshot", chinook_snapshot.id],
-        env=cli_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    await driver.prune(set())
+    dump = await runtime.snapshots.fetch(chinook_snapshot)
+    manifest = dump.parent / "manifest.json"
+    command = [sys.executable, "-c", BUILD, str(driver.golden.root), str(dump), str(manifest)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while not list(driver.golden.root.glob(f".build-{chinook_snapshot.id}-*/data/postmaster.pid")):
+    pattern = f".build-{chinook_snapshot.id}-*/data/postmaster.pid"
+    while not list(driver.golden.root.glob(pattern)):
         assert time.monotonic() < deadline and proc.poll() is None, "the build never started"
         await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert driver.golden.ready(chinook_snapshot.id) is None
+    assert driver.golden.ready(chinook_snapshot.id) is None, "a half-built copy is not used"
     builds = list(driver.golden.root.glob(".build-*"))
     assert builds
     removed = await driver.prune({chinook_snapshot.id})
-    assert [b.name for b in builds] == removed
+    assert sorted(b.name for b in builds) == sorted(removed)
     assert not list(driver.golden.root.glob(".build-*"))
-    leftover = subprocess.run(["pgrep", "-f", str(builds[0])], capture_output=True, check=False)
-    assert leftover.stdout == b"", "the half-built copy's server was stopped"
-    owner = unique("dev")
-    view = await runtime.service.refresh(owner, "again", snapshot=chinook_snapshot.id)
+    # Its server is stopped; a restore client the killed builder left loses its connection
+    # with it and exits.
+    deadline = time.monotonic() + 10
+    while subprocess.run(["pgrep", "-f", str(builds[0])], capture_output=True).stdout:
+        assert time.monotonic() < deadline, "a process of the half-built copy is still running"
+        await asyncio.sleep(0.1)
+    await driver.golden.ensure(chinook_snapshot, dump, lambda _: None)
+    assert driver.golden.ready(chinook_snapshot.id) is not None
+
+
+async def test_reset_brings_back_the_snapshot_under_the_same_dsn(
+    runtime: Runtime, demo_snapshot: Manifest, cli_env: dict[str, str]
+) -> None:
+    owner = "carol"  # cli_env's user
+    name = unique("r")
+    view = await runtime.service.refresh(owner, name, snapshot=demo_snapshot.id)
+    assert view.endpoint is not None
+    dsn = view.endpoint.dsn
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(
+        "insert into tenants values (9999, 'Scratch', 'scratch', false, 'free', now())"
+    )
+    await conn.execute("create table notes (id int)")
     try:
-        assert view.env.handle["made"] == "clone"
+        result = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "--json", "reset", name],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert '"sessions_ended": 1' in result.stdout, "the open session was ended and counted"
+        with pytest.raises((OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+            await conn.fetchval("select 1")
     finally:
-        await runtime.service.destroy(owner, "again")
+        await conn.close()
+    after = await asyncpg.connect(dsn)  # the same host, port, database, user and password
+    try:
+        assert await after.fetchval("select count(*) from tenants where id = 9999") == 0
+        assert await after.fetchval("select to_regclass('notes')") is None
+        assert await after.fetchval("select count(*) from contacts") == 2000
+    finally:
+        await after.close()
+    stranger = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "reset", name],
+        env={**cli_env, "DEVDB_USER": "mallory"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert stranger.returncode == 1 and "only its owner or an admin may reset it" in stranger.stderr
+    async with runtime.store.connection() as tx:
+        rows = await tx.conn.fetch(
+            "select actor, result from devdb.audit_log where action = 'reset' and target = $1 "
+            "order by id",
+            name,
+        )
+    assert [(r["actor"], r["result"]) for r in rows] == [
+        ("carol", "reset"),
+        ("mallory", "refused"),
+    ]
+    await runtime.service.destroy(owner, name)

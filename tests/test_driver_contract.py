@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from provisioning.drivers.base import Driver, Placement
+from provisioning.drivers.local import LocalDriver
 from provisioning.errors import PortInUse
 from provisioning.models import Environment, EnvState, ProgressEvent
 from provisioning.runtime import Runtime
@@ -79,9 +80,11 @@ async def test_launch_restore_use_terminate(
 ) -> None:
     driver, snapshots = kit
     env = fake_env(driver.kind, demo_snapshot)
-    # As a refresh does it: the snapshot staged first (a local golden copy is built then, so
-    # the local environment is a clone), then placed, launched and restored.
+    # As a refresh does it: the snapshot staged first, then placed, launched and restored. A
+    # local environment is a clone of the snapshot's golden copy, made here if need be.
     dump = await driver.stage(snapshots, demo_snapshot)
+    if isinstance(driver, LocalDriver) and driver.golden is not None and dump is not None:
+        await driver.golden.ensure(demo_snapshot, dump, lambda _: None)
     placement = await driver.place(env, set())
     password = new_password()
     events, progress = collect()

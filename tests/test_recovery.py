@@ -51,6 +51,8 @@ async def kill_refresh_at(
     step: str,
     sig: signal.Signals = signal.SIGKILL,
 ) -> str:
+    # No golden copies: the refresh restores, so there is a restore step to kill it in.
+    await runtime.service.drivers["local"].prune(set())
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "refresh", name, "--snapshot", snapshot],
         env=env,

@@ -121,6 +121,9 @@ async def answer(
                     view.env.name, view.endpoint, pgservice.section_name(view.env.name)
                 )
             await respond(response_type="ephemeral", text=text, blocks=blocks)
+        case grammar.ResetEnvironment(name=name):
+            view, ended = await service.reset(user, name)
+            await respond(response_type="ephemeral", text=messages.reset_done(view.env.name, ended))
         case grammar.Destroy(name=name):
             env = await service.destroy(user, name)
             await respond(response_type="ephemeral", text=messages.destroyed(env.name))

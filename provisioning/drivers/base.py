@@ -77,14 +77,11 @@ class Driver(ABC):
     async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
         """Choose resources for `env` (a port, a directory, a region); create nothing."""
 
-    async def stage(
-        self, snapshots: SnapshotStore, manifest: Manifest, progress: Progress | None = None
-    ) -> Path | None:
+    async def stage(self, snapshots: SnapshotStore, manifest: Manifest) -> Path | None:
         """Get the snapshot ready for `restore`, before anything is reserved or launched.
 
         By default: a verified local copy of the dump. A driver whose servers fetch the
-        snapshot themselves checks that they can, and returns None. A driver that keeps a
-        golden copy per snapshot builds it here on first use, reporting to `progress`.
+        snapshot themselves checks that they can, and returns None.
         """
         return await snapshots.fetch(manifest)
 
@@ -111,6 +108,18 @@ class Driver(ABC):
         """Give a warm (pooled) environment to its new owner: rename its database to
         `database`, set the login role's password; return the placement as it is now."""
         raise ProvisioningFailed(f"{self.kind} environments cannot be handed over from a pool.")
+
+    async def reset(
+        self,
+        placement: Placement,
+        password: str,
+        manifest: Manifest,
+        dump_dir: Path | None,
+        progress: Progress,
+    ) -> int:
+        """Throw away every change: bring the environment back to `manifest` with the same
+        host, port, database, user and password. Returns the client sessions it ended."""
+        raise ProvisioningFailed(f"{self.kind} environments cannot be reset yet: refresh them.")
 
     async def endpoint(self, placement: Placement, password: str) -> Endpoint:
         """How a developer connects: by default, what the placement says, and the password."""

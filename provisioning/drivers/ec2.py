@@ -101,9 +101,7 @@ class Ec2Driver(Driver):
         if not self.settings.ec2_enabled:
             raise InvalidInput("EC2 environments need DEVDB_EC2_AMI or DEVDB_EC2_LAUNCH_TEMPLATE.")
 
-    async def stage(
-        self, snapshots: SnapshotStore, manifest: Manifest, progress: Progress | None = None
-    ) -> Path | None:
+    async def stage(self, snapshots: SnapshotStore, manifest: Manifest) -> Path | None:
         if not isinstance(snapshots, S3SnapshotStore):
             raise InvalidInput("EC2 environments restore from S3: set DEVDB_S3_BUCKET.")
         return None  # the instance downloads and verifies it

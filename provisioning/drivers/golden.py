@@ -5,6 +5,10 @@ A golden copy is a data directory that had the snapshot restored into it (`pg_re
 never started again: environments are copies of it (`pg/clone.py`), so they start with
 indexes built and statistics gathered, in about the time the server takes to start.
 
+The first environment of a snapshot is restored as before, and its freshly restored data
+directory, stopped cleanly, is kept as the golden copy (`keep`); or the copy is built on
+its own (`ensure`), as the nightly rebuild does right after publishing.
+
 Layout, under `<home>/golden/`:
     <snapshot id>/data/      a finished golden copy (a READY file marks it whole)
     .build-<id>-<random>/    one being built; renamed into place only when finished, so an
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from provisioning.models import ProgressEvent, Step
+from provisioning.pg.clone import clone_tree
 from provisioning.pg.cluster import LocalCluster
 from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.pg.restore import Target, restore_dump
@@ -42,6 +47,39 @@ class GoldenCopies:
         self.account = account
         self.jobs = jobs
         self._locks: dict[str, asyncio.Lock] = {}
+
+    def database(self, snapshot_id: str) -> str:
+        """The name the golden copy's database has (the one each clone renames)."""
+        return (self.root / snapshot_id / _MARK).read_text().split("\n", 1)[0].strip()
+
+    async def keep(
+        self, snapshot_id: str, data_dir: Path, database: str, owner: tuple[int, int] | None
+    ) -> bool:
+        """Keep a copy of a cleanly stopped, freshly restored data directory as the snapshot's
+        golden copy, unless one exists or is being made; return whether it was kept."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{snapshot_id}.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # another environment is making it right now
+            try:
+                if self.ready(snapshot_id) is not None:
+                    return False
+                work = self.root / f".build-{snapshot_id}-{secrets.token_hex(3)}"
+                work.mkdir(mode=0o700)
+                try:
+                    await asyncio.to_thread(clone_tree, data_dir, work / "data", owner=owner)
+                    for name in ("postmaster.pid", "postmaster.opts"):
+                        (work / "data" / name).unlink(missing_ok=True)
+                    (work / _MARK).write_text(database + "\n")
+                    work.rename(self.root / snapshot_id)
+                except BaseException:
+                    await asyncio.to_thread(shutil.rmtree, work, True)
+                    raise
+                return True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def ready(self, snapshot_id: str | None) -> Path | None:
         """The finished golden data directory of a snapshot, if there is one."""
@@ -111,7 +149,7 @@ class GoldenCopies:
                 await conn.close()
             await cluster.stop()  # a clean shutdown: clones start without recovery
             (work / "server.log").unlink(missing_ok=True)
-            (work / _MARK).write_text(manifest.id + "\n")
+            (work / _MARK).write_text(GOLDEN_DATABASE + "\n")
             final = self.root / manifest.id
             await asyncio.to_thread(shutil.rmtree, final, True)
             work.rename(final)

@@ -13,14 +13,16 @@ one (the copy could not be built), an environment is made by initdb and pg_resto
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+import shutil
 import socket
 from dataclasses import replace
 from pathlib import Path
 
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
-from provisioning.drivers.golden import GOLDEN_DATABASE, GoldenCopies
+from provisioning.drivers.golden import GoldenCopies
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import Environment, ProgressEvent, Step
 from provisioning.pg.cluster import LocalCluster
@@ -28,7 +30,6 @@ from provisioning.pg.probe import probe
 from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.pg.restore import Target, restore_dump
 from provisioning.pg.sql import quote_ident
-from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
 
 DEV_USER = "dev"
@@ -75,15 +76,6 @@ class LocalDriver(Driver):
     async def preflight(self) -> None:
         for program in ("initdb", "pg_ctl", "pg_restore"):
             self.programs.path(program)
-
-    async def stage(
-        self, snapshots: SnapshotStore, manifest: Manifest, progress: Progress | None = None
-    ) -> Path | None:
-        """A verified copy of the dump, and the snapshot's golden copy, built on first use."""
-        dump = await snapshots.fetch(manifest)
-        if self.golden is not None and dump is not None:
-            await self.golden.ensure(manifest, dump, progress or (lambda _: None))
-        return dump
 
     async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
         low, high = self.port_range
@@ -164,14 +156,49 @@ class LocalDriver(Driver):
                 password,
             )
             await conn.execute(statement)
-            if placement.database != GOLDEN_DATABASE:
+            assert self.golden is not None
+            database = self.golden.database(str(placement.handle.get("snapshot")))
+            if placement.database != database:
                 await conn.execute(
-                    f"alter database {GOLDEN_DATABASE} rename to {quote_ident(placement.database)}"
+                    f"alter database {quote_ident(database)}"
+                    f" rename to {quote_ident(placement.database)}"
                 )
         finally:
             await conn.close()
         progress(ProgressEvent(step=Step.LAUNCH, message="server is up", percent=100.0))
         return replace(placement, handle={**placement.handle, "made": "clone", "method": method})
+
+    async def reset(
+        self,
+        placement: Placement,
+        password: str,
+        manifest: Manifest,
+        dump_dir: Path | None,
+        progress: Progress,
+    ) -> int:
+        golden = self.golden.ready(manifest.id) if self.golden else None
+        if golden is None and self.golden is not None and dump_dir is not None:
+            golden = await self.golden.ensure(manifest, dump_dir, progress)
+        if golden is None:
+            raise ProvisioningFailed(
+                f"snapshot {manifest.id} has no golden copy here, so this environment cannot "
+                "be reset: refresh it instead."
+            )
+        cluster = self._cluster(placement.handle)
+        sessions = (await self.activity(placement.handle)).connections
+        progress(ProgressEvent(step=Step.LAUNCH, message="stopping the server", percent=10.0))
+        await cluster.stop(immediate=True)  # ends every session
+        old = cluster.data_dir.with_name(f"data.old-{secrets.token_hex(3)}")
+        cluster.data_dir.rename(old)
+        try:
+            await self._clone(placement, cluster, golden, password, progress)
+        except BaseException:
+            await cluster.stop(immediate=True)
+            await asyncio.to_thread(shutil.rmtree, cluster.data_dir, True)
+            old.rename(cluster.data_dir)  # back as it was
+            raise
+        await asyncio.to_thread(shutil.rmtree, old, True)
+        return sessions
 
     async def restore(
         self,
@@ -211,6 +238,36 @@ class LocalDriver(Driver):
             monitor=cluster.connect,
             progress=progress,
         )
+        if self.golden is not None and self.golden.ready(manifest.id) is None:
+            await self._keep_golden(placement, cluster, manifest, progress)
+
+    async def _keep_golden(
+        self, placement: Placement, cluster: LocalCluster, manifest: Manifest, progress: Progress
+    ) -> None:
+        """The first environment of a snapshot, freshly restored, becomes its golden copy:
+        vacuumed, analysed, checkpointed, stopped cleanly, copied, and started again."""
+        assert self.golden is not None
+        progress(
+            ProgressEvent(
+                step=Step.RESTORE,
+                message="keeping a golden copy for the next environments",
+                percent=100.0,
+                bytes_done=manifest.data_bytes,
+                bytes_total=manifest.data_bytes,
+            )
+        )
+        conn = await cluster.connect(placement.database)
+        try:
+            await conn.execute("vacuum (analyze)")
+            await conn.execute("checkpoint")
+        finally:
+            await conn.close()
+        await cluster.stop()
+        try:
+            owner = (self.account.uid, self.account.gid) if self.account else None
+            await self.golden.keep(manifest.id, cluster.data_dir, placement.database, owner)
+        finally:
+            await cluster.start()
 
     async def handover(self, placement: Placement, database: str, password: str) -> Placement:
         conn = await self._cluster(placement.handle).connect()

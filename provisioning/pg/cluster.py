@@ -113,9 +113,10 @@ class LocalCluster:
         configured for this root and port; return how it was copied ("reflink" or "copy")."""
         self._check_socket_path()
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        self.root.mkdir(mode=0o700)
-        if self.account:
-            self.account.give(self.root)
+        if not self.root.is_dir():  # a reset copies into the cluster it already has
+            self.root.mkdir(mode=0o700)
+            if self.account:
+                self.account.give(self.root)
         owner = (self.account.uid, self.account.gid) if self.account else None
         method = await asyncio.to_thread(clone_tree, data_dir, self.data_dir, owner=owner)
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
@@ -212,8 +213,13 @@ class LocalCluster:
 
     async def remove(self) -> None:
         """Stop the server and delete the whole cluster directory; safe to repeat."""
-        await self.stop(immediate=True)
-        await asyncio.to_thread(shutil.rmtree, self.root, True)
+        for _ in range(10):
+            await self.stop(immediate=True)
+            await asyncio.to_thread(shutil.rmtree, self.root, True)
+            if not self.root.exists():
+                return
+            # A server that was still starting, or its last backends, wrote as it went.
+            await asyncio.sleep(0.2)
 
     async def connect(self, database: str = "postgres") -> asyncpg.Connection:
         """A superuser connection over the private Unix socket."""

@@ -1,0 +1,57 @@
+"""`reset`: an environment back to its snapshot, under the same connection details.
+
+Mixed into `Service`. The driver throws away every change (a new clone of the golden copy,
+for local environments) and keeps the host, port, database, user and password, so nothing
+that connects to it needs to change. Sessions still connected are ended; the reply says
+how many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from provisioning.drivers.base import Driver, Progress, placement_of
+from provisioning.errors import InvalidInput, NotAllowed
+from provisioning.models import Environment, EnvironmentView, EnvState, validate_name
+from provisioning.secrets import Passwords
+from provisioning.snapshots.base import SnapshotStore
+from provisioning.state.store import StateStore, Tx
+
+
+class Reset:
+    store: StateStore
+    drivers: Mapping[str, Driver]
+    snapshots: SnapshotStore
+    secrets: Passwords
+
+    may_act: Callable[[str, Environment], bool]  # Service's
+    _refuse: Callable[[str, str, Environment], Awaitable[NotAllowed]]
+    _live: Callable[[Tx, str], Awaitable[Environment]]
+
+    async def reset(
+        self, actor: str, name: str, progress: Progress | None = None
+    ) -> tuple[EnvironmentView, int]:
+        """Bring `name` back to its snapshot; return it and the number of sessions ended."""
+        emit = progress or (lambda _: None)
+        async with self.store.connection() as tx:
+            env = await self._live(tx, validate_name(name))
+        if not self.may_act(actor, env):
+            raise await self._refuse(actor, "reset", env)
+        if env.state != EnvState.READY or env.snapshot_id is None:
+            raise InvalidInput(f"{env.name!r} is {env.state.value}, so it cannot be reset now.")
+        driver = self.drivers[env.kind]
+        manifest = await self.snapshots.get(env.snapshot_id)
+        dump = await driver.stage(self.snapshots, manifest)
+        password = await self.secrets.get(env)
+        placement = placement_of(env)
+        ended = await driver.reset(placement, password, manifest, dump, emit)
+        async with self.store.connection() as tx:
+            await tx.audit(
+                actor,
+                "reset",
+                env.name,
+                "reset",
+                {"snapshot": manifest.id, "sessions_ended": ended},
+            )
+        endpoint = await driver.endpoint(placement, password)
+        return EnvironmentView(env=env, running=True, endpoint=endpoint), ended
