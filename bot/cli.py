@@ -22,6 +22,7 @@ from rich.console import Console, RenderableType
 
 from bot import grammar, messages, pgservice
 from bot.connect import check_tools, forward_for
+from bot.policy import policy_command
 from bot.scan import scan_command
 from bot.slack_app import (
     build_app,
@@ -41,9 +42,8 @@ from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.runtime import Runtime, open_runtime
 from provisioning.scheduler import Scheduler
 from provisioning.settings import Settings
-from provisioning.shrink.classify import draft_policy, render_policy
 from provisioning.shrink.detect import PiiDetector
-from provisioning.shrink.pipeline import check_source, shrink
+from provisioning.shrink.pipeline import shrink
 from provisioning.shrink.policy import load_policy
 from provisioning.snapshots.manifest import Manifest
 from provisioning.sweeps import reap_sweep
@@ -86,6 +86,7 @@ class Cli:
                 assert view.endpoint is not None
                 pgservice.write_entry(self.settings.pg_service_file, view.env.name, view.endpoint)
                 section = pgservice.section_name(view.env.name)
+                self.tip_once(view.env.handle.get("method"))
                 self.emit(
                     messages.connection_details(view.env.name, view.endpoint, section),
                     view.to_dict(),
@@ -308,50 +309,15 @@ class Cli:
             scheduler.stop()
             admins.cancel()
 
+    def tip_once(self, method: object) -> None:
+        """Say once per home, when environments are plain copies, how to make them instant."""
+        marker = self.settings.home / ".copies-not-clones"
+        if method == "copy" and not marker.exists() and not self.as_json:
+            print(messages.copies_not_clones(str(self.settings.home)), file=sys.stderr)
+            marker.touch()
+
     def salt(self) -> bytes:
         return self.runtime.service.secrets.local.mask_salt(self.settings.mask_salt)
-
-
-async def policy_command(
-    command: grammar.PolicyInit | grammar.PolicyCheck, as_json: bool, detector: PiiDetector
-) -> int:
-    """`devdb policy init|check`: only the source database is needed, not devdb's state."""
-    if isinstance(command, grammar.PolicyInit):
-        out = Path(command.out)
-        if out.exists():
-            raise InvalidInput(f"{out} already exists: remove it or choose another --out.")
-        conn = await asyncpg.connect(command.source)
-        try:
-            catalog, body = await draft_policy(conn, detector)
-        finally:
-            await conn.close()
-        out.write_text(render_policy(body))
-        sensitive = sum(
-            1
-            for table in body["tables"].values()
-            for spec in table["columns"].values()
-            if isinstance(spec, dict)
-        )
-        print(
-            json.dumps(
-                {"policy": str(out), "tables": len(catalog.tables), "sensitive_columns": sensitive}
-            )
-            if as_json
-            else messages.policy_drafted(str(out), len(catalog.tables), sensitive)
-        )
-        return 0
-    policy = load_policy(Path(command.policy))
-    catalog, problems = await check_source(command.source, policy)
-    if problems:
-        raise PolicyViolation(
-            f"the policy does not match the database: {len(problems)} problem(s).", problems
-        )
-    print(
-        json.dumps({"ok": True, "tables": len(catalog.tables)})
-        if as_json
-        else messages.policy_ok(len(catalog.tables))
-    )
-    return 0
 
 
 async def _run(command: grammar.Command, settings: Settings, as_json: bool) -> int:

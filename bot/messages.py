@@ -31,6 +31,14 @@ def connection_details(name: str, endpoint: Endpoint, service: str) -> str:
     )
 
 
+def copies_not_clones(home: str) -> str:
+    return (
+        f"Environments are plain copies here because the filesystem under {home} cannot share "
+        "blocks: put DEVDB_HOME on XFS made with `mkfs.xfs -m reflink=1`, or on btrfs, and each "
+        "one is ready in about a second whatever its size."
+    )
+
+
 def reset_done(name: str, sessions: int) -> str:
     ended = f"; {sessions} open session(s) were ended" if sessions else ""
     return f"Environment {name!r} is back to its snapshot, with the same connection details{ended}."

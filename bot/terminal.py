@@ -98,11 +98,14 @@ def environments_table(views: list[EnvironmentView]) -> Table:
         "SNAPSHOT",
         "AGE",
         "STATE",
+        "MADE",
         "IDLE",
         "EXPIRES IN",
         "COST",
     ):
-        table.add_column(column)
+        # Names are what people type next: never cut short, whatever the width.
+        longest = max((len(v.env.name) for v in views), default=4)
+        table.add_column(column, min_width=longest if column == "NAME" else None)
     for view in views:
         env = view.env
         idle = view.idle_for(now)
@@ -116,6 +119,7 @@ def environments_table(views: list[EnvironmentView]) -> Table:
             env.snapshot_id or "-",
             format_duration(now - env.created_at),
             state,
+            view.made or "-",
             format_duration(idle) if idle is not None else "-",
             format_duration(env.expires_at - now),
             f"${view.cost:.2f}",

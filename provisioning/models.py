@@ -165,4 +165,12 @@ class EnvironmentView:
             "dsn": self.endpoint.dsn if self.endpoint else None,
             "job": dict(self.job) if self.job else None,
             "cost": self.cost,
+            "made": self.made,
         }
+
+    @property
+    def made(self) -> str | None:
+        """How the environment was made: "clone (reflink)", "clone (copy)", "restore", "warm"."""
+        made = self.env.handle.get("made")
+        method = self.env.handle.get("method")
+        return f"{made} ({method})" if made == "clone" and method else made

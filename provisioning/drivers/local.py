@@ -290,7 +290,7 @@ class LocalDriver(Driver):
                 )
         finally:
             await conn.close()
-        return replace(placement, database=database)
+        return replace(placement, database=database, handle={**placement.handle, "made": "warm"})
 
     async def is_running(self, handle: Handle) -> bool:
         return self._cluster(handle).running_pid() is not None
