@@ -173,6 +173,7 @@ def main() -> None:
 @contextmanager
 def _plain_home() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="devdb-bench-", dir="/tmp"))
+    os.chmod(base, 0o755)  # the account that runs PostgreSQL must enter it
     try:
         yield base
     finally:

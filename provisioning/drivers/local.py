@@ -30,6 +30,7 @@ from provisioning.pg.probe import probe
 from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.pg.restore import Target, restore_dump
 from provisioning.pg.sql import quote_ident
+from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
 
 DEV_USER = "dev"
@@ -76,6 +77,13 @@ class LocalDriver(Driver):
     async def preflight(self) -> None:
         for program in ("initdb", "pg_ctl", "pg_restore"):
             self.programs.path(program)
+
+    async def stage(self, snapshots: SnapshotStore, manifest: Manifest) -> Path | None:
+        """Nothing to fetch when the snapshot has a golden copy: environments are clones.
+        Otherwise a verified local copy of the dump, to restore."""
+        if self.golden is not None and self.golden.ready(manifest.id) is not None:
+            return None
+        return await snapshots.fetch(manifest)
 
     async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
         low, high = self.port_range
