@@ -21,8 +21,10 @@ import socket
 from dataclasses import replace
 from pathlib import Path
 
+import asyncpg
+
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
-from provisioning.drivers.golden import GoldenCopies
+from provisioning.drivers.golden import GoldenCopies, settle
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import Environment, ProgressEvent, Step
 from provisioning.pg.cluster import LocalCluster
@@ -35,6 +37,14 @@ from provisioning.snapshots.manifest import Manifest
 
 DEV_USER = "dev"
 HOST = "127.0.0.1"
+
+
+async def set_password(conn: asyncpg.Connection, user: str, password: str) -> None:
+    """Give the login role a new password (quoted by the server, never by hand)."""
+    statement = await conn.fetchval(
+        "select format('alter role %I password %L', $1::text, $2::text)", user, password
+    )
+    await conn.execute(statement)
 
 
 def port_is_free(port: int) -> bool:
@@ -158,12 +168,7 @@ class LocalDriver(Driver):
         await cluster.start()
         conn = await cluster.connect()
         try:
-            statement = await conn.fetchval(
-                "select format('alter role %I password %L', $1::text, $2::text)",
-                placement.user,
-                password,
-            )
-            await conn.execute(statement)
+            await set_password(conn, placement.user, password)
             assert self.golden is not None
             database = self.golden.database(str(placement.handle.get("snapshot")))
             if placement.database != database:
@@ -264,13 +269,7 @@ class LocalDriver(Driver):
                 bytes_total=manifest.data_bytes,
             )
         )
-        conn = await cluster.connect(placement.database)
-        try:
-            await conn.execute("vacuum (analyze)")
-            await conn.execute("checkpoint")
-        finally:
-            await conn.close()
-        await cluster.stop()
+        await settle(cluster, placement.database)
         try:
             owner = (self.account.uid, self.account.gid) if self.account else None
             await self.golden.keep(manifest.id, cluster.data_dir, placement.database, owner)
@@ -280,12 +279,7 @@ class LocalDriver(Driver):
     async def handover(self, placement: Placement, database: str, password: str) -> Placement:
         conn = await self._cluster(placement.handle).connect()
         try:
-            statement = await conn.fetchval(
-                "select format('alter role %I password %L', $1::text, $2::text)",
-                placement.user,
-                password,
-            )
-            await conn.execute(statement)
+            await set_password(conn, placement.user, password)
             if database != placement.database:
                 # Nobody may be connected while a database is renamed; a pool one has no users.
                 await conn.execute(
