@@ -7,6 +7,7 @@ its next sweep and replaces its environments.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def describe(manifest: Manifest, removed: list[str]) -> str:
     if removed:
         text += f" Removed by retention: {', '.join(removed)}."
     return text
+
+
+log = logging.getLogger(__name__)
 
 
 async def rebuild(
@@ -74,6 +78,13 @@ async def rebuild(
         await announce(f"The nightly snapshot failed: {exc} ({current}).")
         return None
     removed = await apply_retention(service.snapshots, keep_last)
+    for driver in service.drivers.values():
+        # The first environment of the new snapshot is then a clone too. A failure here
+        # costs speed, not the snapshot: that environment restores, as before.
+        try:
+            await driver.prepare(service.snapshots, manifest)
+        except DevdbError as exc:
+            log.warning("%s could not prepare snapshot %s: %s", driver.kind, manifest.id, exc)
     async with service.store.connection() as tx:
         await tx.audit(
             "devdb",

@@ -348,6 +348,9 @@ async def test_nightly_rebuild_announces_success_and_failure(
     assert said[-1].startswith(f"New dev-safe snapshot {manifest.id}:")
     assert f"{manifest.rows:,} rows in {len(manifest.tables)} tables" in said[-1]
     assert (await runtime.snapshots.latest()).id == manifest.id
+    local = runtime.service.drivers["local"]
+    assert isinstance(local, LocalDriver) and local.golden is not None
+    assert local.golden.ready(manifest.id) is not None, "its golden copy was made right away"
 
     failed = await rebuild(
         runtime.service,

@@ -154,6 +154,11 @@ class Driver(ABC):
         """Estimated spend in US dollars on `env` between `since` and `until`."""
         return 0.0
 
+    async def prepare(self, snapshots: SnapshotStore, manifest: Manifest) -> None:
+        """Make what this driver keeps per snapshot (a golden copy) ahead of the first
+        environment, as the nightly rebuild does right after publishing; by default nothing."""
+        return None
+
     async def prune(self, snapshot_ids: set[str]) -> list[str]:
         """Remove what this driver keeps per snapshot (golden copies) for snapshots that no
         longer exist; return what was removed."""

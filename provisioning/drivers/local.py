@@ -95,6 +95,11 @@ class LocalDriver(Driver):
             return None
         return await snapshots.fetch(manifest)
 
+    async def prepare(self, snapshots: SnapshotStore, manifest: Manifest) -> None:
+        if self.golden is not None and self.golden.ready(manifest.id) is None:
+            dump = await snapshots.fetch(manifest)
+            await self.golden.ensure(manifest, dump, lambda _: None)
+
     async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
         low, high = self.port_range
         # From a random point in the range, so concurrent refreshes rarely pick the same port.
