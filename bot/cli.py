@@ -121,6 +121,9 @@ class Cli:
                     messages.reset_done(view.env.name, ended),
                     {"name": view.env.name, "state": "ready", "sessions_ended": ended},
                 )
+            case grammar.SaveEnvironment(name=name):
+                manifest = await self.service.save(self.user, name)
+                self.emit(messages.saved(name, manifest.id), _manifest_dict(manifest))
             case grammar.Extend(name=name, by=by):
                 env = await self.service.extend(self.user, name, by)
                 until = f"{env.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
@@ -129,7 +132,7 @@ class Cli:
                     {"name": env.name, "expires_at": env.expires_at.isoformat()},
                 )
             case grammar.Snapshots():
-                manifests = await self.service.list_snapshots()
+                manifests = await self.service.list_snapshots(self.user)
                 if not manifests and not self.as_json:
                     self.out.print("No snapshots yet. Make one with: devdb demo")
                 else:

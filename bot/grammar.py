@@ -5,6 +5,7 @@ list [--all]
 status [NAME]
 destroy NAME
 reset NAME
+save NAME
 extend NAME DURATION
 snapshots
 demo [--scale N]            (terminal only)
@@ -34,6 +35,7 @@ USAGE = {
     "status": "status [NAME]",
     "destroy": "destroy NAME",
     "reset": "reset NAME",
+    "save": "save NAME",
     "extend": "extend NAME DURATION",
     "snapshots": "snapshots",
     "demo": "demo [--scale N]",
@@ -49,7 +51,18 @@ USAGE = {
     "help": "help",
 }
 SHARED_COMMANDS = frozenset(
-    {"refresh", "list", "status", "destroy", "reset", "extend", "protect", "snapshots", "help"}
+    {
+        "refresh",
+        "list",
+        "status",
+        "destroy",
+        "reset",
+        "save",
+        "extend",
+        "protect",
+        "snapshots",
+        "help",
+    }
 )
 TERMINAL_COMMANDS = SHARED_COMMANDS | {
     "demo",
@@ -128,6 +141,11 @@ class ResetEnvironment:
 
 
 @dataclass(frozen=True)
+class SaveEnvironment:
+    name: str
+
+
+@dataclass(frozen=True)
 class Extend:
     name: str
     by: timedelta
@@ -188,6 +206,7 @@ Command = (
     | Status
     | Destroy
     | ResetEnvironment
+    | SaveEnvironment
     | Extend
     | Snapshots
     | Demo
@@ -230,6 +249,7 @@ _POSITIONALS = {
     "status": (0, 1),
     "destroy": (1, 1),
     "reset": (1, 1),
+    "save": (1, 1),
     "extend": (2, 2),
     "snapshots": (0, 0),
     "demo": (0, 0),
@@ -363,6 +383,9 @@ def _build(
     if verb == "reset":
         assert name is not None
         return ResetEnvironment(name=name)
+    if verb == "save":
+        assert name is not None
+        return SaveEnvironment(name=name)
     if verb == "extend":
         assert name is not None
         return Extend(name=name, by=parse_duration(args[1]))

@@ -39,6 +39,13 @@ def copies_not_clones(home: str) -> str:
     )
 
 
+def saved(name: str, snapshot_id: str) -> str:
+    return (
+        f"Environment {name!r} is saved as snapshot {snapshot_id}; only you (and admins) can "
+        "see it and make environments from it."
+    )
+
+
 def reset_done(name: str, sessions: int) -> str:
     ended = f"; {sessions} open session(s) were ended" if sessions else ""
     return f"Environment {name!r} is back to its snapshot, with the same connection details{ended}."
@@ -91,7 +98,17 @@ def unexpected(log: str) -> str:
 
 SLACK_HELP = "*devdb* — private, throw-away PostgreSQL environments.\n" + "\n".join(
     f"• `/devdb {USAGE[verb]}`"
-    for verb in ("refresh", "list", "status", "reset", "destroy", "extend", "protect", "snapshots")
+    for verb in (
+        "refresh",
+        "list",
+        "status",
+        "reset",
+        "save",
+        "destroy",
+        "extend",
+        "protect",
+        "snapshots",
+    )
 )
 
 

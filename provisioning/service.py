@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from provisioning.branching import Branching
 from provisioning.drivers.base import Driver, Progress, placement_of
 from provisioning.durations import format_duration
 from provisioning.errors import (
@@ -37,7 +38,6 @@ from provisioning.models import (
 from provisioning.notify import Notifier, Warner, nobody
 from provisioning.pg.programs import PgPrograms
 from provisioning.policy import Policy
-from provisioning.reset import Reset
 from provisioning.secrets import Passwords
 from provisioning.snapshots.base import SAVED, SnapshotStore
 from provisioning.snapshots.manifest import Manifest, validate_snapshot_id
@@ -49,7 +49,7 @@ def _ignore(_: ProgressEvent) -> None:
     return None
 
 
-class Service(Upkeep, Reset):
+class Service(Upkeep, Branching):
     def __init__(
         self,
         *,
@@ -349,8 +349,13 @@ class Service(Upkeep, Reset):
             )
             return await tx.environment(env.id)
 
-    async def list_snapshots(self) -> builtins.list[Manifest]:
-        return await self.snapshots.list()
+    async def list_snapshots(self, actor: str) -> builtins.list[Manifest]:
+        """Published snapshots, and of saved ones only the actor's own (an admin sees all)."""
+        return [
+            m
+            for m in await self.snapshots.list()
+            if m.extra.get("kind") != SAVED or m.extra.get("owner") == actor or self.is_admin(actor)
+        ]
 
     async def protect(self, actor: str, name: str, duration: timedelta) -> Environment:
         """A protection lease: no idle or expiry reap for `duration` (up to the maximum)."""

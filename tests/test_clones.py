@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import pytest
 
 from provisioning.drivers.golden import GoldenCopies
 from provisioning.drivers.local import LocalDriver
+from provisioning.errors import NotAllowed
 from provisioning.pg.clone import COPY, REFLINK, clone_tree
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
@@ -297,3 +299,41 @@ async def test_reset_brings_back_the_snapshot_under_the_same_dsn(
         ("mallory", "refused"),
     ]
     await runtime.service.destroy(owner, name)
+
+
+async def test_save_keeps_an_environment_as_its_owners_snapshot(
+    runtime: Runtime, demo_snapshot: Manifest, cli_env: dict[str, str]
+) -> None:
+    owner, name = "carol", unique("s")
+    view = await runtime.service.refresh(owner, name, snapshot=demo_snapshot.id)
+    assert view.endpoint is not None
+    conn = await asyncpg.connect(view.endpoint.dsn)
+    try:
+        await conn.execute(
+            "insert into tenants values (9998, 'Branch', 'branch', false, 'free', now())"
+        )
+    finally:
+        await conn.close()
+    saved = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "--json", "save", name],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert saved.returncode == 0, saved.stderr
+    snapshot_id = json.loads(saved.stdout)["id"]
+    assert snapshot_id.startswith(f"saved-{view.env.id}-")
+    branch = await runtime.service.refresh(owner, unique("b"), snapshot=snapshot_id)
+    try:
+        assert branch.endpoint is not None
+        assert await count(branch.endpoint.dsn, "tenants where id = 9998") == 1
+        assert snapshot_id in {m.id for m in await runtime.service.list_snapshots(owner)}
+        assert snapshot_id not in {m.id for m in await runtime.service.list_snapshots("mallory")}
+        with pytest.raises(NotAllowed, match="is carol's saved work"):
+            await runtime.service.refresh("mallory", unique("m"), snapshot=snapshot_id)
+    finally:
+        await runtime.service.destroy(owner, branch.env.name)
+        await runtime.service.destroy(owner, name)
+        await runtime.snapshots.delete(snapshot_id)

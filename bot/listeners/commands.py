@@ -106,7 +106,7 @@ async def answer(
     match command:
         case grammar.ListEnvironments(everyone=everyone):
             found = await service.list(user, everyone=everyone)
-            created = {m.id: m.created for m in await service.list_snapshots()}
+            created = {m.id: m.created for m in await service.list_snapshots(user)}
             await respond(
                 response_type="ephemeral",
                 text="Environments",
@@ -121,6 +121,9 @@ async def answer(
                     view.env.name, view.endpoint, pgservice.section_name(view.env.name)
                 )
             await respond(response_type="ephemeral", text=text, blocks=blocks)
+        case grammar.SaveEnvironment(name=name):
+            manifest = await service.save(user, name)
+            await respond(response_type="ephemeral", text=messages.saved(name, manifest.id))
         case grammar.ResetEnvironment(name=name):
             view, ended = await service.reset(user, name)
             await respond(response_type="ephemeral", text=messages.reset_done(view.env.name, ended))
@@ -138,6 +141,6 @@ async def answer(
             until = f"{env.protected_until:%Y-%m-%d %H:%M} UTC"
             await respond(response_type="ephemeral", text=messages.protected(env.name, until))
         case grammar.Snapshots():
-            manifests = await service.list_snapshots()
+            manifests = await service.list_snapshots(user)
             lines = [f"• `{m.id}` · {m.rows:,} rows · {human_bytes(m.size)}" for m in manifests]
             await respond(response_type="ephemeral", text="\n".join(lines) or "No snapshots yet.")

@@ -1,6 +1,9 @@
-"""`reset`: an environment back to its snapshot, under the same connection details.
+"""`reset` and `save`: an environment back to its snapshot, or kept as a snapshot of its own.
 
-Mixed into `Service`. The driver throws away every change (a new clone of the golden copy,
+Mixed into `Service`. A saved snapshot (`saved-<environment id>-<time>`) belongs to the
+environment's owner: only they and admins see it and refresh from it, and environments made
+from it are clones of its own golden copy, like any other snapshot's.
+ For `reset`, the driver throws away every change (a new clone of the golden copy,
 for local environments) and keeps the host, port, database, user and password, so nothing
 that connects to it needs to change. Sessions still connected are ended; the reply says
 how many.
@@ -9,20 +12,25 @@ how many.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 
 from provisioning.drivers.base import Driver, Progress, placement_of
 from provisioning.errors import InvalidInput, NotAllowed
 from provisioning.models import Environment, EnvironmentView, EnvState, validate_name
+from provisioning.pg.programs import PgPrograms
 from provisioning.secrets import Passwords
-from provisioning.snapshots.base import SnapshotStore
+from provisioning.snapshots.base import SAVED, SnapshotStore
+from provisioning.snapshots.dump import dump_snapshot
+from provisioning.snapshots.manifest import Manifest
 from provisioning.state.store import StateStore, Tx
 
 
-class Reset:
+class Branching:
     store: StateStore
     drivers: Mapping[str, Driver]
     snapshots: SnapshotStore
     secrets: Passwords
+    programs: PgPrograms
 
     may_act: Callable[[str, Environment], bool]  # Service's
     _refuse: Callable[[str, str, Environment], Awaitable[NotAllowed]]
@@ -55,3 +63,31 @@ class Reset:
             )
         endpoint = await driver.endpoint(placement, password)
         return EnvironmentView(env=env, running=True, endpoint=endpoint), ended
+
+    async def save(self, actor: str, name: str) -> Manifest:
+        """Keep `name` as it is now as a new snapshot that only its owner (and admins) see."""
+        async with self.store.connection() as tx:
+            env = await self._live(tx, validate_name(name))
+        if not self.may_act(actor, env):
+            raise await self._refuse(actor, "save", env)
+        if env.state != EnvState.READY:
+            raise InvalidInput(f"{env.name!r} is {env.state.value}, so it cannot be saved now.")
+        endpoint = await self.drivers[env.kind].endpoint(
+            placement_of(env), await self.secrets.get(env)
+        )
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        manifest = await dump_snapshot(
+            endpoint.dsn,
+            self.snapshots,
+            self.programs,
+            extra={
+                "kind": SAVED,
+                "owner": env.owner,
+                "environment": env.name,
+                "from_snapshot": env.snapshot_id,
+            },
+            snapshot_id=f"{SAVED}-{env.id}-{stamp}",
+        )
+        async with self.store.connection() as tx:
+            await tx.audit(actor, "save", env.name, "saved", {"snapshot": manifest.id})
+        return manifest
