@@ -35,6 +35,7 @@ from provisioning.snapshots.manifest import Manifest
 GOLDEN_DATABASE = "golden"
 OWNER = "dev"
 _MARK = "READY"
+_SOCKET_PORT = 5432  # a golden copy's server listens only on its own socket: any number will do
 Progress = Callable[[ProgressEvent], None]
 
 
@@ -127,7 +128,12 @@ class GoldenCopies:
         work = self.root / f".build-{manifest.id}-{secrets.token_hex(3)}"
         # Only the private socket: a golden copy serves nobody while it is built.
         cluster = LocalCluster(
-            work, 5432, programs=self.programs, account=self.account, tcp=False, durable=False
+            work,
+            _SOCKET_PORT,
+            programs=self.programs,
+            account=self.account,
+            tcp=False,
+            durable=False,
         )
         progress(ProgressEvent(step=Step.RESTORE, message="building the golden copy"))
         try:
@@ -180,7 +186,7 @@ class GoldenCopies:
                 try:
                     # Its builder was killed; the server it started may still run.
                     await LocalCluster(
-                        build, 5432, programs=self.programs, account=self.account
+                        build, _SOCKET_PORT, programs=self.programs, account=self.account
                     ).remove()
                     removed.append(build.name)
                 finally:

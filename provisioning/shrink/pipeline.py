@@ -30,7 +30,7 @@ import asyncpg
 from provisioning.errors import InvalidInput, PolicyViolation, ProvisioningFailed
 from provisioning.models import ProgressEvent
 from provisioning.pg.dsn import redact
-from provisioning.pg.programs import PgPrograms, first_error, run
+from provisioning.pg.programs import PgPrograms
 from provisioning.pg.sql import quote_table
 from provisioning.shrink.catalog import Catalog, read_catalog
 from provisioning.shrink.contents import Contents, account
@@ -48,7 +48,7 @@ from provisioning.shrink.rewrite import (
 from provisioning.shrink.scan import Findings
 from provisioning.shrink.subset import Selection, select_subset
 from provisioning.snapshots.base import SnapshotStore
-from provisioning.snapshots.dump import list_dump, pg_dump
+from provisioning.snapshots.dump import list_dump, pg_dump, schema_text
 from provisioning.snapshots.manifest import Manifest, manifest_for_dump
 
 Progress = Callable[[ProgressEvent], None]
@@ -226,15 +226,6 @@ def _exact(name: str) -> str:
     return quote_table(name)
 
 
-async def _schema_text(programs: PgPrograms, dump: Path) -> str:
-    result = await run([programs.path("pg_restore"), "--schema-only", "--file=-", str(dump)])
-    if result.returncode != 0:
-        raise ProvisioningFailed(
-            f"pg_restore could not read the dump: {first_error(result.stderr, result.returncode)}"
-        )
-    return result.stdout
-
-
 async def shrink(
     source_dsn: str,
     policy: Policy,
@@ -308,7 +299,7 @@ async def shrink(
             catalog=catalog,
             policy=policy,
             selection=selection,
-            schema_sql=await _schema_text(programs, dump),
+            schema_sql=await schema_text(programs, dump),
             salt=salt,
             allowed=allowed,
             detector=detector or PiiDetector(),

@@ -27,6 +27,7 @@ from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.dumpscan import scan_schema
 from provisioning.shrink.fields import reader
 from provisioning.shrink.scan import Finding, Findings
+from provisioning.snapshots.dump import schema_text
 
 Progress = Callable[[ProgressEvent], None]
 _BLOCK = 4000  # values per column handed to the detectors at once
@@ -198,9 +199,8 @@ async def scan_dump(
     findings = Findings([])
     report = ScanReport()
     emit(ProgressEvent(step=ScanStep.SCAN, message="scanning the schema"))
-    schema = [line async for line in _restored_lines(programs, dump, "--schema-only")]
     if not tables:
-        scan_schema("\n".join(schema), set(), findings, detector)
+        scan_schema(await schema_text(programs, dump), set(), findings, detector)
     seen: _Columns | None = None
     columns: list[str] = []
     appeared: set[str] = set()

@@ -46,6 +46,15 @@ async def list_dump(programs: PgPrograms, dump_dir: Path) -> str:
     return result.stdout
 
 
+async def schema_text(programs: PgPrograms, dump_dir: Path) -> str:
+    """What a dump would create, as SQL: comments, defaults, views, functions, checks."""
+    result = await run([programs.path("pg_restore"), "--schema-only", "--file=-", str(dump_dir)])
+    if result.returncode != 0:
+        reason = first_error(result.stderr, result.returncode)
+        raise ProvisioningFailed(f"pg_restore could not read the dump: {reason}")
+    return result.stdout
+
+
 async def table_data_files(
     programs: PgPrograms, dump_dir: Path, names: dict[int, str]
 ) -> dict[str, str]:
