@@ -1,7 +1,7 @@
 """Thin clones: snapshot → ready through `devdb refresh` with a golden copy in place, against
 a raw `pg_restore --jobs 2` of the same dump into a fresh cluster, same run; and `reset`.
 
-    python bench/clone.py                   # scales 1, 12, 45: ~30 MB, ~300 MB, ~1.1 GB
+    python bench/clone.py                   # scales 1, 12, 70: ~30 MB, ~300 MB, ~1.1 GB
     python bench/clone.py --xfs             # the same with DEVDB_HOME on a loop-mounted
                                             # XFS (reflink=1); needs root and xfsprogs
 
@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -39,7 +40,7 @@ from provisioning.runtime import open_runtime
 from provisioning.snapshots.dump import dump_snapshot
 
 
-def child(home: Path, action: str, name: str, snapshot: str) -> dict[str, float]:
+def child(home: Path, action: str, name: str, snapshot: str) -> dict[str, Any]:
     code = f"""
 import asyncio, json, resource, sys, time
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
@@ -51,16 +52,21 @@ from pathlib import Path
 async def main():
     started = time.perf_counter()
     async with open_runtime(settings_for(Path({str(home)!r}))) as runtime:
+        marks = []
+        def note(event):
+            marks.append((time.perf_counter() - started, event.message))
         if {action!r} == "refresh":
-            view = await runtime.service.refresh("bench", {name!r}, snapshot={snapshot!r})
+            view = await runtime.service.refresh(
+                "bench", {name!r}, snapshot={snapshot!r}, progress=note
+            )
         else:
-            view, _ = await runtime.service.reset("bench", {name!r})
+            view, _ = await runtime.service.reset("bench", {name!r}, progress=note)
         conn = await asyncpg.connect(view.endpoint.dsn)
         await conn.close()
         seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     method = view.env.handle.get("method")
-    print(json.dumps({{"seconds": seconds, "peak_rss_kb": peak, "method": method}}))
+    print(json.dumps({{"seconds": seconds, "peak_rss_kb": peak, "method": method, "marks": marks}}))
 
 asyncio.run(main())
 """
@@ -91,6 +97,7 @@ async def bench_scale(home: Path, scale: int, repeats: int) -> dict[str, object]
     reset_s: list[float] = []
     peak = 0.0
     method = None
+    marks: list[tuple[float, str]] = []
     for attempt in range(repeats):
         name = f"b{scale}-{attempt}"
 
@@ -106,6 +113,7 @@ async def bench_scale(home: Path, scale: int, repeats: int) -> dict[str, object]
             reset_s.append(again["seconds"])
             peak = max(peak, made["peak_rss_kb"], again["peak_rss_kb"])
             method = made["method"]
+            marks[:] = made["marks"]
 
         for run in (raw, devdb) if attempt % 2 == 0 else (devdb, raw):
             await run()
@@ -114,6 +122,8 @@ async def bench_scale(home: Path, scale: int, repeats: int) -> dict[str, object]
             f"reset {reset_s[-1]:.2f}s",
             flush=True,
         )
+    # Where the last refresh spent its time: seconds since start at each progress event.
+    print("  last refresh: " + "; ".join(f"{at:.2f}s {message}" for at, message in marks))
     return {
         "scale": scale,
         "data_mb": manifest.data_bytes / 1e6,
@@ -131,7 +141,7 @@ def xfs_home() -> Iterator[Path]:
     image, mount = base / "image", base / "mnt"
     mount.mkdir()
     with open(image, "wb") as handle:
-        handle.truncate(12 << 30)
+        handle.truncate(32 << 30)
     subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True)
     subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True)
     os.chmod(base, 0o755)
@@ -146,7 +156,7 @@ def xfs_home() -> Iterator[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", type=int, nargs="+", default=[1, 12, 45])
+    parser.add_argument("--scales", type=int, nargs="+", default=[1, 12, 70])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--xfs", action="store_true", help="DEVDB_HOME on a loop-mounted XFS")
     args = parser.parse_args()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from provisioning.drivers.base import Driver, Progress, placement_of
 from provisioning.errors import InvalidInput, NotAllowed
+from provisioning.jobs import JobOptions
 from provisioning.models import Environment, EnvironmentView, EnvState, validate_name
 from provisioning.pg.programs import PgPrograms
 from provisioning.secrets import Passwords
@@ -31,6 +32,7 @@ class Branching:
     snapshots: SnapshotStore
     secrets: Passwords
     programs: PgPrograms
+    job_options: JobOptions
 
     may_act: Callable[[str, Environment], bool]  # Service's
     _refuse: Callable[[str, str, Environment], Awaitable[NotAllowed]]
@@ -52,7 +54,9 @@ class Branching:
         dump = await driver.stage(self.snapshots, manifest)
         password = await self.secrets.get(env)
         placement = placement_of(env)
-        ended = await driver.reset(placement, password, manifest, dump, emit)
+        ended = await driver.reset(
+            placement, password, manifest, dump, self.job_options.restore_jobs, emit
+        )
         async with self.store.connection() as tx:
             await tx.audit(
                 actor,

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from provisioning.drivers.shared import SharedSchemaDriver
+from provisioning.drivers.shared import SharedDatabaseDriver, SharedSchemaDriver
 from provisioning.models import Endpoint, EnvironmentView
 from provisioning.runtime import Runtime
 from provisioning.shared.server import SHARED_DB, golden_name
@@ -246,3 +246,45 @@ async def test_golden_copies_go_with_their_snapshot(
         await admin.close()
     assert left == []
     assert not (server.home / "shared-golden" / golden_name(copy.id)).exists()
+
+
+@pytest.mark.parametrize("kind", ["shared", "shared-db"])
+async def test_reset_keeps_the_login_and_drops_every_change(
+    runtime: Runtime, demo_snapshot: Manifest, kind: str
+) -> None:
+    owner = unique("rita")
+    view = await runtime.service.refresh(owner, None, kind=kind, snapshot=demo_snapshot.id)
+    assert view.endpoint is not None
+    conn = await as_role(view.endpoint)
+    await conn.execute(
+        "insert into tenants values (9999, 'Scratch', 'scratch', false, 'free', now())"
+    )
+    await conn.execute("create table notes (id int)")
+    try:
+        after_view, ended = await runtime.service.reset(owner, view.env.name)
+        assert ended == 1, "the open session was ended and counted"
+        with pytest.raises((OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+            await conn.fetchval("select 1")
+    finally:
+        await conn.close()
+    assert after_view.endpoint == view.endpoint  # host, port, database, user, password
+    again = await as_role(view.endpoint)
+    try:
+        assert await again.fetchval("select count(*) from tenants where id = 9999") == 0
+        assert await again.fetchval("select to_regclass('notes')") is None
+        assert await again.fetchval("select count(*) from contacts") == 2000
+        # Still the developer's own: they may write and create again.
+        await again.execute("create table notes (id int)")
+    finally:
+        await again.close()
+    driver = runtime.service.drivers["shared-db"]
+    assert isinstance(driver, SharedDatabaseDriver)
+    admin = await driver.server.connect("postgres")
+    try:
+        leftovers = await admin.fetch(
+            "select datname from pg_database where datname like 'devdb_reset_%'"
+        )
+    finally:
+        await admin.close()
+    assert leftovers == []
+    await destroy(runtime, view)

@@ -115,6 +115,7 @@ class Driver(ABC):
         password: str,
         manifest: Manifest,
         dump_dir: Path | None,
+        jobs: int,
         progress: Progress,
     ) -> int:
         """Throw away every change: bring the environment back to `manifest` with the same

@@ -192,6 +192,7 @@ class LocalDriver(Driver):
         password: str,
         manifest: Manifest,
         dump_dir: Path | None,
+        jobs: int,
         progress: Progress,
     ) -> int:
         golden = self.golden.ready(manifest.id) if self.golden else None

@@ -11,6 +11,7 @@ Every grant and revoke goes to the audit log through the server's `audit` hook.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
 from pathlib import Path
 
@@ -216,16 +217,43 @@ class SharedSchemaDriver(SharedDriver):
                     SHARED_DB, f"drop schema if exists {GOLDEN_SCHEMA} cascade"
                 )
                 raise
-            conn = await self.server.connect(SHARED_DB)
+            await self._swap(role)
+
+    async def _swap(self, role: str) -> None:
+        """Put the restored `devdb_golden` schema in place of the role's own. The role may
+        not log in meanwhile and its sessions are ended, so none holds a lock on the old."""
+        conn = await self.server.connect(SHARED_DB)
+        try:
+            await conn.execute(f"alter role {quote_ident(role)} nologin")
             try:
+                await conn.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity where usename = $1",
+                    role,
+                )
                 async with conn.transaction():
-                    await conn.execute(f"drop schema {quote_ident(role)}")
+                    await conn.execute(f"drop schema {quote_ident(role)} cascade")
                     await conn.execute(
                         f"alter schema {GOLDEN_SCHEMA} rename to {quote_ident(role)}"
                     )
                     await conn.execute(f"revoke all on schema {quote_ident(role)} from public")
             finally:
-                await conn.close()
+                await conn.execute(f"alter role {quote_ident(role)} login")
+        finally:
+            await conn.close()
+
+    async def reset(
+        self,
+        placement: Placement,
+        password: str,
+        manifest: Manifest,
+        dump_dir: Path | None,
+        jobs: int,
+        progress: Progress,
+    ) -> int:
+        """A new restore of the snapshot, swapped in for the schema; the role is kept."""
+        ended = (await self.activity(placement.handle)).connections
+        await self.restore(placement, dump_dir, manifest, jobs, progress)
+        return ended
 
     async def _entries_without_schema(self, archive: Path) -> Path:
         """A pg_restore list of the archive without its CREATE SCHEMA (made beforehand)."""
@@ -283,20 +311,7 @@ class SharedDatabaseDriver(SharedDriver):
         if dump_dir is None:
             raise ProvisioningFailed("a shared restore needs the snapshot on this machine.")
         golden = await self.server.golden_database(manifest, dump_dir, jobs, progress)
-        role, database = quote_ident(placement.user), quote_ident(placement.database)
-        async with self.server.exclusive():  # a template must have no other connections
-            await self.server.execute(
-                "postgres",
-                f"create database {database} template {quote_ident(golden)} owner {role}",
-            )
-        grants = [
-            f"revoke all on database {database} from public",
-            f"grant connect, temporary on database {database} to {role}",
-        ]
-        await self.server.execute("postgres", *grants)
-        # The copy's tables belong to the golden owner: hand them to the developer.
-        await self.server.execute(placement.database, f"reassign owned by {GOLDEN_OWNER} to {role}")
-        await self.server.audit(placement.user, grants)
+        await self._copy(golden, placement.user, placement.database)
         progress(
             ProgressEvent(
                 step=Step.RESTORE,
@@ -307,6 +322,52 @@ class SharedDatabaseDriver(SharedDriver):
                 eta_seconds=0.0,
             )
         )
+
+    async def _copy(self, golden: str, role: str, name: str) -> None:
+        """Database `name`, a copy of the golden database, for `role` alone."""
+        owner, database = quote_ident(role), quote_ident(name)
+        async with self.server.exclusive():  # a template must have no other connections
+            await self.server.execute(
+                "postgres",
+                f"create database {database} template {quote_ident(golden)} owner {owner}",
+            )
+        grants = [
+            f"revoke all on database {database} from public",
+            f"grant connect, temporary on database {database} to {owner}",
+        ]
+        await self.server.execute("postgres", *grants)
+        # The copy's tables belong to the golden owner: hand them to the developer.
+        await self.server.execute(name, f"reassign owned by {GOLDEN_OWNER} to {owner}")
+        await self.server.audit(role, grants)
+
+    async def reset(
+        self,
+        placement: Placement,
+        password: str,
+        manifest: Manifest,
+        dump_dir: Path | None,
+        jobs: int,
+        progress: Progress,
+    ) -> int:
+        """A new copy of the golden database, made beside the old one and renamed into its
+        place once whole; the old one goes with every session on it."""
+        if dump_dir is None:
+            raise ProvisioningFailed("a shared reset needs the snapshot on this machine.")
+        golden = await self.server.golden_database(manifest, dump_dir, jobs, progress)
+        fresh = f"devdb_reset_{secrets.token_hex(6)}"
+        try:
+            await self._copy(golden, placement.user, fresh)
+        except BaseException:
+            await self.server.execute("postgres", f"drop database if exists {fresh} with (force)")
+            raise
+        ended = (await self.activity(placement.handle)).connections
+        database = quote_ident(placement.database)
+        await self.server.execute(
+            "postgres",
+            f"drop database {database} with (force)",
+            f"alter database {fresh} rename to {database}",
+        )
+        return ended
 
     async def activity(self, handle: Handle) -> Activity:
         conn = await self.server.connect("postgres")
