@@ -24,6 +24,7 @@ class Policy:
     reap_warning: timedelta = timedelta(minutes=30)  # the owner is warned this long before
     max_lease: timedelta = timedelta(days=3)  # the longest protection lease
     save_before_reap: bool = False  # dump a reaped environment as `saved-NAME` first
+    saved_retention: timedelta = timedelta(days=14)  # saved snapshots no environment uses
     pool_size: int = 0  # warm environments kept ready from the latest snapshot
     pool_kind: str = "local"
 

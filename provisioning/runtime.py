@@ -116,6 +116,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 reap_warning=settings.reap_warning,
                 max_lease=settings.max_lease,
                 save_before_reap=settings.save_before_reap,
+                saved_retention=settings.saved_retention,
                 pool_size=settings.pool_size,
             ),
             job_options=JobOptions(

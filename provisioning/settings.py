@@ -67,6 +67,7 @@ class Settings:
     reap_warning: timedelta = timedelta(minutes=30)
     max_lease: timedelta = timedelta(days=3)
     save_before_reap: bool = False
+    saved_retention: timedelta = timedelta(days=14)
     pool_size: int = 0
     reap_every: timedelta = timedelta(minutes=5)
     reconcile_every: timedelta = timedelta(minutes=15)
@@ -158,6 +159,7 @@ class Settings:
             "idle_ttl",
             "reap_warning",
             "max_lease",
+            "saved_retention",
             "reap_every",
             "reconcile_every",
             "pool_every",

@@ -19,6 +19,7 @@ from provisioning.jobs import worker_id
 from provisioning.models import POOL_OWNER, Environment, EnvState
 from provisioning.reaper import SweepReport, sweep
 from provisioning.service import Service
+from provisioning.snapshots.base import SAVED
 
 T = TypeVar("T")
 
@@ -109,6 +110,7 @@ async def reconcile_sweep(service: Service, now: datetime) -> dict[str, list[str
                         {"kind": kind, "key": driver.key(handle)},
                     )
     try:
+        done["saved_expired"] = await expire_saved(service, live, now)
         existing = {m.id for m in await service.snapshots.list()}
     except DevdbError:
         existing = None  # the store is unreachable: keep every golden copy
@@ -130,6 +132,30 @@ async def reconcile_sweep(service: Service, now: datetime) -> dict[str, list[str
         await service.mark_lost(env, "its server is gone and could not be started again")
         done["lost"].append(env.name)
     return done
+
+
+async def expire_saved(service: Service, live: list[Environment], now: datetime) -> list[str]:
+    """Delete saved snapshots older than the retention that no live environment came from;
+    their golden copies go with the prune that follows."""
+    used = {env.snapshot_id for env in live}
+    expired = [
+        m
+        for m in await service.snapshots.list()
+        if m.extra.get("kind") == SAVED
+        and now - m.created >= service.policy.saved_retention
+        and m.id not in used
+    ]
+    for manifest in expired:
+        await service.snapshots.delete(manifest.id)
+        async with service.store.connection() as tx:
+            await tx.audit(
+                "devdb",
+                "expire",
+                manifest.id,
+                "saved snapshot removed",
+                {"owner": manifest.extra.get("owner"), "created": manifest.created.isoformat()},
+            )
+    return [m.id for m in expired]
 
 
 async def pool_sweep(service: Service, now: datetime) -> dict[str, list[str]]:

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -24,6 +25,7 @@ from provisioning.pg.clone import COPY, REFLINK, clone_tree
 from provisioning.pg.programs import stop_servers_under
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
+from provisioning.sweeps import expire_saved
 from tests.conftest import unique
 from tests.test_cli import devdb
 from tests.test_service import service_with
@@ -198,6 +200,7 @@ from pathlib import Path
 from provisioning.drivers.golden import GoldenCopies
 from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.snapshots.manifest import Manifest
+from provisioning.sweeps import expire_saved
 
 root, dump, manifest = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 golden = GoldenCopies(
@@ -312,7 +315,19 @@ async def test_save_keeps_an_environment_as_its_owners_snapshot(
         assert snapshot_id not in {m.id for m in await runtime.service.list_snapshots("mallory")}
         with pytest.raises(NotAllowed, match="is carol's saved work"):
             await runtime.service.refresh("mallory", unique("m"), snapshot=snapshot_id)
+        # Retention (14 days by default) spares a saved snapshot an environment came from.
+        created = (await runtime.snapshots.get(snapshot_id)).created
+        late = created + timedelta(days=15)
+        assert await expire_saved(runtime.service, [branch.env], late) == []
     finally:
         await runtime.service.destroy(owner, branch.env.name)
         await runtime.service.destroy(owner, name)
-        await runtime.snapshots.delete(snapshot_id)
+    assert await expire_saved(runtime.service, [], created + timedelta(days=13)) == []
+    assert await expire_saved(runtime.service, [], late) == [snapshot_id]
+    remaining = {m.id for m in await runtime.snapshots.list()}
+    assert snapshot_id not in remaining
+    driver = runtime.service.drivers["local"]
+    assert isinstance(driver, LocalDriver) and driver.golden is not None
+    assert driver.golden.ready(snapshot_id) is not None
+    await driver.prune(remaining)  # what the same reconcile sweep does next
+    assert driver.golden.ready(snapshot_id) is None
