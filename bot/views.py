@@ -73,20 +73,32 @@ def _button(action_id: str, name: str, text: str, **extra: Any) -> dict[str, Any
     }
 
 
-def environment_buttons(name: str) -> dict[str, Any]:
-    confirm = {
-        "title": {"type": "plain_text", "text": f"Destroy {name}?"},
-        "text": {"type": "mrkdwn", "text": "Its database and everything in it go away."},
-        "confirm": {"type": "plain_text", "text": "Destroy"},
-        "deny": {"type": "plain_text", "text": "Keep"},
+def _confirm(title: str, text: str, yes: str) -> dict[str, Any]:
+    return {
+        "title": {"type": "plain_text", "text": title},
+        "text": {"type": "mrkdwn", "text": text},
+        "confirm": {"type": "plain_text", "text": yes},
+        "deny": {"type": "plain_text", "text": "Cancel"},
     }
+
+
+def environment_buttons(name: str) -> dict[str, Any]:
+    # Slack caps a dialog title at 24 characters.
+    destroy = _confirm("Destroy it?", f"*{name}* and everything in it go away.", "Destroy")
+    reset = _confirm(
+        "Reset it?",
+        f"Every change in *{name}* is thrown away and open sessions are ended; "
+        "the connection details stay the same.",
+        "Reset",
+    )
     return {
         "type": "actions",
         "block_id": f"env:{name}",
         "elements": [
             _button("extend", name, "Extend 4h"),
             _button("details", name, "Connection details"),
-            _button("destroy", name, "Destroy", style="danger", confirm=confirm),
+            _button("reset", name, "Reset", confirm=reset),
+            _button("destroy", name, "Destroy", style="danger", confirm=destroy),
         ],
     }
 

@@ -277,12 +277,13 @@ async def test_buttons_respect_ownership(
             assert time.monotonic() < deadline, f"no reply to {user}'s {action}"
             await asyncio.sleep(0.05)
 
-    for action in ("destroy", "extend", "details"):
+    for action in ("destroy", "extend", "details", "reset"):
         reply = await click("mallory", action)
         assert reply["response_type"] == "ephemeral" and "belongs to" in reply["text"]
         assert view.endpoint.password not in json.dumps(reply)
     assert view.endpoint.password in json.dumps(await click(owner, "details"))
     assert "now expires at" in (await click("boss", "extend"))["text"]
+    assert "is back to its snapshot" in (await click(owner, "reset"))["text"]
     await slack.post(slack.click("boss", "destroy", name))
     deadline = time.monotonic() + 30
     while await runtime.service.list(owner):

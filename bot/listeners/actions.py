@@ -1,4 +1,4 @@
-"""Buttons on an environment's message: Extend 4h, Connection details, Destroy."""
+"""Buttons on an environment's message: Extend 4h, Connection details, Reset, Destroy."""
 
 from __future__ import annotations
 
@@ -24,6 +24,13 @@ def register(app: AsyncApp, service: Service) -> None:
                 env = await service.extend(user, name, EXTEND_BY)
                 text = messages.extended(env.name, f"{env.expires_at:%Y-%m-%d %H:%M} UTC")
                 await respond(response_type="ephemeral", replace_original=False, text=text)
+            elif action == "reset":
+                view, ended = await service.reset(user, name)
+                await respond(
+                    response_type="ephemeral",
+                    replace_original=False,
+                    text=messages.reset_done(view.env.name, ended),
+                )
             elif action == "destroy":
                 env = await service.destroy(user, name)
                 await respond(
@@ -60,5 +67,5 @@ def register(app: AsyncApp, service: Service) -> None:
 
         return handler
 
-    for kind in ("extend", "destroy", "details"):
+    for kind in ("extend", "reset", "destroy", "details"):
         app.action(kind)(listener(kind))
