@@ -23,11 +23,13 @@ from provisioning.drivers.local import LocalDriver
 from provisioning.errors import NotAllowed
 from provisioning.pg.clone import COPY, REFLINK, clone_tree
 from provisioning.pg.programs import stop_servers_under
+from provisioning.recovery import recover
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
 from provisioning.sweeps import expire_saved
 from tests.conftest import unique
 from tests.test_cli import devdb
+from tests.test_recovery import assert_nothing_left
 from tests.test_service import service_with
 
 
@@ -200,7 +202,6 @@ from pathlib import Path
 from provisioning.drivers.golden import GoldenCopies
 from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.snapshots.manifest import Manifest
-from provisioning.sweeps import expire_saved
 
 root, dump, manifest = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 golden = GoldenCopies(
@@ -331,3 +332,42 @@ async def test_save_keeps_an_environment_as_its_owners_snapshot(
     assert driver.golden.ready(snapshot_id) is not None
     await driver.prune(remaining)  # what the same reconcile sweep does next
     assert driver.golden.ready(snapshot_id) is None
+
+
+async def test_a_clone_killed_half_made_is_cleaned_up_at_the_next_start(
+    runtime: Runtime, demo_snapshot: Manifest, cli_env: dict[str, str]
+) -> None:
+    """kill -9 while a refresh copies the golden copy: the next start's recovery removes the
+    half-made cluster, its port and password, and the name is free again."""
+    driver = local_driver(runtime)
+    await driver.prepare(runtime.snapshots, demo_snapshot)
+    before = set(driver.clusters_dir.iterdir()) if driver.clusters_dir.is_dir() else set()
+    name = unique("k")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "refresh", name, "--snapshot", demo_snapshot.id],
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    try:
+        while not (
+            set(driver.clusters_dir.iterdir()) - before if driver.clusters_dir.is_dir() else None
+        ):
+            assert proc.poll() is None and time.monotonic() < deadline, "no clone was begun"
+            time.sleep(0.002)  # a tight look: the copy itself takes a fraction of a second
+        proc.kill()
+    finally:
+        proc.wait()
+    (made,) = set(driver.clusters_dir.iterdir()) - before
+    assert made.exists(), "the half-made clone is there until recovery runs"
+    report = await recover(runtime.store, runtime.service.drivers, runtime.service.secrets)
+    assert len(report.abandoned_jobs) == 1
+    await assert_nothing_left(runtime, name)
+    assert not made.exists()
+    view = await runtime.service.refresh("carol", name, snapshot=demo_snapshot.id)
+    try:
+        assert view.env.handle["made"] == "clone" and view.endpoint is not None
+        assert await count(view.endpoint.dsn, "contacts") == 2000
+    finally:
+        await runtime.service.destroy("carol", view.env.name)
