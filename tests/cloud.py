@@ -71,6 +71,10 @@ class InstanceHost:
     runs the instance's user data with bash, as cloud-init would, with the agent's server on
     a free local port (which `address` reports in place of the private IP); when the
     instance is terminated, its server is stopped and its files removed.
+
+    Data volumes are directories named by volume id. A volume moto made from an EBS snapshot
+    starts as a copy of the snapshotted volume (which is kept once its instance stopped, as
+    EBS keeps a snapshot's blocks). The user data's power-off stops the instance in moto.
     """
 
     def __init__(self, moto: Moto, root: Path, ports: range = range(25500, 25600)) -> None:
@@ -81,6 +85,8 @@ class InstanceHost:
         self.addresses: dict[str, tuple[str, int]] = {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.booted: list[str] = []
+        self.volumes: dict[str, Path] = {}
+        self.kept: set[str] = set()  # volumes of stopped instances: their data is snapshotted
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._watch, name="instance-host", daemon=True)
@@ -102,7 +108,9 @@ class InstanceHost:
                 for instance in reservation["Instances"]:
                     instance_id, state = instance["InstanceId"], instance["State"]["Name"]
                     if state == "running" and instance_id not in self.processes:
-                        self._boot(instance_id)
+                        self._boot(instance)
+                    elif state == "running" and (self.root / instance_id / "poweroff").exists():
+                        self._power_off(instance_id)
                     elif state in ("terminated", "shutting-down") and instance_id in self.processes:
                         self._halt(instance_id)
 
@@ -120,7 +128,48 @@ class InstanceHost:
             return port
         raise RuntimeError("no free port for a stand-in instance")
 
-    def _boot(self, instance_id: str) -> None:
+    def _volume(self, instance: dict[str, Any]) -> Path:
+        """The instance's data volume as a directory, filled from its EBS snapshot if any."""
+        instance_id = instance["InstanceId"]
+        volume_id = next(
+            (
+                m["Ebs"]["VolumeId"]
+                for m in instance.get("BlockDeviceMappings", [])
+                if m["DeviceName"] == "/dev/sdf"
+            ),
+            instance_id,
+        )
+        path = self.root / "volumes" / volume_id
+        self.volumes[instance_id] = path
+        if path.exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        volume = (
+            self.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]
+            if volume_id.startswith("vol-")
+            else []
+        )
+        source = volume[0].get("SnapshotId") if volume else None
+        if source:
+            snapshot = self.ec2.describe_snapshots(SnapshotIds=[source])["Snapshots"][0]
+            # cp -a keeps the owners: the data directory belongs to the server's account.
+            subprocess.run(
+                ["cp", "-a", str(self.root / "volumes" / snapshot["VolumeId"]), str(path)],
+                check=True,
+            )
+        return path
+
+    def _power_off(self, instance_id: str) -> None:
+        """The user data powered the instance off: EC2 stops it (its template says stop)."""
+        process = self.processes[instance_id]
+        process.wait()
+        stop_servers_under(self.volumes[instance_id])
+        self.kept.add(self.volumes[instance_id].name)
+        self.ec2.stop_instances(InstanceIds=[instance_id])
+        (self.root / instance_id / "poweroff").unlink()
+
+    def _boot(self, instance: dict[str, Any]) -> None:
+        instance_id = instance["InstanceId"]
         raw = self.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
         script = base64.b64decode(raw["UserData"]["Value"]).decode()
         home = self.root / instance_id
@@ -131,9 +180,10 @@ class InstanceHost:
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             "HOME": os.environ.get("HOME", "/root"),
             **self.moto.env,
-            "DEVDB_AGENT_ROOT": str(home / "data"),
+            "DEVDB_AGENT_ROOT": str(self._volume(instance)),
             "DEVDB_AGENT_PORT": str(port),
             "DEVDB_AGENT_LISTEN": "127.0.0.1",
+            "DEVDB_AGENT_POWEROFF": f"touch {home / 'poweroff'}",
         }
         with open(home / "cloud-init.log", "wb") as log:
             self.processes[instance_id] = subprocess.Popen(
@@ -150,6 +200,11 @@ class InstanceHost:
             process.wait()
         with self._lock:
             self.addresses.pop(instance_id, None)
+        volume = self.volumes.pop(instance_id, None)
+        if volume is not None:
+            stop_servers_under(volume)
+            if volume.name not in self.kept:
+                shutil.rmtree(volume, ignore_errors=True)
         stop_servers_under(self.root / instance_id)
         shutil.rmtree(self.root / instance_id, ignore_errors=True)
 

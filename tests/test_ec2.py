@@ -148,14 +148,14 @@ async def test_a_failure_at_each_step_leaves_nothing_behind(
         monkeypatch.setattr(ec2, "run_instances", fail("InsufficientInstanceCapacity"))
 
     def reclaimed_at_once() -> None:
-        real = fleet.request_spot
+        real = fleet.request_instance
 
-        def request(*args: Any) -> tuple[str, str]:
-            instance_id, kind = real(*args)
+        def request(*args: Any, **kwargs: Any) -> tuple[str, str]:
+            instance_id, kind = real(*args, **kwargs)
             cloud.moto.client("ec2").terminate_instances(InstanceIds=[instance_id])
             return instance_id, kind
 
-        monkeypatch.setattr(fleet, "request_spot", request)
+        monkeypatch.setattr(fleet, "request_instance", request)
 
     injections: dict[str, tuple[Callable[[], None], str]] = {
         "password": (

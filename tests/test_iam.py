@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = {
     "provisioning/aws/fleet.py": {"ec2": "ec2"},
     "provisioning/drivers/ec2.py": {"ec2": "ec2"},
+    "provisioning/aws/golden.py": {"ec2": "ec2"},
+    "provisioning/aws/instances.py": {"ec2": "ec2"},
     "provisioning/aws/ssm.py": {"client": "ssm"},
     "provisioning/snapshots/s3.py": {"client": "s3"},
     "provisioning/aws/agent.py": {"ssm": "ssm"},
@@ -118,6 +120,8 @@ def test_the_scan_sees_the_calls_it_should() -> None:
         ("ec2", "run_instances"),
         ("ec2", "terminate_instances"),
         ("ec2", "describe_instances"),
+        ("ec2", "create_snapshot"),
+        ("ec2", "delete_snapshot"),
         ("ssm", "put_parameter"),
         ("ssm", "get_parameter"),
         ("s3", "list_objects_v2"),

@@ -7,12 +7,20 @@ with `pg_restore --jobs`. The password comes from SSM at boot. Progress and read
 the status row (`agent_status`), which the bot polls.
 
 On a reboot the agent finds its cluster and status and only starts the server again.
+
+A golden build (`DEVDB_AGENT_GOLDEN=1`) restores the same way, then vacuums, analyses,
+checkpoints and stops the server cleanly, drops the downloaded dump, and leaves the file
+`golden` (the database's name) on the volume; the user data then syncs and powers the
+instance off, and the bot snapshots the volume. An instance whose volume was made from that
+EBS snapshot finds the file: it starts the copied server on its own settings, renames the
+database, sets the new password and is ready, with no download and no restore.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +32,7 @@ import boto3
 
 from provisioning.aws import agent_status
 from provisioning.aws.agent_status import AgentState
+from provisioning.drivers.golden import settle
 from provisioning.errors import DevdbError, InvalidInput, ProvisioningFailed
 from provisioning.models import ProgressEvent, Step
 from provisioning.pg.cluster import LocalCluster
@@ -33,6 +42,7 @@ from provisioning.pg.sql import quote_ident
 from provisioning.snapshots.s3 import S3SnapshotStore
 
 AGENT_APP = "devdb-agent"
+GOLDEN_MARK = "golden"  # on a golden volume: the name of its database
 WRITE_EVERY = 0.5  # seconds between status writes while bytes move
 
 
@@ -48,6 +58,7 @@ class AgentConfig:
     port: int
     listen: str
     jobs: int
+    golden: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], jobs: int | None = None) -> AgentConfig:
@@ -72,6 +83,7 @@ class AgentConfig:
             port=port,
             listen=environ.get("DEVDB_AGENT_LISTEN") or "*",
             jobs=jobs or os.cpu_count() or 2,
+            golden=environ.get("DEVDB_AGENT_GOLDEN") == "1",
         )
 
 
@@ -118,12 +130,19 @@ async def run_agent(
     config.root.mkdir(parents=True, exist_ok=True)
     if account:
         os.chmod(config.root, 0o711)
+    mark = config.root / GOLDEN_MARK
     if not cluster.exists():
         await cluster.create()
+    elif mark.is_file():
+        cluster.configure()  # a copy of the golden volume: this instance's own settings
     await cluster.start()
     conn = await cluster.connect()
     try:
         await conn.execute(f"set application_name = {quote_ident(AGENT_APP)}")
+        if mark.is_file():
+            await _from_golden(conn, config, mark.read_text().strip())
+            mark.unlink()
+            return
         status = await agent_status.read(conn)
         if status is not None and status.state == AgentState.READY:
             return  # a reboot: the server is back, the data was restored before
@@ -137,6 +156,26 @@ async def run_agent(
         await agent_status.write(conn, AgentState.READY)  # keeps restore_dump's last event
     finally:
         await conn.close()
+    if config.golden:
+        shutil.rmtree(config.root / "snapshots", ignore_errors=True)
+        await settle(cluster, config.database)
+        mark.write_text(config.database + "\n")
+        os.sync()
+
+
+async def _from_golden(conn: asyncpg.Connection, config: AgentConfig, database: str) -> None:
+    """The volume came from a golden EBS snapshot: make its database this environment's."""
+    if database != config.database:
+        await conn.execute(
+            f"alter database {quote_ident(database)} rename to {quote_ident(config.database)}"
+        )
+    await _prepare(conn, config)
+    event = ProgressEvent(
+        step=Step.RESTORE,
+        message="made from the golden EBS snapshot: nothing to restore",
+        percent=100.0,
+    )
+    await agent_status.write(conn, AgentState.READY, event)
 
 
 async def _prepare(conn: asyncpg.Connection, config: AgentConfig) -> None:

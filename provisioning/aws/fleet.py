@@ -8,6 +8,7 @@ even when the process that made it died half-way.
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioning.aws.settings import AwsSettings
 from provisioning.errors import ProvisioningFailed
+from provisioning.snapshots.manifest import Manifest
 
+GIB = 1 << 30
 GROUP_NAME = "devdb-postgres"
 DATA_DEVICE = "/dev/sdf"
 # Spot requests that fail for want of capacity or price, where trying another type helps.
@@ -28,6 +31,13 @@ _CAPACITY = (
     "UnfulfillableCapacity",
     "Unsupported",
 )
+
+
+def volume_size(manifest: Manifest) -> int:
+    """GiB for the data volume: the dump, the restored tables (about twice their data) and
+    room to work."""
+    need = manifest.size + 2 * manifest.data_bytes
+    return max(20, math.ceil(need / GIB) + 10)
 
 
 def aws_reason(exc: BaseException) -> str:
@@ -121,8 +131,25 @@ def launch_template(
     user_data: str,
     volume_gib: int,
     tags: dict[str, str],
+    golden: str | None = None,
+    init_rate: int | None = None,
+    shutdown: str = "terminate",
 ) -> str:
-    """This environment's own launch template, on top of the configured one if any."""
+    """This environment's own launch template, on top of the configured one if any.
+
+    With `golden` (an EBS snapshot id) the data volume is made from that snapshot, at
+    `init_rate` MiB/s if given. A golden build's instance stops instead of terminating when
+    it shuts itself down, so its volume can be snapshotted."""
+    data_volume: dict[str, Any] = {
+        "VolumeSize": volume_gib,
+        "VolumeType": "gp3",
+        "DeleteOnTermination": True,
+        "Encrypted": True,
+    }
+    if golden:
+        data_volume["SnapshotId"] = golden
+        if init_rate:
+            data_volume["VolumeInitializationRate"] = init_rate
     data: dict[str, Any] = {}
     if settings.launch_template:
         key = (
@@ -147,22 +174,14 @@ def launch_template(
             "HttpPutResponseHopLimit": 1,
         },
         SecurityGroupIds=[group],
-        InstanceInitiatedShutdownBehavior="terminate",
+        InstanceInitiatedShutdownBehavior=shutdown,
         BlockDeviceMappings=[
             *[
                 mapping
                 for mapping in data.get("BlockDeviceMappings", [])
                 if mapping.get("DeviceName") != DATA_DEVICE
             ],
-            {
-                "DeviceName": DATA_DEVICE,
-                "Ebs": {
-                    "VolumeSize": volume_gib,
-                    "VolumeType": "gp3",
-                    "DeleteOnTermination": True,
-                    "Encrypted": True,
-                },
-            },
+            {"DeviceName": DATA_DEVICE, "Ebs": data_volume},
         ],
         TagSpecifications=[
             {"ResourceType": "instance", "Tags": tag_list(tags)},
@@ -177,38 +196,49 @@ def launch_template(
     return str(reply["LaunchTemplate"]["LaunchTemplateId"])
 
 
-def request_spot(
-    ec2: Any, template: str, types: Sequence[str], subnets: Sequence[str]
+def request_instance(
+    ec2: Any, template: str, types: Sequence[str], subnets: Sequence[str], *, spot: bool = True
 ) -> tuple[str, str]:
-    """One spot instance (id, type): an instant fleet first, then plain spot requests."""
+    """One instance (id, type). Spot: an instant fleet first, then plain spot requests.
+    On demand (a golden build, which must be able to stop): plain requests only."""
     spec = {"LaunchTemplateId": template, "Version": "$Latest"}
     reasons: list[str] = []
-    try:
-        reply = ec2.create_fleet(
-            Type="instant",
-            LaunchTemplateConfigs=[
-                {
-                    "LaunchTemplateSpecification": spec,
-                    "Overrides": [
-                        {"InstanceType": kind, "SubnetId": subnet}
-                        for kind in types
-                        for subnet in subnets
-                    ],
-                }
-            ],
-            TargetCapacitySpecification={
-                "TotalTargetCapacity": 1,
-                "SpotTargetCapacity": 1,
-                "DefaultTargetCapacityType": "spot",
+    market: dict[str, Any] = {}
+    if spot:
+        market["InstanceMarketOptions"] = {
+            "MarketType": "spot",
+            "SpotOptions": {
+                "SpotInstanceType": "one-time",
+                "InstanceInterruptionBehavior": "terminate",
             },
-            SpotOptions={"AllocationStrategy": "price-capacity-optimized"},
-        )
-        for group in reply.get("Instances", []):
-            if group.get("InstanceIds"):
-                return str(group["InstanceIds"][0]), str(group["InstanceType"])
-        reasons += [error.get("ErrorMessage", "") for error in reply.get("Errors", [])]
-    except (BotoCoreError, ClientError) as exc:
-        reasons.append(aws_reason(exc))
+        }
+        try:
+            reply = ec2.create_fleet(
+                Type="instant",
+                LaunchTemplateConfigs=[
+                    {
+                        "LaunchTemplateSpecification": spec,
+                        "Overrides": [
+                            {"InstanceType": kind, "SubnetId": subnet}
+                            for kind in types
+                            for subnet in subnets
+                        ],
+                    }
+                ],
+                TargetCapacitySpecification={
+                    "TotalTargetCapacity": 1,
+                    "SpotTargetCapacity": 1,
+                    "DefaultTargetCapacityType": "spot",
+                },
+                SpotOptions={"AllocationStrategy": "price-capacity-optimized"},
+            )
+            for group in reply.get("Instances", []):
+                if group.get("InstanceIds"):
+                    return str(group["InstanceIds"][0]), str(group["InstanceType"])
+            reasons += [error.get("ErrorMessage", "") for error in reply.get("Errors", [])]
+        except (BotoCoreError, ClientError) as exc:
+            reasons.append(aws_reason(exc))
+    what = "spot request" if spot else "launch"
     for kind in types:
         for subnet in subnets:
             try:
@@ -218,24 +248,18 @@ def request_spot(
                     SubnetId=subnet,
                     MinCount=1,
                     MaxCount=1,
-                    InstanceMarketOptions={
-                        "MarketType": "spot",
-                        "SpotOptions": {
-                            "SpotInstanceType": "one-time",
-                            "InstanceInterruptionBehavior": "terminate",
-                        },
-                    },
+                    **market,
                 )
                 return str(reply["Instances"][0]["InstanceId"]), kind
             except ClientError as exc:
                 reasons.append(aws_reason(exc))
                 if exc.response.get("Error", {}).get("Code") not in _CAPACITY:
                     raise ProvisioningFailed(
-                        f"EC2 refused the spot request ({aws_reason(exc)})."
+                        f"EC2 refused the {what} ({aws_reason(exc)})."
                     ) from exc
     raise ProvisioningFailed(
-        f"no spot capacity for {', '.join(types)} in {len(subnets)} subnet(s)"
-        f" ({reasons[-1] if reasons else 'no reason given'}): try again later or add "
+        f"no {'spot ' if spot else ''}capacity for {', '.join(types)} in {len(subnets)} "
+        f"subnet(s) ({reasons[-1] if reasons else 'no reason given'}): try again later or add "
         "instance types to DEVDB_EC2_INSTANCE_TYPES."
     )
 

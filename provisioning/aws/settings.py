@@ -37,6 +37,9 @@ class AwsSettings:
     teams: dict[str, frozenset[str]] = field(default_factory=dict)
     boot_timeout: timedelta = timedelta(minutes=10)
     ready_timeout: timedelta = timedelta(minutes=60)
+    # MiB/s at which a volume made from a golden EBS snapshot is filled (EBS Provisioned Rate
+    # for Volume Initialization, 100-300); None leaves EBS's default, lazy loading.
+    volume_init_rate: int | None = None
 
     @property
     def ec2_enabled(self) -> bool:
@@ -81,6 +84,12 @@ class AwsSettings:
                 ) from None
         if (raw := pick("teams")) is not None:
             kwargs["teams"] = _teams(raw)
+        if (raw := pick("ec2_volume_init_rate")) is not None:
+            if not raw.isdigit() or not 100 <= int(raw) <= 300:
+                raise InvalidInput(
+                    f"DEVDB_EC2_VOLUME_INIT_RATE must be 100 to 300 (MiB/s), not {raw!r}."
+                )
+            kwargs["volume_init_rate"] = int(raw)
         for key in ("boot_timeout", "ready_timeout"):
             if (raw := pick(f"ec2_{key}")) is not None:
                 kwargs[key] = parse_duration(raw)

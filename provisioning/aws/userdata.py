@@ -15,6 +15,7 @@ def render_user_data(
     parameter: str,
     database: str,
     user: str,
+    golden: bool = False,
 ) -> str:
     script = resources.files("provisioning.aws").joinpath("userdata.sh").read_text()
     values = {
@@ -25,6 +26,7 @@ def render_user_data(
         "PARAMETER": parameter,
         "DATABASE": database,
         "USER": user,
+        "GOLDEN": "1" if golden else "0",
     }
     for key, value in values.items():
         script = script.replace(f"@{key}@", shlex.quote(value))

@@ -1,5 +1,6 @@
 #!/bin/bash
-# devdb instance bootstrap: prepare the data volume, then restore one snapshot with the agent.
+# devdb instance bootstrap: prepare the data volume, then restore one snapshot with the agent
+# (or, on a volume made from a golden EBS snapshot, only start it).
 # Rendered per environment by provisioning/aws/userdata.py; it holds no secret (the agent
 # reads the database password from SSM Parameter Store with the instance's role).
 set -euo pipefail
@@ -11,6 +12,9 @@ export DEVDB_AGENT_SNAPSHOT=@SNAPSHOT@
 export DEVDB_AGENT_PARAMETER=@PARAMETER@
 export DEVDB_AGENT_DATABASE=@DATABASE@
 export DEVDB_AGENT_USER=@USER@
+# 1 on a golden build: restore, settle, stop cleanly, then power off so the volume can be
+# snapshotted (the instance stops rather than terminates).
+export DEVDB_AGENT_GOLDEN=@GOLDEN@
 # Where the data lives and where the server listens; set beforehand to run elsewhere.
 export DEVDB_AGENT_ROOT="${DEVDB_AGENT_ROOT:-/var/lib/devdb-agent}"
 export DEVDB_AGENT_PORT="${DEVDB_AGENT_PORT:-5432}"
@@ -38,4 +42,8 @@ if ! command -v devdb >/dev/null 2>&1; then
   echo "devdb agent: the devdb command is not installed on this image" >&2
   exit 1
 fi
-exec devdb agent restore --jobs "$(nproc)"
+devdb agent restore --jobs "$(nproc)"
+if [ "$DEVDB_AGENT_GOLDEN" = 1 ]; then
+  sync
+  ${DEVDB_AGENT_POWEROFF:-poweroff}
+fi

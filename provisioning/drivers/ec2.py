@@ -14,36 +14,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import secrets
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from botocore.exceptions import BotoCoreError, ClientError
 
-from provisioning.aws import agent_status, fleet
-from provisioning.aws.agent_status import AgentState, AgentStatus
+from provisioning.aws import fleet
+from provisioning.aws.agent_status import AgentState
+from provisioning.aws.fleet import volume_size
+from provisioning.aws.golden import BUILD_TAG, GoldenSnapshots
+from provisioning.aws.instances import GONE, Address
 from provisioning.aws.settings import AwsSettings
 from provisioning.aws.ssm import SsmSecrets, parameter_name
 from provisioning.aws.userdata import render_user_data
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
 from provisioning.errors import InvalidInput, ProvisioningFailed
 from provisioning.models import Environment, ProgressEvent, Step
-from provisioning.pg.probe import PROBE_APP, probe
+from provisioning.pg.probe import probe
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
 from provisioning.snapshots.s3 import S3SnapshotStore
 
 DEV_USER = "dev"
 PORT = 5432
-GIB = 1 << 30
 GP3_PER_GIB_MONTH = 0.08  # US dollars, us-east-1 list price
 HOURS_PER_MONTH = 730.0
-_GONE = ("shutting-down", "terminated", "stopping", "stopped")
 _RECLAIMING = (
     "marked-for-termination",
     "marked-for-stop",
@@ -53,8 +51,6 @@ _RECLAIMING = (
     "instance-stopped-by-price",
     "instance-stopped-no-capacity",
 )
-_ORDER = (AgentState.STARTING, AgentState.RESTORING, AgentState.READY)
-Address = Callable[[dict[str, Any]], tuple[str, int] | None]
 
 
 def private_address(instance: dict[str, Any]) -> tuple[str, int] | None:
@@ -62,14 +58,10 @@ def private_address(instance: dict[str, Any]) -> tuple[str, int] | None:
     return (str(address), PORT) if address else None
 
 
-def volume_size(manifest: Manifest) -> int:
-    """GiB for the data volume: the dump, the restored tables (about twice their data) and
-    room to work."""
-    need = manifest.size + 2 * manifest.data_bytes
-    return max(20, math.ceil(need / GIB) + 10)
+__all__ = ["Ec2Driver", "private_address", "volume_size"]
 
 
-class Ec2Driver(Driver):
+class Ec2Driver(GoldenSnapshots, Driver):
     kind = "ec2"
     orphan_grace = timedelta(minutes=15)
 
@@ -111,6 +103,7 @@ class Ec2Driver(Driver):
             raise ProvisioningFailed("an EC2 environment needs a snapshot to size its volume.")
         manifest = await self.snapshots.get(env.snapshot_id)
         handle: Handle = {
+            "golden_ebs": await self.golden_snapshot(manifest.id),
             "token": f"{env.id}-{secrets.token_hex(4)}",
             "region": self.region,
             "snapshot": manifest.id,
@@ -131,6 +124,7 @@ class Ec2Driver(Driver):
         handle = placement.handle
         token = handle["token"]
         tags = {**handle["tags"], "devdb:launch": token}
+        build = bool(handle.get("golden_build"))  # on demand, and it stops when done
 
         def step(message: str, percent: float) -> None:
             progress(ProgressEvent(step=Step.LAUNCH, message=message, percent=percent))
@@ -149,6 +143,7 @@ class Ec2Driver(Driver):
                 parameter=handle["parameter"],
                 database=placement.database,
                 user=placement.user,
+                golden=build,
             )
             template = await asyncio.to_thread(
                 fleet.launch_template,
@@ -159,10 +154,19 @@ class Ec2Driver(Driver):
                 user_data=user_data,
                 volume_gib=handle["volume_gib"],
                 tags=tags,
+                golden=handle.get("golden_ebs"),
+                init_rate=self.settings.volume_init_rate,
+                shutdown="stop" if build else "terminate",
             )
-            step(f"requesting a spot instance ({', '.join(self.settings.instance_types)})", 15.0)
+            kind = "an on-demand" if build else "a spot"
+            step(f"requesting {kind} instance ({', '.join(self.settings.instance_types)})", 15.0)
             instance_id, instance_type = await asyncio.to_thread(
-                fleet.request_spot, self.ec2, template, self.settings.instance_types, net.subnets
+                fleet.request_instance,
+                self.ec2,
+                template,
+                self.settings.instance_types,
+                net.subnets,
+                spot=not build,
             )
         except (BotoCoreError, ClientError) as exc:
             raise ProvisioningFailed(f"EC2 refused the launch ({fleet.aws_reason(exc)}).") from exc
@@ -173,6 +177,8 @@ class Ec2Driver(Driver):
         price = await asyncio.to_thread(fleet.spot_price, self.ec2, instance_type, zone)
         launched_handle = {
             **handle,
+            "made": "clone" if handle.get("golden_ebs") else "restore",
+            "method": "ebs snapshot" if handle.get("golden_ebs") else None,
             "instance_id": instance_id,
             "instance_type": instance_type,
             "zone": zone,
@@ -192,97 +198,6 @@ class Ec2Driver(Driver):
         await self._follow(launched, password, deadline, until=AgentState.STARTING, emit=None)
         step("server is up", 100.0)
         return launched
-
-    async def _describe(self, instance_id: str) -> dict[str, Any] | None:
-        try:
-            reply = await self._call("describe_instances", InstanceIds=[instance_id])
-        except ClientError as exc:
-            if "NotFound" in str(exc.response.get("Error", {}).get("Code")):
-                return None
-            raise
-        for reservation in reply.get("Reservations", []):
-            for instance in reservation.get("Instances", []):
-                return dict(instance)
-        return None
-
-    async def _wait_running(self, instance_id: str, deadline: float) -> dict[str, Any]:
-        while True:
-            instance = await self._describe(instance_id)
-            state = instance["State"]["Name"] if instance else "missing"
-            if state == "running" and instance is not None:
-                return instance
-            if state in _GONE:
-                raise ProvisioningFailed(
-                    f"the spot instance {instance_id} was {state} before it started: "
-                    "capacity was taken back; try again."
-                )
-            if time.monotonic() > deadline:
-                raise ProvisioningFailed(
-                    f"the instance {instance_id} did not start within {self.settings.boot_timeout}."
-                )
-            await asyncio.sleep(self.poll)
-
-    async def _wait_address(self, instance_id: str, deadline: float) -> tuple[str, int]:
-        while True:
-            instance = await self._describe(instance_id)
-            if instance is not None and (found := self.address(instance)):
-                return found
-            if time.monotonic() > deadline:
-                raise ProvisioningFailed(f"the instance {instance_id} has no address.")
-            await asyncio.sleep(self.poll)
-
-    async def _status(self, placement: Placement, password: str) -> AgentStatus | None:
-        """The agent's status, or None while the server does not answer yet."""
-        try:
-            conn = await asyncpg.connect(
-                host=placement.host,
-                port=placement.port,
-                user=placement.user,
-                password=password,
-                database="postgres",
-                timeout=5,
-                server_settings={"application_name": PROBE_APP},
-            )
-        except (OSError, TimeoutError, asyncpg.PostgresError):
-            return None  # still booting, or the role is not made yet
-        try:
-            return await agent_status.read(conn)
-        finally:
-            await conn.close()
-
-    async def _follow(
-        self,
-        placement: Placement,
-        password: str,
-        deadline: float,
-        *,
-        until: AgentState,
-        emit: Progress | None,
-    ) -> None:
-        """Poll the agent until it reaches `until` (or gets past it); re-emit its progress."""
-        instance_id = placement.handle["instance_id"]
-        last: ProgressEvent | None = None
-        checked = time.monotonic()
-        while True:
-            status = await self._status(placement, password)
-            if status is not None:
-                if status.state == AgentState.FAILED:
-                    raise ProvisioningFailed(f"the instance could not restore: {status.error}")
-                if emit and status.event is not None and status.event != last:
-                    last = status.event
-                    emit(status.event)
-                if _ORDER.index(status.state) >= _ORDER.index(until):
-                    return
-            if time.monotonic() - checked > 10 * self.poll:
-                checked = time.monotonic()
-                if reason := await self.interruption(placement.handle):
-                    raise ProvisioningFailed(f"the environment's server went away: {reason}.")
-            if time.monotonic() > deadline:
-                raise ProvisioningFailed(
-                    f"the instance {instance_id} did not report "
-                    f"{until.value} in time; it was terminated."
-                )
-            await asyncio.sleep(self.poll / 2)
 
     async def restore(
         self,
@@ -328,7 +243,7 @@ class Ec2Driver(Driver):
         if instance is None:
             return f"its instance {instance_id} no longer exists"
         state = instance["State"]["Name"]
-        if state in _GONE:
+        if state in GONE:
             return f"its spot instance {instance_id} is {state}"
         requests = await self._call(
             "describe_spot_instance_requests",
@@ -412,6 +327,8 @@ class Ec2Driver(Driver):
         for reservation in reply.get("Reservations", []):
             for instance in reservation.get("Instances", []):
                 tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+                if BUILD_TAG in tags:
+                    continue  # a golden build: it runs for as long as a restore takes
                 handles.append(
                     {"token": tags.get("devdb:launch", ""), "instance_id": instance["InstanceId"]}
                 )

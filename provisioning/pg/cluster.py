@@ -106,7 +106,7 @@ class LocalCluster:
         result = await run(args, account=self.account, env=server_env(), cwd=self.root)
         if result.returncode != 0:
             raise ProvisioningFailed(f"initdb failed: {_last_line(result.stderr)}")
-        self._configure()
+        self.configure()
 
     async def adopt(self, data_dir: Path) -> str:
         """Make this cluster a copy of another's stopped data directory (a golden copy),
@@ -120,7 +120,7 @@ class LocalCluster:
         owner = (self.account.uid, self.account.gid) if self.account else None
         method = await asyncio.to_thread(clone_tree, data_dir, self.data_dir, owner=owner)
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
-        self._configure()
+        self.configure()
         return method
 
     def _check_socket_path(self) -> None:
@@ -130,7 +130,7 @@ class LocalCluster:
                 "choose a shorter DEVDB_HOME."
             )
 
-    def _configure(self) -> None:
+    def configure(self) -> None:
         """Append this cluster's settings; later lines win, so a copy is reconfigured too."""
         settings = {
             "port": str(self.port),

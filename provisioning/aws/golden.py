@@ -1,0 +1,196 @@
+"""Golden copies on EC2: one EBS snapshot per devdb snapshot, of a data volume that an
+instance restored, settled and shut down cleanly.
+
+Mixed into `Ec2Driver`. `prepare` (the nightly rebuild, right after publishing) launches an
+on-demand builder instance (it must be able to stop, which a one-time spot instance cannot)
+whose agent restores from S3, vacuums, analyses, checkpoints and stops PostgreSQL, then powers
+the instance off. The bot snapshots the stopped instance's data volume, tags the snapshot
+`devdb:snapshot=<id>`, waits until it is complete and terminates the builder.
+
+Environments of that snapshot then map their data volume from the EBS snapshot in their
+launch template; the agent only starts the copied server and sets the password. While no
+complete golden snapshot exists, environments restore from S3 as before. A builder is never
+started while another for the same snapshot lives; builders a killed bot left behind and
+EBS snapshots of deleted snapshots are removed by `prune`. A golden snapshot an agent could
+not start from is deleted, so the next environment restores and the next build replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from provisioning.aws import fleet
+from provisioning.aws.agent_status import AgentState
+from provisioning.aws.instances import InstanceWatch
+from provisioning.drivers.base import Handle, Placement, Progress
+from provisioning.errors import ProvisioningFailed
+from provisioning.models import ProgressEvent, Step
+from provisioning.snapshots.base import SnapshotStore
+from provisioning.snapshots.manifest import Manifest
+
+SNAPSHOT_TAG = "devdb:snapshot"  # on a golden EBS snapshot: the devdb snapshot it holds
+BUILD_TAG = "devdb:golden-build"  # on a builder instance: the devdb snapshot it builds
+GOLDEN_DATABASE = "devdb_golden"
+_ALIVE = ["pending", "running", "stopping", "stopped"]
+
+
+class GoldenSnapshots(InstanceWatch):
+    region: str
+    launch: Callable[[Placement, str, Progress], Awaitable[Placement]]
+    terminate: Callable[[Handle], Awaitable[None]]
+
+    async def golden_snapshot(self, snapshot_id: str) -> str | None:
+        """The newest complete golden EBS snapshot of `snapshot_id`, or None."""
+        found = await self._golden_snapshots(snapshot_id)
+        complete = [s for s in found if s["State"] == "completed"]
+        complete.sort(key=lambda s: s["StartTime"], reverse=True)
+        return str(complete[0]["SnapshotId"]) if complete else None
+
+    async def _golden_snapshots(self, snapshot_id: str | None = None) -> list[dict[str, Any]]:
+        value = [snapshot_id] if snapshot_id else ["*"]
+        reply = await self._call(
+            "describe_snapshots",
+            OwnerIds=["self"],
+            Filters=[{"Name": f"tag:{SNAPSHOT_TAG}", "Values": value}],
+        )
+        return list(reply.get("Snapshots", []))
+
+    async def _builders(self, snapshot_id: str | None = None) -> list[dict[str, Any]]:
+        value = [snapshot_id] if snapshot_id else ["*"]
+        reply = await self._call(
+            "describe_instances",
+            Filters=[
+                {"Name": f"tag:{BUILD_TAG}", "Values": value},
+                {"Name": "instance-state-name", "Values": _ALIVE},
+            ],
+        )
+        return [i for r in reply.get("Reservations", []) for i in r.get("Instances", [])]
+
+    async def prepare(self, snapshots: SnapshotStore, manifest: Manifest) -> None:
+        """Make the golden EBS snapshot of `manifest` unless it exists or is being made."""
+        await self.build_golden(manifest, lambda _: None)
+
+    async def build_golden(self, manifest: Manifest, progress: Progress) -> str:
+        deadline = time.monotonic() + self.settings.ready_timeout.total_seconds()
+        while await self._builders(manifest.id) or any(
+            s["State"] == "pending" for s in await self._golden_snapshots(manifest.id)
+        ):
+            if time.monotonic() > deadline:  # another process's build: wait for it
+                raise ProvisioningFailed(f"the golden copy of {manifest.id} is still being made.")
+            await asyncio.sleep(self.poll)
+        if found := await self.golden_snapshot(manifest.id):
+            return found
+        token = f"golden-{secrets.token_hex(4)}"
+        handle: Handle = {
+            "token": token,
+            "region": self.region,
+            "snapshot": manifest.id,
+            "volume_gib": fleet.volume_size(manifest),  # as each environment's
+            "parameter": f"/devdb/{token}/password",
+            "golden_build": True,
+            "tags": {"devdb:managed": "true", BUILD_TAG: manifest.id},
+        }
+        placement = Placement(
+            handle=handle, host="pending", port=0, database=GOLDEN_DATABASE, user="dev"
+        )
+        password = secrets.token_urlsafe(24)
+        try:
+            launched = await self.launch(placement, password, progress)
+            await self._follow_build(launched, password, deadline, progress)
+            volume = await self._data_volume(launched.handle["instance_id"])
+            progress(ProgressEvent(step=Step.RESTORE, message=f"snapshotting {volume}"))
+            reply = await self._call(
+                "create_snapshot",
+                VolumeId=volume,
+                Description=f"devdb golden copy of snapshot {manifest.id}",
+                TagSpecifications=[
+                    {
+                        "ResourceType": "snapshot",
+                        "Tags": fleet.tag_list(
+                            {"devdb:managed": "true", SNAPSHOT_TAG: manifest.id}
+                        ),
+                    }
+                ],
+            )
+            ebs = str(reply["SnapshotId"])
+            try:
+                await self._wait_snapshot(ebs, deadline)
+            except BaseException:
+                with contextlib.suppress(BotoCoreError, ClientError):
+                    await self._call("delete_snapshot", SnapshotId=ebs)
+                raise
+        except (BotoCoreError, ClientError) as exc:
+            raise ProvisioningFailed(
+                f"the golden copy of {manifest.id} could not be made ({fleet.aws_reason(exc)})."
+            ) from exc
+        finally:
+            await self.terminate(handle)
+        return ebs
+
+    async def _follow_build(
+        self, builder: Placement, password: str, deadline: float, progress: Progress
+    ) -> None:
+        """Until the builder has restored, settled and powered itself off."""
+        instance_id = builder.handle["instance_id"]
+        last = None
+        while True:
+            status = await self._status(builder, password)  # None once its server stopped
+            if status is not None and status.state == AgentState.FAILED:
+                raise ProvisioningFailed(f"the golden copy could not be restored: {status.error}")
+            if status is not None and status.event is not None and status.event != last:
+                last = status.event
+                progress(status.event)
+            instance = await self._describe(instance_id)
+            state = instance["State"]["Name"] if instance else "missing"
+            if state == "stopped":
+                return
+            if state not in ("pending", "running", "stopping"):
+                raise ProvisioningFailed(f"the golden copy's builder {instance_id} is {state}.")
+            if time.monotonic() > deadline:
+                raise ProvisioningFailed(
+                    f"the golden copy's builder {instance_id} did not finish in time."
+                )
+            await asyncio.sleep(self.poll)
+
+    async def _data_volume(self, instance_id: str) -> str:
+        instance = await self._describe(instance_id)
+        for mapping in (instance or {}).get("BlockDeviceMappings", []):
+            if mapping.get("DeviceName") == fleet.DATA_DEVICE:
+                return str(mapping["Ebs"]["VolumeId"])
+        raise ProvisioningFailed(f"the builder {instance_id} has no data volume.")
+
+    async def _wait_snapshot(self, ebs: str, deadline: float) -> None:
+        while True:
+            reply = await self._call("describe_snapshots", SnapshotIds=[ebs])
+            state = reply["Snapshots"][0]["State"] if reply.get("Snapshots") else "missing"
+            if state == "completed":
+                return
+            if state != "pending":
+                raise ProvisioningFailed(f"the EBS snapshot {ebs} is {state}.")
+            if time.monotonic() > deadline:
+                raise ProvisioningFailed(f"the EBS snapshot {ebs} did not complete in time.")
+            await asyncio.sleep(self.poll)
+
+    async def prune(self, snapshot_ids: set[str]) -> list[str]:
+        """Golden EBS snapshots of deleted snapshots, and builders a killed bot left behind."""
+        removed: list[str] = []
+        for found in await self._golden_snapshots():
+            tags = {t["Key"]: t["Value"] for t in found.get("Tags", [])}
+            if tags.get(SNAPSHOT_TAG) not in snapshot_ids and found["State"] != "pending":
+                await self.discard_golden(found["SnapshotId"])
+                removed.append(f"{found['SnapshotId']} ({tags.get(SNAPSHOT_TAG)})")
+        limit = self.settings.boot_timeout + self.settings.ready_timeout
+        for builder in await self._builders():
+            if datetime.now(UTC) - builder["LaunchTime"] > limit:
+                tags = {t["Key"]: t["Value"] for t in builder.get("Tags", [])}
+                await self.terminate({"token": tags.get("devdb:launch", ""), **builder})
+                removed.append(builder["InstanceId"])
+        return removed

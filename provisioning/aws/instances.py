@@ -1,0 +1,133 @@
+"""Watching one instance: its state, its address, and its agent's status row.
+
+Mixed into `Ec2Driver`; the golden builds (`golden.py`) use it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from botocore.exceptions import BotoCoreError, ClientError
+
+from provisioning.aws import agent_status
+from provisioning.aws.agent_status import AgentState, AgentStatus
+from provisioning.aws.settings import AwsSettings
+from provisioning.drivers.base import Handle, Placement, Progress
+from provisioning.errors import ProvisioningFailed
+from provisioning.models import ProgressEvent
+from provisioning.pg.probe import PROBE_APP
+
+GONE = ("shutting-down", "terminated", "stopping", "stopped")
+_ORDER = (AgentState.STARTING, AgentState.RESTORING, AgentState.READY)
+Address = Callable[[dict[str, Any]], tuple[str, int] | None]
+
+
+class InstanceWatch:
+    settings: AwsSettings
+    address: Address
+    poll: float
+    _call: Callable[..., Awaitable[Any]]
+    interruption: Callable[[Handle], Awaitable[str | None]]
+
+    async def discard_golden(self, ebs: str) -> None:
+        """A golden snapshot an environment could not start from: never used again."""
+        with contextlib.suppress(BotoCoreError, ClientError):
+            await self._call("delete_snapshot", SnapshotId=ebs)
+
+    async def _describe(self, instance_id: str) -> dict[str, Any] | None:
+        try:
+            reply = await self._call("describe_instances", InstanceIds=[instance_id])
+        except ClientError as exc:
+            if "NotFound" in str(exc.response.get("Error", {}).get("Code")):
+                return None
+            raise
+        for reservation in reply.get("Reservations", []):
+            for instance in reservation.get("Instances", []):
+                return dict(instance)
+        return None
+
+    async def _wait_running(self, instance_id: str, deadline: float) -> dict[str, Any]:
+        while True:
+            instance = await self._describe(instance_id)
+            state = instance["State"]["Name"] if instance else "missing"
+            if state == "running" and instance is not None:
+                return instance
+            if state in GONE:
+                raise ProvisioningFailed(
+                    f"the spot instance {instance_id} was {state} before it started: "
+                    "capacity was taken back; try again."
+                )
+            if time.monotonic() > deadline:
+                raise ProvisioningFailed(
+                    f"the instance {instance_id} did not start within {self.settings.boot_timeout}."
+                )
+            await asyncio.sleep(self.poll)
+
+    async def _wait_address(self, instance_id: str, deadline: float) -> tuple[str, int]:
+        while True:
+            instance = await self._describe(instance_id)
+            if instance is not None and (found := self.address(instance)):
+                return found
+            if time.monotonic() > deadline:
+                raise ProvisioningFailed(f"the instance {instance_id} has no address.")
+            await asyncio.sleep(self.poll)
+
+    async def _status(self, placement: Placement, password: str) -> AgentStatus | None:
+        """The agent's status, or None while the server does not answer yet."""
+        try:
+            conn = await asyncpg.connect(
+                host=placement.host,
+                port=placement.port,
+                user=placement.user,
+                password=password,
+                database="postgres",
+                timeout=5,
+                server_settings={"application_name": PROBE_APP},
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError):
+            return None  # still booting, or the role is not made yet
+        try:
+            return await agent_status.read(conn)
+        finally:
+            await conn.close()
+
+    async def _follow(
+        self,
+        placement: Placement,
+        password: str,
+        deadline: float,
+        *,
+        until: AgentState,
+        emit: Progress | None,
+    ) -> None:
+        """Poll the agent until it reaches `until` (or gets past it); re-emit its progress."""
+        instance_id = placement.handle["instance_id"]
+        last: ProgressEvent | None = None
+        checked = time.monotonic()
+        while True:
+            status = await self._status(placement, password)
+            if status is not None:
+                if status.state == AgentState.FAILED:
+                    if golden := placement.handle.get("golden_ebs"):
+                        await self.discard_golden(golden)  # the next one restores from S3
+                    raise ProvisioningFailed(f"the instance could not restore: {status.error}")
+                if emit and status.event is not None and status.event != last:
+                    last = status.event
+                    emit(status.event)
+                if _ORDER.index(status.state) >= _ORDER.index(until):
+                    return
+            if time.monotonic() - checked > 10 * self.poll:
+                checked = time.monotonic()
+                if reason := await self.interruption(placement.handle):
+                    raise ProvisioningFailed(f"the environment's server went away: {reason}.")
+            if time.monotonic() > deadline:
+                raise ProvisioningFailed(
+                    f"the instance {instance_id} did not report "
+                    f"{until.value} in time; it was terminated."
+                )
+            await asyncio.sleep(self.poll / 2)

@@ -1,0 +1,106 @@
+"""Golden copies on EC2: an EBS snapshot of a restored, cleanly stopped data volume, and
+environments whose data volume is made from it; against moto, instances played here."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import asyncpg
+import pytest
+
+from provisioning.aws import fleet
+from provisioning.aws.golden import BUILD_TAG, SNAPSHOT_TAG
+from provisioning.aws.settings import AwsSettings
+from provisioning.errors import InvalidInput
+from provisioning.models import ProgressEvent
+from provisioning.snapshots.manifest import Manifest
+from tests.conftest import Cloud, unique
+from tests.test_ec2 import NOTHING, tagged
+
+
+def golden_snapshots(cloud: Cloud) -> list[dict[str, object]]:
+    return list(
+        cloud.moto.client("ec2").describe_snapshots(
+            OwnerIds=["self"], Filters=[{"Name": f"tag:{SNAPSHOT_TAG}", "Values": ["*"]}]
+        )["Snapshots"]
+    )
+
+
+async def test_environments_are_made_from_the_golden_ebs_snapshot(
+    cloud: Cloud, demo_snapshot: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ec2, ssm = cloud.moto.client("ec2"), cloud.moto.client("ssm")
+    monkeypatch.setattr(cloud.driver, "settings", replace(cloud.settings, volume_init_rate=200))
+    built: list[ProgressEvent] = []
+    ebs = await cloud.driver.build_golden(demo_snapshot, built.append)
+    try:
+        (snapshot,) = golden_snapshots(cloud)
+        assert snapshot["SnapshotId"] == ebs and snapshot["State"] == "completed"
+        tags = {t["Key"]: t["Value"] for t in snapshot["Tags"]}  # type: ignore[attr-defined]
+        assert tags[SNAPSHOT_TAG] == demo_snapshot.id and tags["devdb:managed"] == "true"
+        assert any("downloading snapshot" in e.message for e in built), "the builder restored"
+        # The builder is gone with its launch template and password.
+        builder_filter = [{"Name": f"tag:{BUILD_TAG}", "Values": [demo_snapshot.id]}]
+        builders = [
+            i
+            for r in ec2.describe_instances(Filters=builder_filter)["Reservations"]
+            for i in r["Instances"]
+        ]
+        assert builders and all(i["State"]["Name"] == "terminated" for i in builders)
+        assert ec2.describe_launch_templates(Filters=builder_filter)["LaunchTemplates"] == []
+        parameters = ssm.describe_parameters(
+            ParameterFilters=[{"Key": "Name", "Option": "BeginsWith", "Values": ["/devdb/golden-"]}]
+        )["Parameters"]
+        assert parameters == []
+        # It is never built twice.
+        booted = len(cloud.host.booted)
+        await cloud.driver.prepare(cloud.store, demo_snapshot)
+        assert len(cloud.host.booted) == booted
+
+        # moto's instant fleets drop a launch template's block device mappings (EC2 keeps
+        # them); its spot run_instances keeps them, so the fleet is made to find no capacity.
+        monkeypatch.setattr(
+            cloud.driver.ec2,
+            "create_fleet",
+            lambda **_: {"Instances": [], "Errors": [{"ErrorMessage": "no capacity"}]},
+        )
+        name = unique("gold")
+        events: list[ProgressEvent] = []
+        view = await cloud.service.refresh(
+            "erin", name, snapshot=demo_snapshot.id, kind="ec2", progress=events.append
+        )
+        handle = view.env.handle
+        assert handle["golden_ebs"] == ebs and handle["made"] == "clone"
+        assert not any("downloading snapshot" in e.message for e in events)
+        assert any("golden EBS snapshot" in e.message for e in events)
+        template = ec2.describe_launch_template_versions(
+            LaunchTemplateName=fleet.template_name(handle["token"]), Versions=["$Latest"]
+        )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+        (data,) = [
+            m for m in template["BlockDeviceMappings"] if m["DeviceName"] == fleet.DATA_DEVICE
+        ]
+        assert data["Ebs"]["SnapshotId"] == ebs
+        assert int(data["Ebs"]["VolumeInitializationRate"]) == 200
+        assert template["InstanceInitiatedShutdownBehavior"] == "terminate"
+        assert view.endpoint is not None
+        conn = await asyncpg.connect(view.endpoint.dsn)
+        try:
+            for table, entry in demo_snapshot.tables.items():
+                assert await conn.fetchval(f"select count(*) from {table}") == entry.rows
+            assert await conn.fetchval("select current_database()") == name
+        finally:
+            await conn.close()
+        listed = {v.env.name: v for v in await cloud.service.list("erin")}
+        assert listed[name].made == "clone (ebs snapshot)"
+        await cloud.service.destroy("erin", name)
+        assert tagged(cloud, name) == NOTHING
+    finally:
+        removed = await cloud.driver.prune(set())
+    assert any(ebs in entry for entry in removed)
+    assert golden_snapshots(cloud) == []
+
+
+def test_the_volume_initialization_rate_is_checked() -> None:
+    with pytest.raises(InvalidInput, match="DEVDB_EC2_VOLUME_INIT_RATE must be 100 to 300"):
+        AwsSettings.from_values({"ec2_volume_init_rate": "50"}.get)
+    assert AwsSettings.from_values({"ec2_volume_init_rate": "300"}.get).volume_init_rate == 300
