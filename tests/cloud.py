@@ -128,8 +128,9 @@ class InstanceHost:
             return port
         raise RuntimeError("no free port for a stand-in instance")
 
-    def _volume(self, instance: dict[str, Any]) -> Path:
-        """The instance's data volume as a directory, filled from its EBS snapshot if any."""
+    def _volume(self, instance: dict[str, Any]) -> Path | None:
+        """The instance's data volume as a directory, filled from its EBS snapshot if any;
+        None while moto has not attached it yet (it may list the instance a moment before)."""
         instance_id = instance["InstanceId"]
         volume_id = next(
             (
@@ -137,19 +138,16 @@ class InstanceHost:
                 for m in instance.get("BlockDeviceMappings", [])
                 if m["DeviceName"] == "/dev/sdf"
             ),
-            instance_id,
+            None,
         )
+        if volume_id is None:
+            return None
         path = self.root / "volumes" / volume_id
         self.volumes[instance_id] = path
         if path.exists():
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        volume = (
-            self.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]
-            if volume_id.startswith("vol-")
-            else []
-        )
-        source = volume[0].get("SnapshotId") if volume else None
+        source = self.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0].get("SnapshotId")
         if source:
             snapshot = self.ec2.describe_snapshots(SnapshotIds=[source])["Snapshots"][0]
             # cp -a keeps the owners: the data directory belongs to the server's account.
@@ -170,6 +168,9 @@ class InstanceHost:
 
     def _boot(self, instance: dict[str, Any]) -> None:
         instance_id = instance["InstanceId"]
+        volume = self._volume(instance)
+        if volume is None:
+            return  # booted at the next look
         raw = self.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
         script = base64.b64decode(raw["UserData"]["Value"]).decode()
         home = self.root / instance_id
@@ -180,7 +181,7 @@ class InstanceHost:
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             "HOME": os.environ.get("HOME", "/root"),
             **self.moto.env,
-            "DEVDB_AGENT_ROOT": str(self._volume(instance)),
+            "DEVDB_AGENT_ROOT": str(volume),
             "DEVDB_AGENT_PORT": str(port),
             "DEVDB_AGENT_LISTEN": "127.0.0.1",
             "DEVDB_AGENT_POWEROFF": f"touch {home / 'poweroff'}",

@@ -3,15 +3,18 @@ environments whose data volume is made from it; against moto, instances played h
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
+from datetime import timedelta
 
 import asyncpg
 import pytest
 
 from provisioning.aws import fleet
-from provisioning.aws.golden import BUILD_TAG, SNAPSHOT_TAG
+from provisioning.aws.golden import BUILD_TAG, SNAPSHOT_TAG, builder_parameter
 from provisioning.aws.settings import AwsSettings
-from provisioning.errors import InvalidInput
+from provisioning.drivers.base import Placement
+from provisioning.errors import InvalidInput, ProvisioningFailed
 from provisioning.models import ProgressEvent
 from provisioning.snapshots.manifest import Manifest
 from tests.conftest import Cloud, unique
@@ -104,3 +107,80 @@ def test_the_volume_initialization_rate_is_checked() -> None:
     with pytest.raises(InvalidInput, match="DEVDB_EC2_VOLUME_INIT_RATE must be 100 to 300"):
         AwsSettings.from_values({"ec2_volume_init_rate": "50"}.get)
     assert AwsSettings.from_values({"ec2_volume_init_rate": "300"}.get).volume_init_rate == 300
+
+
+async def test_a_failed_golden_build_leaves_nothing_and_a_leaked_builder_is_pruned(
+    cloud: Cloud, demo_snapshot: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ec2, ssm = cloud.moto.client("ec2"), cloud.moto.client("ssm")
+
+    def leftovers() -> dict[str, list[str]]:
+        builders = [
+            i["InstanceId"]
+            for r in ec2.describe_instances(
+                Filters=[
+                    {"Name": f"tag:{BUILD_TAG}", "Values": ["*"]},
+                    {"Name": "instance-state-name", "Values": ["pending", "running", "stopped"]},
+                ]
+            )["Reservations"]
+            for i in r["Instances"]
+        ]
+        templates = ec2.describe_launch_templates(
+            Filters=[{"Name": f"tag:{BUILD_TAG}", "Values": ["*"]}]
+        )["LaunchTemplates"]
+        parameters = ssm.describe_parameters(
+            ParameterFilters=[{"Key": "Name", "Option": "BeginsWith", "Values": ["/devdb/golden-"]}]
+        )["Parameters"]
+        return {
+            "builders": builders,
+            "templates": [t["LaunchTemplateName"] for t in templates],
+            "parameters": [p["Name"] for p in parameters],
+            "snapshots": [str(s["SnapshotId"]) for s in golden_snapshots(cloud)],
+        }
+
+    empty: dict[str, list[str]] = {
+        "builders": [],
+        "templates": [],
+        "parameters": [],
+        "snapshots": [],
+    }
+    # A corrupt dump: the builder's agent fails its checksum and says so.
+    corrupt = replace(demo_snapshot, id=unique("corrupt"))
+    dump = await cloud.store.fetch(demo_snapshot)
+    staged = await cloud.store.staging()
+    shutil.copytree(dump, staged / "dump")
+    await cloud.store.publish(staged, corrupt)
+    victim = next(name for name in corrupt.files if name != "toc.dat")
+    ec2_key = cloud.store.key(corrupt.id, f"dump/{victim}")
+    cloud.moto.client("s3").put_object(Bucket=cloud.store.bucket, Key=ec2_key, Body=b"x")
+    with pytest.raises(ProvisioningFailed, match=r"golden copy could not be restored: .*corrupt"):
+        await cloud.driver.build_golden(corrupt, lambda _: None)
+    assert leftovers() == empty
+
+    # A builder whose bot was killed: it is not an orphan environment (a build may take
+    # longer than the orphan grace), and prune removes it once it is older than a build
+    # could take.
+    token = f"golden-{unique('leak')}"
+    handle = {
+        "token": token,
+        "region": cloud.driver.region,
+        "snapshot": demo_snapshot.id,
+        "volume_gib": 20,
+        "parameter": builder_parameter(token),
+        "golden_build": True,
+        "tags": {"devdb:managed": "true", BUILD_TAG: demo_snapshot.id},
+    }
+    placement = Placement(
+        handle=handle, host="pending", port=0, database="devdb_golden", user="dev"
+    )
+    launched = await cloud.driver.launch(placement, "secret-password", lambda _: None)
+    keys = {cloud.driver.key(h) for h in await cloud.driver.inventory()}
+    assert cloud.driver.key(launched.handle) not in keys
+    assert await cloud.driver.prune({demo_snapshot.id}) == []  # young: it may be working
+    monkeypatch.setattr(
+        cloud.driver,
+        "settings",
+        replace(cloud.settings, boot_timeout=timedelta(0), ready_timeout=timedelta(0)),
+    )
+    assert await cloud.driver.prune({demo_snapshot.id}) == [launched.handle["instance_id"]]
+    assert leftovers() == empty

@@ -42,6 +42,11 @@ GOLDEN_DATABASE = "devdb_golden"
 _ALIVE = ["pending", "running", "stopping", "stopped"]
 
 
+def builder_parameter(token: str) -> str:
+    """Where a builder's (throw-away) password is kept for its agent."""
+    return f"/devdb/{token}/password"
+
+
 class GoldenSnapshots(InstanceWatch):
     region: str
     launch: Callable[[Placement, str, Progress], Awaitable[Placement]]
@@ -94,7 +99,7 @@ class GoldenSnapshots(InstanceWatch):
             "region": self.region,
             "snapshot": manifest.id,
             "volume_gib": fleet.volume_size(manifest),  # as each environment's
-            "parameter": f"/devdb/{token}/password",
+            "parameter": builder_parameter(token),
             "golden_build": True,
             "tags": {"devdb:managed": "true", BUILD_TAG: manifest.id},
         }
@@ -191,6 +196,13 @@ class GoldenSnapshots(InstanceWatch):
         for builder in await self._builders():
             if datetime.now(UTC) - builder["LaunchTime"] > limit:
                 tags = {t["Key"]: t["Value"] for t in builder.get("Tags", [])}
-                await self.terminate({"token": tags.get("devdb:launch", ""), **builder})
+                token = tags.get("devdb:launch", "")
+                await self.terminate(
+                    {
+                        "token": token,
+                        "instance_id": builder["InstanceId"],
+                        "parameter": builder_parameter(token) if token else None,
+                    }
+                )
                 removed.append(builder["InstanceId"])
         return removed
