@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,7 @@ class InstanceHost:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.booted: list[str] = []
         self.volumes: dict[str, Path] = {}
+        self.seen: dict[str, float] = {}
         self.kept: set[str] = set()  # volumes of stopped instances: their data is snapshotted
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -129,9 +131,13 @@ class InstanceHost:
         raise RuntimeError("no free port for a stand-in instance")
 
     def _volume(self, instance: dict[str, Any]) -> Path | None:
-        """The instance's data volume as a directory, filled from its EBS snapshot if any;
-        None while moto has not attached it yet (it may list the instance a moment before)."""
+        """The instance's data volume as a directory, filled from its EBS snapshot if any.
+
+        None while moto may still attach it: it can list an instance a moment before it
+        attaches the volumes. Instances from moto's instant fleets never get the template's
+        volumes; after a second, they get a directory of their own."""
         instance_id = instance["InstanceId"]
+        first_seen = self.seen.setdefault(instance_id, time.monotonic())
         volume_id = next(
             (
                 m["Ebs"]["VolumeId"]
@@ -141,13 +147,20 @@ class InstanceHost:
             None,
         )
         if volume_id is None:
-            return None
+            if time.monotonic() - first_seen < 1.0:
+                return None
+            volume_id = instance_id
         path = self.root / "volumes" / volume_id
         self.volumes[instance_id] = path
         if path.exists():
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        source = self.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0].get("SnapshotId")
+        volumes = (
+            self.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]
+            if volume_id.startswith("vol-")
+            else []
+        )
+        source = volumes[0].get("SnapshotId") if volumes else None
         if source:
             snapshot = self.ec2.describe_snapshots(SnapshotIds=[source])["Snapshots"][0]
             # cp -a keeps the owners: the data directory belongs to the server's account.
