@@ -34,8 +34,9 @@ def connection_details(name: str, endpoint: Endpoint, service: str) -> str:
 def copies_not_clones(home: str) -> str:
     return (
         f"Environments are plain copies here because the filesystem under {home} cannot share "
-        "blocks: put DEVDB_HOME on XFS made with `mkfs.xfs -m reflink=1`, or on btrfs, and each "
-        "one is ready in about a second whatever its size."
+        "blocks: put DEVDB_HOME on XFS made with `mkfs.xfs -m reflink=1` or on btrfs (or, as "
+        "root, set DEVDB_CLONE_IMAGE=50G for a loop-mounted XFS image), and each one is ready "
+        "in about a second whatever its size."
     )
 
 

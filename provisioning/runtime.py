@@ -15,6 +15,7 @@ from provisioning.drivers.local import LocalDriver
 from provisioning.drivers.shared import SharedDatabaseDriver, SharedSchemaDriver
 from provisioning.jobs import JobOptions
 from provisioning.pg.programs import PgPrograms, ServerAccount
+from provisioning.pg.volume import mount_clone_image
 from provisioning.policy import Policy
 from provisioning.recovery import RecoveryReport, recover
 from provisioning.secrets import LocalSecrets, Passwords
@@ -62,14 +63,18 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         server = await ensure_control_cluster(settings.home, programs, account)
     store = await StateStore.open(**server)
     try:
+        # Clusters and golden copies: on DEVDB_HOME, or on the opt-in XFS image inside it.
+        clones = settings.home
+        if settings.clone_image:
+            clones = await mount_clone_image(settings.home, settings.clone_image)
         drivers: dict[str, Driver] = {
             "local": LocalDriver(
-                settings.clusters_dir,
+                clones / "clusters",
                 programs=programs,
                 account=account,
                 port_range=settings.port_range,
                 golden=GoldenCopies(
-                    settings.home / "golden",
+                    clones / "golden",
                     programs=programs,
                     account=account,
                     jobs=settings.restore_jobs,

@@ -16,6 +16,7 @@ from pathlib import Path
 from provisioning.aws.settings import AwsSettings
 from provisioning.durations import parse_duration
 from provisioning.errors import InvalidInput
+from provisioning.pg.volume import parse_size
 from provisioning.shrink.detect import DEFAULT_REGIONS, parse_regions
 
 
@@ -67,6 +68,7 @@ class Settings:
     reap_warning: timedelta = timedelta(minutes=30)
     max_lease: timedelta = timedelta(days=3)
     save_before_reap: bool = False
+    clone_image: int | None = None  # bytes of the opt-in XFS image for clones (root only)
     saved_retention: timedelta = timedelta(days=14)
     pool_size: int = 0
     reap_every: timedelta = timedelta(minutes=5)
@@ -84,10 +86,6 @@ class Settings:
     @property
     def snapshots_dir(self) -> Path:
         return self.home / "snapshots"
-
-    @property
-    def clusters_dir(self) -> Path:
-        return self.home / "clusters"
 
     @property
     def secrets_dir(self) -> Path:
@@ -146,6 +144,8 @@ class Settings:
                 kwargs[key] = _positive_int(f"DEVDB_{key.upper()}", raw)
         if (raw := pick("pool_size")) is not None:
             kwargs["pool_size"] = 0 if raw == "0" else _positive_int("DEVDB_POOL_SIZE", raw)
+        if raw := pick("clone_image"):
+            kwargs["clone_image"] = parse_size(raw)
         if (raw := pick("save_before_reap")) is not None:
             kwargs["save_before_reap"] = raw.lower() in ("1", "true", "yes", "on")
         for key in ("nightly_cron", "source_url", "announce_channel", "shared_url"):

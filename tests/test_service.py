@@ -66,7 +66,9 @@ async def footprint(runtime: Runtime) -> tuple[int, int, set[str]]:
     async with runtime.store.connection() as tx:
         envs = await tx.conn.fetchval("select count(*) from devdb.environments")
         jobs = await tx.conn.fetchval("select count(*) from devdb.jobs")
-    clusters = runtime.settings.clusters_dir
+    local = runtime.service.drivers["local"]
+    assert isinstance(local, LocalDriver)
+    clusters = local.clusters_dir
     dirs = {p.name for p in clusters.iterdir()} if clusters.is_dir() else set()
     return envs, jobs, dirs
 
