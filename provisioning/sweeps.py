@@ -179,6 +179,11 @@ async def pool_sweep(service: Service, now: datetime) -> dict[str, list[str]]:
         for e in pool
         if e.snapshot_id == latest and e.state in (EnvState.READY, EnvState.PROVISIONING)
     ]
+    if len(current) < size:
+        # The golden copy first, so every pooled environment is a clone of it.
+        with contextlib.suppress(DevdbError):
+            manifest = await service.snapshots.get(latest)
+            await service.drivers[service.policy.pool_kind].prepare(service.snapshots, manifest)
     for _ in range(size - len(current)):
         name = f"pool-{secrets.token_hex(4)}"
         try:

@@ -105,6 +105,7 @@ async def test_twenty_refreshes_against_a_pool_of_five(
         pool = [e for e in await tx.live_environments(POOL_OWNER) if e.state == EnvState.READY]
     pool_ids = {e.id for e in pool if e.snapshot_id == latest.id}
     assert len(pool_ids) == 5
+    assert all(e.handle.get("made") == "clone" for e in pool), "the pool holds clones"
 
     users = [unique("u") for _ in range(20)]
     names = [unique("pooled") for _ in range(20)]
