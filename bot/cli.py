@@ -21,6 +21,7 @@ import asyncpg
 from rich.console import Console, RenderableType
 
 from bot import grammar, messages, pgservice
+from bot.agent import agent_command
 from bot.connect import check_tools, forward_for
 from bot.policy import policy_command
 from bot.scan import scan_command
@@ -33,12 +34,10 @@ from bot.slack_app import (
     web_client,
 )
 from bot.terminal import TerminalProgress, environments_table, reap_table, snapshots_table
-from provisioning.aws.agent import AgentConfig, run_agent
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.errors import DevdbError, InvalidInput, NotAllowed, PolicyViolation
 from provisioning.models import default_name
 from provisioning.nightly import Announce
-from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.runtime import Runtime, open_runtime
 from provisioning.scheduler import Scheduler
 from provisioning.settings import Settings
@@ -335,13 +334,7 @@ async def _run(command: grammar.Command, settings: Settings, as_json: bool) -> i
         return await scan_command(command, settings, as_json)
     if isinstance(command, grammar.AgentRestore):
         # On an EC2 environment's instance: no state store, only this one restore.
-        await run_agent(
-            AgentConfig.from_env(os.environ, command.jobs),
-            PgPrograms(settings.pg_bin),
-            ServerAccount.for_current_process(settings.server_user),
-        )
-        print("devdb agent: the environment is ready.")
-        return 0
+        return await agent_command(command.jobs, settings)
     async with open_runtime(settings) as runtime:
         cli = Cli(runtime, as_json=as_json)
         code = await cli.run(command)

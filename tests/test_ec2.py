@@ -123,6 +123,9 @@ async def test_refresh_on_ec2_end_to_end(cloud: Cloud, demo_snapshot: Manifest) 
 
     listed = {v.env.name: v for v in await cloud.service.list("erin")}
     assert listed[name].cost > 0
+    assert listed[name].made == "restore"
+    with pytest.raises(ProvisioningFailed, match="restored from S3, not made from a golden EBS"):
+        await cloud.service.reset("erin", name)
 
     await cloud.service.destroy("erin", name)
     assert tagged(cloud, name) == NOTHING

@@ -3,6 +3,7 @@ environments whose data volume is made from it; against moto, instances played h
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from dataclasses import replace
 from datetime import timedelta
@@ -91,8 +92,29 @@ async def test_environments_are_made_from_the_golden_ebs_snapshot(
             for table, entry in demo_snapshot.tables.items():
                 assert await conn.fetchval(f"select count(*) from {table}") == entry.rows
             assert await conn.fetchval("select current_database()") == name
+            await conn.execute(
+                "insert into tenants values (9999, 'Scratch', 'scratch', false, 'free', now())"
+            )
+            # Reset: the instance swaps in a fresh copy of the golden data directory it kept.
+            after, ended = await cloud.service.reset("erin", name)
+            assert ended == 1 and after.endpoint == view.endpoint
         finally:
             await conn.close()
+        again = await asyncpg.connect(view.endpoint.dsn)
+        try:
+            assert await again.fetchval("select count(*) from tenants where id = 9999") == 0
+            assert await again.fetchval("select current_database()") == name
+        finally:
+            await again.close()
+        # A token nobody asked for through SSM is ignored, whoever sends it.
+        intruder = await asyncpg.connect(view.endpoint.dsn)
+        try:
+            await intruder.execute("select pg_notify('devdb_reset', 'forged')")
+            await intruder.execute("create table kept (id int)")
+            await asyncio.sleep(1)
+            assert await intruder.fetchval("select to_regclass('kept') is not null")
+        finally:
+            await intruder.close()
         listed = {v.env.name: v for v in await cloud.service.list("erin")}
         assert listed[name].made == "clone (ebs snapshot)"
         await cloud.service.destroy("erin", name)

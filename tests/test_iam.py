@@ -22,9 +22,10 @@ CLIENTS = {
     "provisioning/aws/ssm.py": {"client": "ssm"},
     "provisioning/snapshots/s3.py": {"client": "s3"},
     "provisioning/aws/agent.py": {"ssm": "ssm"},
+    "provisioning/aws/resets.py": {"ssm": "ssm"},
 }
 # Code that runs on the instance, under the instance profile; the rest runs as the bot.
-INSTANCE_FILES = {"provisioning/aws/agent.py"}
+INSTANCE_FILES = {"provisioning/aws/agent.py", "provisioning/aws/resets.py"}
 # The S3 store's operations the agent uses (it only reads a snapshot).
 INSTANCE_S3 = {"get_object", "head_object"}
 # What boto3's transfer manager calls for `upload` and `download`.

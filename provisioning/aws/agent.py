@@ -35,6 +35,7 @@ from provisioning.aws.agent_status import AgentState
 from provisioning.drivers.golden import settle
 from provisioning.errors import DevdbError, InvalidInput, ProvisioningFailed
 from provisioning.models import ProgressEvent, Step
+from provisioning.pg.clone import clone_tree
 from provisioning.pg.cluster import LocalCluster
 from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.pg.restore import Target, restore_dump
@@ -43,6 +44,7 @@ from provisioning.snapshots.s3 import S3SnapshotStore
 
 AGENT_APP = "devdb-agent"
 GOLDEN_MARK = "golden"  # on a golden volume: the name of its database
+PRISTINE = "pristine"  # beside the cluster: the golden data directory as it came, for resets
 WRITE_EVERY = 0.5  # seconds between status writes while bytes move
 
 
@@ -114,11 +116,10 @@ class _StatusWriter:
             await agent_status.write(self.conn, AgentState.RESTORING, self.latest)
 
 
-async def run_agent(
+def agent_cluster(
     config: AgentConfig, programs: PgPrograms, account: ServerAccount | None
-) -> None:
-    """Bring the instance's server up and restore the snapshot; report through the status."""
-    cluster = LocalCluster(
+) -> LocalCluster:
+    return LocalCluster(
         config.root / "cluster",
         config.port,
         programs=programs,
@@ -127,6 +128,13 @@ async def run_agent(
         durable=False,
         listen=config.listen,
     )
+
+
+async def run_agent(
+    config: AgentConfig, programs: PgPrograms, account: ServerAccount | None
+) -> None:
+    """Bring the instance's server up and restore the snapshot; report through the status."""
+    cluster = agent_cluster(config, programs, account)
     config.root.mkdir(parents=True, exist_ok=True)
     if account:
         os.chmod(config.root, 0o711)
@@ -134,13 +142,16 @@ async def run_agent(
     if not cluster.exists():
         await cluster.create()
     elif mark.is_file():
-        cluster.configure()  # a copy of the golden volume: this instance's own settings
+        # A copy of the golden volume. Its data directory is kept untouched beside (a block-
+        # sharing copy on XFS) for resets; the cluster gets this instance's own settings.
+        await keep_pristine(config, cluster, account, mark.read_text().strip())
+        cluster.configure()
     await cluster.start()
     conn = await cluster.connect()
     try:
         await conn.execute(f"set application_name = {quote_ident(AGENT_APP)}")
         if mark.is_file():
-            await _from_golden(conn, config, mark.read_text().strip())
+            await adopt_golden(conn, config, mark.read_text().strip())
             mark.unlink()
             return
         status = await agent_status.read(conn)
@@ -163,18 +174,19 @@ async def run_agent(
         os.sync()
 
 
-async def _from_golden(conn: asyncpg.Connection, config: AgentConfig, database: str) -> None:
-    """The volume came from a golden EBS snapshot: make its database this environment's."""
+async def adopt_golden(
+    conn: asyncpg.Connection,
+    config: AgentConfig,
+    database: str,
+    message: str = "made from the golden EBS snapshot: nothing to restore",
+) -> None:
+    """A copy of the golden data directory runs: make its database this environment's."""
     if database != config.database:
         await conn.execute(
             f"alter database {quote_ident(database)} rename to {quote_ident(config.database)}"
         )
     await _prepare(conn, config)
-    event = ProgressEvent(
-        step=Step.RESTORE,
-        message="made from the golden EBS snapshot: nothing to restore",
-        percent=100.0,
-    )
+    event = ProgressEvent(step=Step.RESTORE, message=message, percent=100.0)
     await agent_status.write(conn, AgentState.READY, event)
 
 
@@ -195,6 +207,22 @@ async def _prepare(conn: asyncpg.Connection, config: AgentConfig) -> None:
     await agent_status.install(conn, config.user)
     if not await conn.fetchval("select 1 from pg_database where datname = $1", config.database):
         await conn.execute(f"create database {database} owner {role}")
+
+
+async def keep_pristine(
+    config: AgentConfig, cluster: LocalCluster, account: ServerAccount | None, database: str
+) -> None:
+    pristine = config.root / PRISTINE
+    if (pristine / "data").is_dir():
+        return
+    owner = (account.uid, account.gid) if account else None
+    shutil.rmtree(pristine, ignore_errors=True)  # a copy an earlier boot did not finish
+    partial = config.root / f"{PRISTINE}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    await asyncio.to_thread(clone_tree, cluster.data_dir, partial / "data", owner=owner)
+    (partial / "database").write_text(database + "\n")
+    partial.rename(pristine)
 
 
 def _password(parameter: str) -> str:

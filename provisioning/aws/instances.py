@@ -16,6 +16,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioning.aws import agent_status
 from provisioning.aws.agent_status import AgentState, AgentStatus
+from provisioning.aws.resets import CHANNEL as RESET_CHANNEL
+from provisioning.aws.resets import reset_note
 from provisioning.aws.settings import AwsSettings
 from provisioning.drivers.base import Handle, Placement, Progress
 from provisioning.errors import ProvisioningFailed
@@ -130,4 +132,31 @@ class InstanceWatch:
                     f"the instance {instance_id} did not report "
                     f"{until.value} in time; it was terminated."
                 )
+            await asyncio.sleep(self.poll / 2)
+
+    async def _ask_reset(self, placement: Placement, password: str, token: str) -> None:
+        """Send the reset token on the agent's channel; wait until its status names it."""
+        conn = await asyncpg.connect(
+            host=placement.host,
+            port=placement.port,
+            user=placement.user,
+            password=password,
+            database="postgres",
+            timeout=10,
+            server_settings={"application_name": PROBE_APP},
+        )
+        try:
+            await conn.execute("select pg_notify($1, $2)", RESET_CHANNEL, token)
+        finally:
+            await conn.close()
+        deadline = time.monotonic() + self.settings.boot_timeout.total_seconds()
+        note = reset_note(token)
+        while True:
+            status = await self._status(placement, password)  # None while it restarts
+            if status is not None and status.state == AgentState.FAILED:
+                raise ProvisioningFailed(f"the instance could not reset: {status.error}")
+            if status is not None and status.event and note in status.event.message:
+                return
+            if time.monotonic() > deadline:
+                raise ProvisioningFailed("the instance did not reset in time.")
             await asyncio.sleep(self.poll / 2)

@@ -27,6 +27,7 @@ from provisioning.aws.agent_status import AgentState
 from provisioning.aws.fleet import volume_size
 from provisioning.aws.golden import BUILD_TAG, GoldenSnapshots
 from provisioning.aws.instances import GONE, Address
+from provisioning.aws.resets import reset_parameter
 from provisioning.aws.settings import AwsSettings
 from provisioning.aws.ssm import SsmSecrets, parameter_name
 from provisioning.aws.userdata import render_user_data
@@ -213,6 +214,33 @@ class Ec2Driver(GoldenSnapshots, Driver):
 
     # -- while it lives ---------------------------------------------------------------------
 
+    async def reset(
+        self,
+        placement: Placement,
+        password: str,
+        manifest: Manifest,
+        dump_dir: Path | None,
+        jobs: int,
+        progress: Progress,
+    ) -> int:
+        """The instance's agent swaps in a fresh copy of the golden data directory it kept
+        (`aws/resets.py`): same instance, address, database, user and password."""
+        if not placement.handle.get("golden_ebs"):
+            raise ProvisioningFailed(
+                f"{placement.database!r} was restored from S3, not made from a golden EBS "
+                "snapshot, so it cannot be reset: refresh it instead."
+            )
+        ended = (await self.activity(placement.handle)).connections
+        token = secrets.token_hex(16)
+        parameter = reset_parameter(placement.handle["parameter"])
+        await self.passwords.write(parameter, token)
+        try:
+            progress(ProgressEvent(step=Step.LAUNCH, message="asking the instance to reset"))
+            await self._ask_reset(placement, password, token)
+        finally:
+            await self.passwords.remove(parameter)
+        return ended
+
     async def is_running(self, handle: Handle) -> bool:
         if not handle.get("instance_id"):
             return False
@@ -302,6 +330,7 @@ class Ec2Driver(GoldenSnapshots, Driver):
                 await self._call("delete_volume", VolumeId=volume["VolumeId"])
         if handle.get("parameter"):
             await self.passwords.remove(handle["parameter"])
+            await self.passwords.remove(reset_parameter(handle["parameter"]))
         templates = await self._call("describe_launch_templates", Filters=launch_tag)
         for template in templates.get("LaunchTemplates", []):
             try:

@@ -1,0 +1,24 @@
+"""`devdb agent restore`: what an EC2 environment's instance runs at boot (from user data)."""
+
+from __future__ import annotations
+
+import os
+
+from provisioning.aws.agent import PRISTINE, AgentConfig, run_agent
+from provisioning.aws.resets import serve_resets
+from provisioning.pg.programs import PgPrograms, ServerAccount
+from provisioning.settings import Settings
+
+
+async def agent_command(jobs: int | None, settings: Settings) -> int:
+    """Restore (or start) the instance's environment; no state store, only this one.
+
+    An environment made from a golden EBS snapshot then stays to serve resets."""
+    config = AgentConfig.from_env(os.environ, jobs)
+    programs = PgPrograms(settings.pg_bin)
+    account = ServerAccount.for_current_process(settings.server_user)
+    await run_agent(config, programs, account)
+    print("devdb agent: the environment is ready.", flush=True)
+    if (config.root / PRISTINE).is_dir() and not config.golden:
+        await serve_resets(config, programs, account)
+    return 0
