@@ -35,6 +35,7 @@ from bot.slack_app import (
 )
 from bot.terminal import TerminalProgress, environments_table, reap_table, snapshots_table
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
+from provisioning.drivers.local import LocalDriver
 from provisioning.errors import DevdbError, InvalidInput, NotAllowed, PolicyViolation
 from provisioning.models import default_name
 from provisioning.nightly import Announce
@@ -109,6 +110,9 @@ class Cli:
                     self.out.print("No environments. Make one with: devdb refresh")
                 else:
                     self.emit(environments_table(views), [v.to_dict() for v in views])
+                local = self.service.drivers.get("local")
+                if isinstance(local, LocalDriver) and not self.as_json:
+                    self.out.print(messages.clone_method(local.clone_method()))
             case grammar.Destroy(name=name):
                 env = await self.service.destroy(self.user, name)
                 pgservice.remove_entry(self.settings.pg_service_file, env.name)

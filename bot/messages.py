@@ -31,6 +31,12 @@ def connection_details(name: str, endpoint: Endpoint, service: str) -> str:
     )
 
 
+def clone_method(method: str) -> str:
+    if method == "reflink":
+        return "New local environments here are block-sharing clones (reflink): about a second."
+    return "New local environments here are plain copies of the golden copy (no reflink here)."
+
+
 def copies_not_clones(home: str) -> str:
     return (
         f"Environments are plain copies here because the filesystem under {home} cannot share "

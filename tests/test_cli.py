@@ -58,6 +58,8 @@ async def test_refresh_status_list_extend_destroy(
 
     listed = devdb(cli_env, "list")
     assert listed.returncode == 0 and name in listed.stdout and "ready" in listed.stdout
+    # The session's home is on ext4 here, or on a reflink filesystem elsewhere.
+    assert "New local environments here are" in listed.stdout
     everyone = json.loads(devdb(cli_env, "--json", "list", "--all").stdout)
     assert name in {entry["name"] for entry in everyone}
     assert all(entry["dsn"] is None for entry in everyone), "list never carries passwords"

@@ -27,6 +27,7 @@ from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progr
 from provisioning.drivers.golden import GoldenCopies, settle
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import Environment, ProgressEvent, Step
+from provisioning.pg.clone import COPY, REFLINK, reflink_works
 from provisioning.pg.cluster import LocalCluster
 from provisioning.pg.probe import probe
 from provisioning.pg.programs import PgPrograms, ServerAccount
@@ -83,6 +84,10 @@ class LocalDriver(Driver):
             tcp=True,
             durable=False,
         )
+
+    def clone_method(self) -> str:
+        """How clones are made in this home: "reflink" (shared blocks) or "copy"."""
+        return REFLINK if reflink_works(self.clusters_dir) else COPY
 
     async def preflight(self) -> None:
         for program in ("initdb", "pg_ctl", "pg_restore"):
