@@ -98,6 +98,7 @@ async def bench_scale(home: Path, scale: int, repeats: int) -> dict[str, object]
     peak = 0.0
     method = None
     marks: list[tuple[float, str]] = []
+    reset_marks: list[tuple[float, str]] = []
     for attempt in range(repeats):
         name = f"b{scale}-{attempt}"
 
@@ -114,6 +115,7 @@ async def bench_scale(home: Path, scale: int, repeats: int) -> dict[str, object]
             peak = max(peak, made["peak_rss_kb"], again["peak_rss_kb"])
             method = made["method"]
             marks[:] = made["marks"]
+            reset_marks[:] = again["marks"]
 
         for run in (raw, devdb) if attempt % 2 == 0 else (devdb, raw):
             await run()
@@ -124,6 +126,7 @@ async def bench_scale(home: Path, scale: int, repeats: int) -> dict[str, object]
         )
     # Where the last refresh spent its time: seconds since start at each progress event.
     print("  last refresh: " + "; ".join(f"{at:.2f}s {message}" for at, message in marks))
+    print("  last reset: " + "; ".join(f"{at:.2f}s {message}" for at, message in reset_marks))
     return {
         "scale": scale,
         "data_mb": manifest.data_bytes / 1e6,
@@ -157,7 +160,7 @@ def xfs_home() -> Iterator[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 12, 70])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--xfs", action="store_true", help="DEVDB_HOME on a loop-mounted XFS")
     args = parser.parse_args()
     results = []

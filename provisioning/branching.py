@@ -54,9 +54,12 @@ class Branching:
         dump = await driver.stage(self.snapshots, manifest)
         password = await self.secrets.get(env)
         placement = placement_of(env)
-        ended = await driver.reset(
-            placement, password, manifest, dump, self.job_options.restore_jobs, emit
-        )
+        async with self.store.exclusive(f"reset:{env.id}") as mine:  # a double click
+            if not mine:
+                raise InvalidInput(f"{env.name!r} is being reset already.")
+            ended = await driver.reset(
+                placement, password, manifest, dump, self.job_options.restore_jobs, emit
+            )
         async with self.store.connection() as tx:
             await tx.audit(
                 actor,

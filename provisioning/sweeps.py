@@ -110,7 +110,7 @@ async def reconcile_sweep(service: Service, now: datetime) -> dict[str, list[str
                         {"kind": kind, "key": driver.key(handle)},
                     )
     try:
-        done["saved_expired"] = await expire_saved(service, live, now)
+        done["saved_expired"] = await expire_saved(service, now)
         existing = {m.id for m in await service.snapshots.list()}
     except DevdbError:
         existing = None  # the store is unreachable: keep every golden copy
@@ -134,19 +134,22 @@ async def reconcile_sweep(service: Service, now: datetime) -> dict[str, list[str
     return done
 
 
-async def expire_saved(service: Service, live: list[Environment], now: datetime) -> list[str]:
-    """Delete saved snapshots older than the retention that no live environment came from;
-    their golden copies go with the prune that follows."""
-    used = {env.snapshot_id for env in live}
-    expired = [
+async def expire_saved(service: Service, now: datetime) -> list[str]:
+    """Delete saved snapshots older than the retention that no live environment came from
+    (looked at again right before each one goes, for a refresh that just began); their
+    golden copies go with the prune that follows."""
+    old = [
         m
         for m in await service.snapshots.list()
-        if m.extra.get("kind") == SAVED
-        and now - m.created >= service.policy.saved_retention
-        and m.id not in used
+        if m.extra.get("kind") == SAVED and now - m.created >= service.policy.saved_retention
     ]
-    for manifest in expired:
+    expired = []
+    for manifest in old:
+        async with service.store.connection() as tx:
+            if any(env.snapshot_id == manifest.id for env in await tx.live_environments()):
+                continue
         await service.snapshots.delete(manifest.id)
+        expired.append(manifest)
         async with service.store.connection() as tx:
             await tx.audit(
                 "devdb",

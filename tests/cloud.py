@@ -22,11 +22,14 @@ from typing import Any
 
 import boto3
 import requests
+from moto.backends import get_backend
+from moto.ec2.models.instances import StateReason
 from moto.server import ThreadedMotoServer
 
 from provisioning.pg.programs import stop_servers_under
 
 REGION = "eu-west-1"
+ACCOUNT = "123456789012"  # moto's default account
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -177,6 +180,13 @@ class InstanceHost:
         stop_servers_under(self.volumes[instance_id])
         self.kept.add(self.volumes[instance_id].name)
         self.ec2.stop_instances(InstanceIds=[instance_id])
+        # What EC2 records when the operating system shut the instance down (moto's
+        # stop_instances records a user's stop).
+        instance = get_backend("ec2")[ACCOUNT][REGION].get_instance(instance_id)
+        instance.state_reason = StateReason(
+            "Client.InstanceInitiatedShutdown: Instance initiated shutdown",
+            "Client.InstanceInitiatedShutdown",
+        )
         (self.root / instance_id / "poweroff").unlink()
 
     def _boot(self, instance: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from provisioning.pg.clone import COPY, REFLINK, clone_tree
 from provisioning.pg.programs import stop_servers_under
 from provisioning.recovery import recover
 from provisioning.runtime import Runtime
+from provisioning.snapshots.local import LocalSnapshotStore
 from provisioning.snapshots.manifest import Manifest
 from provisioning.sweeps import expire_saved
 from tests.conftest import unique
@@ -292,7 +293,7 @@ async def test_reset_brings_back_the_snapshot_under_the_same_dsn(
 
 
 async def test_save_keeps_an_environment_as_its_owners_snapshot(
-    runtime: Runtime, demo_snapshot: Manifest, cli_env: dict[str, str]
+    runtime: Runtime, demo_snapshot: Manifest, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     owner, name = "carol", unique("s")
     view = await runtime.service.refresh(owner, name, snapshot=demo_snapshot.id)
@@ -317,14 +318,22 @@ async def test_save_keeps_an_environment_as_its_owners_snapshot(
         with pytest.raises(NotAllowed, match="is carol's saved work"):
             await runtime.service.refresh("mallory", unique("m"), snapshot=snapshot_id)
         # Retention (14 days by default) spares a saved snapshot an environment came from.
-        created = (await runtime.snapshots.get(snapshot_id)).created
-        late = created + timedelta(days=15)
-        assert await expire_saved(runtime.service, [branch.env], late) == []
+        # A store of its own holds just this saved snapshot: other tests' are left alone.
+        saved_manifest = await runtime.snapshots.get(snapshot_id)
+        alone = LocalSnapshotStore(tmp_path / "snapshots")
+        staged = await alone.staging()
+        shutil.copytree(await runtime.snapshots.fetch(saved_manifest), staged / "dump")
+        await alone.publish(staged, saved_manifest)
+        retention = service_with(runtime, snapshots=alone)
+        late = saved_manifest.created + timedelta(days=15)
+        assert await expire_saved(retention, late) == []
     finally:
         await runtime.service.destroy(owner, branch.env.name)
         await runtime.service.destroy(owner, name)
-    assert await expire_saved(runtime.service, [], created + timedelta(days=13)) == []
-    assert await expire_saved(runtime.service, [], late) == [snapshot_id]
+    assert await expire_saved(retention, saved_manifest.created + timedelta(days=13)) == []
+    assert await expire_saved(retention, late) == [snapshot_id]
+    assert await alone.list() == []
+    await runtime.snapshots.delete(snapshot_id)
     remaining = {m.id for m in await runtime.snapshots.list()}
     assert snapshot_id not in remaining
     driver = runtime.service.drivers["local"]

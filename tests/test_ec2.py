@@ -21,10 +21,8 @@ from provisioning.models import EnvState, ProgressEvent
 from provisioning.service import Service
 from provisioning.snapshots.local import LocalSnapshotStore
 from provisioning.snapshots.manifest import Manifest
-from tests.cloud import REGION
+from tests.cloud import ACCOUNT, REGION
 from tests.conftest import Cloud, unique
-
-ACCOUNT = "123456789012"
 
 
 def tagged(cloud: Cloud, name: str) -> dict[str, list[str]]:

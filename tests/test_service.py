@@ -49,12 +49,12 @@ def restoring_driver(local: LocalDriver) -> LocalDriver:
 
 
 def service_with(runtime: Runtime, **changes: object) -> Service:
-    """The session's service with a different policy, job options or drivers."""
+    """The session's service with a different policy, job options, drivers or snapshots."""
     base = runtime.service
     return Service(
         store=base.store,
         drivers=changes.pop("drivers", base.drivers),  # type: ignore[arg-type]
-        snapshots=base.snapshots,
+        snapshots=changes.pop("snapshots", base.snapshots),  # type: ignore[arg-type]
         secrets=base.secrets,
         policy=changes.pop("policy", base.policy),  # type: ignore[arg-type]
         job_options=changes.pop("job_options", base.job_options),  # type: ignore[arg-type]

@@ -35,7 +35,7 @@ from provisioning.aws.agent_status import AgentState
 from provisioning.drivers.golden import settle
 from provisioning.errors import DevdbError, InvalidInput, ProvisioningFailed
 from provisioning.models import ProgressEvent, Step
-from provisioning.pg.clone import clone_tree
+from provisioning.pg.clone import clone_tree, reflink_works
 from provisioning.pg.cluster import LocalCluster
 from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.pg.restore import Target, restore_dump
@@ -45,6 +45,7 @@ from provisioning.snapshots.s3 import S3SnapshotStore
 AGENT_APP = "devdb-agent"
 GOLDEN_MARK = "golden"  # on a golden volume: the name of its database
 PRISTINE = "pristine"  # beside the cluster: the golden data directory as it came, for resets
+NO_RESETS = "resets are not possible here"  # in the status of an instance without that copy
 WRITE_EVERY = 0.5  # seconds between status writes while bytes move
 
 
@@ -139,19 +140,23 @@ async def run_agent(
     if account:
         os.chmod(config.root, 0o711)
     mark = config.root / GOLDEN_MARK
+    kept = False
     if not cluster.exists():
         await cluster.create()
     elif mark.is_file():
         # A copy of the golden volume. Its data directory is kept untouched beside (a block-
         # sharing copy on XFS) for resets; the cluster gets this instance's own settings.
-        await keep_pristine(config, cluster, account, mark.read_text().strip())
+        kept = await keep_pristine(config, cluster, account, mark.read_text().strip())
         cluster.configure()
     await cluster.start()
     conn = await cluster.connect()
     try:
         await conn.execute(f"set application_name = {quote_ident(AGENT_APP)}")
         if mark.is_file():
-            await adopt_golden(conn, config, mark.read_text().strip())
+            message = "made from the golden EBS snapshot: nothing to restore"
+            if not kept:
+                message += f"; {NO_RESETS} (no room on the volume for a copy of the data)"
+            await adopt_golden(conn, config, mark.read_text().strip(), message)
             mark.unlink()
             return
         status = await agent_status.read(conn)
@@ -211,10 +216,15 @@ async def _prepare(conn: asyncpg.Connection, config: AgentConfig) -> None:
 
 async def keep_pristine(
     config: AgentConfig, cluster: LocalCluster, account: ServerAccount | None, database: str
-) -> None:
+) -> bool:
+    """Keep the golden data directory as it came, for resets; False if there is no room."""
     pristine = config.root / PRISTINE
     if (pristine / "data").is_dir():
-        return
+        return True
+    if not reflink_works(config.root):
+        size = sum(f.stat().st_size for f in cluster.data_dir.rglob("*") if f.is_file())
+        if shutil.disk_usage(config.root).free < size * 1.2 + (256 << 20):
+            return False
     owner = (account.uid, account.gid) if account else None
     shutil.rmtree(pristine, ignore_errors=True)  # a copy an earlier boot did not finish
     partial = config.root / f"{PRISTINE}.partial"
@@ -223,6 +233,7 @@ async def keep_pristine(
     await asyncio.to_thread(clone_tree, cluster.data_dir, partial / "data", owner=owner)
     (partial / "database").write_text(database + "\n")
     partial.rename(pristine)
+    return True
 
 
 def _password(parameter: str) -> str:

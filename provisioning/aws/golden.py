@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,7 @@ SNAPSHOT_TAG = "devdb:snapshot"  # on a golden EBS snapshot: the devdb snapshot 
 BUILD_TAG = "devdb:golden-build"  # on a builder instance: the devdb snapshot it builds
 GOLDEN_DATABASE = "devdb_golden"
 _ALIVE = ["pending", "running", "stopping", "stopped"]
+log = logging.getLogger("devdb.ec2")
 
 
 def builder_parameter(token: str) -> str:
@@ -49,12 +51,19 @@ def builder_parameter(token: str) -> str:
 
 class GoldenSnapshots(InstanceWatch):
     region: str
+    _build_locks: dict[str, asyncio.Lock]
+    _failed_builds: dict[str, float]
     launch: Callable[[Placement, str, Progress], Awaitable[Placement]]
     terminate: Callable[[Handle], Awaitable[None]]
 
     async def golden_snapshot(self, snapshot_id: str) -> str | None:
-        """The newest complete golden EBS snapshot of `snapshot_id`, or None."""
-        found = await self._golden_snapshots(snapshot_id)
+        """The newest complete golden EBS snapshot of `snapshot_id`, or None (also when EC2
+        cannot be asked: the environment then restores from S3)."""
+        try:
+            found = await self._golden_snapshots(snapshot_id)
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("golden EBS snapshots could not be listed: %s", fleet.aws_reason(exc))
+            return None
         complete = [s for s in found if s["State"] == "completed"]
         complete.sort(key=lambda s: s["StartTime"], reverse=True)
         return str(complete[0]["SnapshotId"]) if complete else None
@@ -80,10 +89,30 @@ class GoldenSnapshots(InstanceWatch):
         return [i for r in reply.get("Reservations", []) for i in r.get("Instances", [])]
 
     async def prepare(self, snapshots: SnapshotStore, manifest: Manifest) -> None:
-        """Make the golden EBS snapshot of `manifest` unless it exists or is being made."""
-        await self.build_golden(manifest, lambda _: None)
+        """Make the golden EBS snapshot of `manifest` unless it exists or is being made.
+        After a failed build, callers (the nightly rebuild, the pool) do not start another
+        for an hour: each costs an on-demand instance for as long as a restore takes."""
+        failed = self._failed_builds.get(manifest.id)
+        if failed is not None and time.monotonic() - failed < 3600:
+            return
+        try:
+            await self.build_golden(manifest, lambda _: None)
+        except ProvisioningFailed:
+            self._failed_builds[manifest.id] = time.monotonic()
+            raise
 
     async def build_golden(self, manifest: Manifest, progress: Progress) -> str:
+        """The golden EBS snapshot of `manifest`: found, waited for, or made."""
+        lock = self._build_locks.setdefault(manifest.id, asyncio.Lock())
+        async with lock:  # one build per snapshot in this process; tags guard the others
+            try:
+                return await self._build_golden(manifest, progress)
+            except (BotoCoreError, ClientError) as exc:
+                raise ProvisioningFailed(
+                    f"the golden copy of {manifest.id} could not be made ({fleet.aws_reason(exc)})."
+                ) from exc
+
+    async def _build_golden(self, manifest: Manifest, progress: Progress) -> str:
         deadline = time.monotonic() + self.settings.ready_timeout.total_seconds()
         while await self._builders(manifest.id) or any(
             s["State"] == "pending" for s in await self._golden_snapshots(manifest.id)
@@ -127,15 +156,14 @@ class GoldenSnapshots(InstanceWatch):
             )
             ebs = str(reply["SnapshotId"])
             try:
-                await self._wait_snapshot(ebs, deadline)
+                # A first snapshot of a volume copies all of it: a time limit of its own.
+                await self._wait_snapshot(
+                    ebs, time.monotonic() + self.settings.ready_timeout.total_seconds()
+                )
             except BaseException:
                 with contextlib.suppress(BotoCoreError, ClientError):
                     await self._call("delete_snapshot", SnapshotId=ebs)
                 raise
-        except (BotoCoreError, ClientError) as exc:
-            raise ProvisioningFailed(
-                f"the golden copy of {manifest.id} could not be made ({fleet.aws_reason(exc)})."
-            ) from exc
         finally:
             await self.terminate(handle)
         return ebs
@@ -155,7 +183,14 @@ class GoldenSnapshots(InstanceWatch):
                 progress(status.event)
             instance = await self._describe(instance_id)
             state = instance["State"]["Name"] if instance else "missing"
-            if state == "stopped":
+            if state == "stopped" and instance is not None:
+                # Only the agent's own power-off means a settled volume: EC2 may stop an
+                # instance for maintenance or retirement, and someone may stop it by hand.
+                reason = instance.get("StateReason", {}).get("Code", "")
+                if reason != "Client.InstanceInitiatedShutdown":
+                    raise ProvisioningFailed(
+                        f"the golden copy's builder {instance_id} was stopped ({reason})."
+                    )
                 return
             if state not in ("pending", "running", "stopping"):
                 raise ProvisioningFailed(f"the golden copy's builder {instance_id} is {state}.")
@@ -192,7 +227,7 @@ class GoldenSnapshots(InstanceWatch):
             if tags.get(SNAPSHOT_TAG) not in snapshot_ids and found["State"] != "pending":
                 await self.discard_golden(found["SnapshotId"])
                 removed.append(f"{found['SnapshotId']} ({tags.get(SNAPSHOT_TAG)})")
-        limit = self.settings.boot_timeout + self.settings.ready_timeout
+        limit = self.settings.boot_timeout + 2 * self.settings.ready_timeout  # + the snapshot
         for builder in await self._builders():
             if datetime.now(UTC) - builder["LaunchTime"] > limit:
                 tags = {t["Key"]: t["Value"] for t in builder.get("Tags", [])}

@@ -15,6 +15,7 @@ import asyncpg
 from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioning.aws import agent_status
+from provisioning.aws.agent import NO_RESETS
 from provisioning.aws.agent_status import AgentState, AgentStatus
 from provisioning.aws.resets import CHANNEL as RESET_CHANNEL
 from provisioning.aws.resets import reset_note
@@ -95,6 +96,8 @@ class InstanceWatch:
             return None  # still booting, or the role is not made yet
         try:
             return await agent_status.read(conn)
+        except (OSError, asyncpg.PostgresError):
+            return None  # the server went away while it was asked (a reset stops it)
         finally:
             await conn.close()
 
@@ -135,28 +138,43 @@ class InstanceWatch:
             await asyncio.sleep(self.poll / 2)
 
     async def _ask_reset(self, placement: Placement, password: str, token: str) -> None:
-        """Send the reset token on the agent's channel; wait until its status names it."""
-        conn = await asyncpg.connect(
-            host=placement.host,
-            port=placement.port,
-            user=placement.user,
-            password=password,
-            database="postgres",
-            timeout=10,
-            server_settings={"application_name": PROBE_APP},
-        )
-        try:
-            await conn.execute("select pg_notify($1, $2)", RESET_CHANNEL, token)
-        finally:
-            await conn.close()
+        """Wake the agent on its channel (again every few seconds: a notification is not
+        kept while nobody listens) until its status names the token."""
         deadline = time.monotonic() + self.settings.boot_timeout.total_seconds()
         note = reset_note(token)
+        notified = 0.0
         while True:
             status = await self._status(placement, password)  # None while it restarts
-            if status is not None and status.state == AgentState.FAILED:
-                raise ProvisioningFailed(f"the instance could not reset: {status.error}")
-            if status is not None and status.event and note in status.event.message:
-                return
+            if status is not None:
+                message = status.event.message if status.event else ""
+                if NO_RESETS in message:
+                    raise ProvisioningFailed(
+                        f"{placement.database!r} cannot be reset: its instance had no room "
+                        "for a copy of the golden data; refresh it instead."
+                    )
+                if note in message and status.state == AgentState.READY:
+                    return
+                if status.state == AgentState.FAILED and note in (status.error or ""):
+                    raise ProvisioningFailed(f"the instance could not reset: {status.error}")
+                if time.monotonic() - notified > 3.0:
+                    await self._notify(placement, password, token)
+                    notified = time.monotonic()
             if time.monotonic() > deadline:
                 raise ProvisioningFailed("the instance did not reset in time.")
             await asyncio.sleep(self.poll / 2)
+
+    async def _notify(self, placement: Placement, password: str, token: str) -> None:
+        with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError):
+            conn = await asyncpg.connect(
+                host=placement.host,
+                port=placement.port,
+                user=placement.user,
+                password=password,
+                database="postgres",
+                timeout=10,
+                server_settings={"application_name": PROBE_APP},
+            )
+            try:
+                await conn.execute("select pg_notify($1, $2)", RESET_CHANNEL, token)
+            finally:
+                await conn.close()

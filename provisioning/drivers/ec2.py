@@ -84,6 +84,8 @@ class Ec2Driver(GoldenSnapshots, Driver):
         self.region = region
         self.address = address
         self.poll = poll_seconds
+        self._build_locks: dict[str, asyncio.Lock] = {}
+        self._failed_builds: dict[str, float] = {}
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         return await asyncio.to_thread(getattr(self.ec2, method), **kwargs)

@@ -11,9 +11,12 @@ Every grant and revoke goes to the audit log through the server's `audit` hook.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import replace
 from pathlib import Path
+
+import asyncpg
 
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
 from provisioning.errors import InvalidInput, ProvisioningFailed
@@ -26,6 +29,8 @@ from provisioning.shared.server import (
     ENV_MARK,
     GOLDEN_OWNER,
     GOLDEN_SCHEMA,
+    OLD_PREFIX,
+    RESET_PREFIX,
     SHARED_DB,
     SharedServer,
 )
@@ -220,24 +225,31 @@ class SharedSchemaDriver(SharedDriver):
             await self._swap(role)
 
     async def _swap(self, role: str) -> None:
-        """Put the restored `devdb_golden` schema in place of the role's own. The role may
-        not log in meanwhile and its sessions are ended, so none holds a lock on the old."""
+        """Put the restored `devdb_golden` schema in place of the role's own, in one
+        transaction, after ending the role's sessions. A session that comes back and takes a
+        lock first makes the swap wait at most two seconds; then its sessions are ended again
+        and the swap tried again."""
         conn = await self.server.connect(SHARED_DB)
         try:
-            await conn.execute(f"alter role {quote_ident(role)} nologin")
-            try:
+            for attempt in range(5):
                 await conn.execute(
                     "select pg_terminate_backend(pid) from pg_stat_activity where usename = $1",
                     role,
                 )
-                async with conn.transaction():
-                    await conn.execute(f"drop schema {quote_ident(role)} cascade")
-                    await conn.execute(
-                        f"alter schema {GOLDEN_SCHEMA} rename to {quote_ident(role)}"
-                    )
-                    await conn.execute(f"revoke all on schema {quote_ident(role)} from public")
-            finally:
-                await conn.execute(f"alter role {quote_ident(role)} login")
+                try:
+                    async with conn.transaction():
+                        await conn.execute("set local lock_timeout = '2s'")
+                        await conn.execute(f"drop schema {quote_ident(role)} cascade")
+                        await conn.execute(
+                            f"alter schema {GOLDEN_SCHEMA} rename to {quote_ident(role)}"
+                        )
+                        await conn.execute(f"revoke all on schema {quote_ident(role)} from public")
+                    return
+                except asyncpg.LockNotAvailableError:
+                    if attempt == 4:
+                        raise ProvisioningFailed(
+                            f"the schema {role} stayed in use, so it could not be replaced."
+                        ) from None
         finally:
             await conn.close()
 
@@ -311,7 +323,8 @@ class SharedDatabaseDriver(SharedDriver):
         if dump_dir is None:
             raise ProvisioningFailed("a shared restore needs the snapshot on this machine.")
         golden = await self.server.golden_database(manifest, dump_dir, jobs, progress)
-        await self._copy(golden, placement.user, placement.database)
+        async with self.server.exclusive():  # a template must have no other connections
+            await self._copy(golden, placement.user, placement.database)
         progress(
             ProgressEvent(
                 step=Step.RESTORE,
@@ -324,13 +337,12 @@ class SharedDatabaseDriver(SharedDriver):
         )
 
     async def _copy(self, golden: str, role: str, name: str) -> None:
-        """Database `name`, a copy of the golden database, for `role` alone."""
+        """Database `name`, a copy of the golden database, for `role` alone (under the
+        server's exclusive lock: a template must have no other connections)."""
         owner, database = quote_ident(role), quote_ident(name)
-        async with self.server.exclusive():  # a template must have no other connections
-            await self.server.execute(
-                "postgres",
-                f"create database {database} template {quote_ident(golden)} owner {owner}",
-            )
+        await self.server.execute(
+            "postgres", f"create database {database} template {quote_ident(golden)} owner {owner}"
+        )
         grants = [
             f"revoke all on database {database} from public",
             f"grant connect, temporary on database {database} to {owner}",
@@ -349,24 +361,44 @@ class SharedDatabaseDriver(SharedDriver):
         jobs: int,
         progress: Progress,
     ) -> int:
-        """A new copy of the golden database, made beside the old one and renamed into its
-        place once whole; the old one goes with every session on it."""
+        """A new copy of the golden database, made beside the old one; the two change names
+        in one transaction, so the environment always has a whole database under its name;
+        then the old one goes with every session on it. Under the server's exclusive lock,
+        so reconciliation's prune never takes a copy being made for a leftover."""
         if dump_dir is None:
             raise ProvisioningFailed("a shared reset needs the snapshot on this machine.")
         golden = await self.server.golden_database(manifest, dump_dir, jobs, progress)
-        fresh = f"devdb_reset_{secrets.token_hex(6)}"
-        try:
-            await self._copy(golden, placement.user, fresh)
-        except BaseException:
-            await self.server.execute("postgres", f"drop database if exists {fresh} with (force)")
-            raise
-        ended = (await self.activity(placement.handle)).connections
+        suffix = secrets.token_hex(6)
+        fresh, old = f"{RESET_PREFIX}{suffix}", f"{OLD_PREFIX}{suffix}"
         database = quote_ident(placement.database)
-        await self.server.execute(
-            "postgres",
-            f"drop database {database} with (force)",
-            f"alter database {fresh} rename to {database}",
-        )
+        async with self.server.exclusive():
+            try:
+                await self._copy(golden, placement.user, fresh)
+            except BaseException:
+                await self.server.execute(
+                    "postgres", f"drop database if exists {fresh} with (force)"
+                )
+                raise
+            ended = (await self.activity(placement.handle)).connections
+            conn = await self.server.connect("postgres")
+            try:
+                for attempt in range(5):
+                    await conn.execute(
+                        "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1",
+                        placement.database,
+                    )
+                    try:
+                        async with conn.transaction():
+                            await conn.execute(f"alter database {database} rename to {old}")
+                            await conn.execute(f"alter database {fresh} rename to {database}")
+                        break
+                    except asyncpg.ObjectInUseError:  # a session came back: end it again
+                        if attempt == 4:
+                            raise
+                        await asyncio.sleep(0.2)
+                await conn.execute(f"drop database {old} with (force)")
+            finally:
+                await conn.close()
         return ended
 
     async def activity(self, handle: Handle) -> Activity:

@@ -10,6 +10,8 @@ mounted with `discard`, so it takes disk space only for what it holds.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
 import re
 import shutil
@@ -44,7 +46,14 @@ async def mount_clone_image(home: Path, size: int) -> Path:
             "DEVDB_CLONE_IMAGE needs devdb to run as root (it loop-mounts an XFS image): "
             "unset it, or put DEVDB_HOME on XFS or btrfs yourself."
         )
-    image = home / IMAGE
+    with open(home / "clones.lock", "w") as lock:  # two devdb processes starting together
+        await asyncio.to_thread(fcntl.flock, lock.fileno(), fcntl.LOCK_EX)
+        if not os.path.ismount(mount):
+            await _make_and_mount(home / IMAGE, mount, size)
+    return mount
+
+
+async def _make_and_mount(image: Path, mount: Path, size: int) -> None:
     if not image.exists():
         mkfs = shutil.which("mkfs.xfs") or shutil.which("mkfs.xfs", path="/usr/sbin:/sbin")
         if mkfs is None:
@@ -65,4 +74,3 @@ async def mount_clone_image(home: Path, size: int) -> Path:
             "(a container needs loop devices and CAP_SYS_ADMIN for this)."
         )
     mount.chmod(0o711)  # the server account enters; what is inside keeps its own modes
-    return mount

@@ -37,6 +37,8 @@ from provisioning.snapshots.manifest import Manifest
 SHARED_DB = "devdb_shared"
 GOLDEN_OWNER = "devdb_golden"
 GOLDEN_SCHEMA = "devdb_golden"
+RESET_PREFIX = "devdb_reset_"  # a shared-db reset's new copy, until it takes the name
+OLD_PREFIX = "devdb_resetold_"  # the database a shared-db reset replaced, until dropped
 ENV_MARK = "devdb environment"  # the comment on every role devdb makes for an environment
 # Serialises what must not overlap on one server: schema restores (they all restore
 # `devdb_golden` before renaming it) and copies of a template (it must have no connections).
@@ -274,7 +276,8 @@ class SharedServer:
         return archive
 
     async def prune(self, snapshot_ids: set[str]) -> list[str]:
-        """Drop golden copies whose snapshot is gone (the server is not started for it)."""
+        """Drop golden copies whose snapshot is gone, and databases a shared-db reset left
+        when it was killed (the server is not started for it)."""
         if not await self.running():
             return []
         keep = {golden_name(snapshot_id) for snapshot_id in snapshot_ids}
@@ -286,6 +289,12 @@ class SharedServer:
                     r["datname"]
                     for r in await admin.fetch(
                         "select datname from pg_database where datname like 'devdb\\_golden\\_%'"
+                    )
+                ]
+                names += [
+                    r["datname"]
+                    for r in await admin.fetch(
+                        "select datname from pg_database where datname like 'devdb\\_reset%'"
                     )
                 ]
                 for name in names:
