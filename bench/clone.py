@@ -8,8 +8,9 @@ a raw `pg_restore --jobs 2` of the same dump into a fresh cluster, same run; and
 Each database is the demo kept whole (a plain dump, not a subset). The golden copy is built
 first; then rounds alternate: raw (initdb, start, pg_restore) and devdb (`devdb refresh` in a
 child process, from start until the environment accepts a connection, then `devdb reset`
-of it). Prints medians, the ratio devdb / raw, how flat devdb stays across sizes, the clone
-method, and the devdb process's peak RSS.
+of it), each after a sync so that none pays for the writeback of the one before. Prints
+medians, the ratio devdb / raw, how flat devdb stays across sizes, the clone method, and
+the devdb process's peak RSS.
 """
 
 from __future__ import annotations
@@ -103,13 +104,16 @@ async def bench_scale(home: Path, scale: int, repeats: int) -> dict[str, object]
         name = f"b{scale}-{attempt}"
 
         async def raw(attempt: int = attempt) -> None:
+            os.sync()  # each timed run starts with nothing left to write back
             created, restored = await raw_restore(programs, dump, home / f"raw-{attempt}", 56250)
             raw_s.append(created + restored)
 
         async def devdb(name: str = name) -> None:
             nonlocal peak, method
+            os.sync()
             made = child(home, "refresh", name, manifest.id)
             devdb_s.append(made["seconds"])
+            os.sync()
             again = child(home, "reset", name, manifest.id)
             reset_s.append(again["seconds"])
             peak = max(peak, made["peak_rss_kb"], again["peak_rss_kb"])
