@@ -191,12 +191,10 @@ async def test_a_failure_at_each_step_leaves_nothing_behind(
         assert env is None, f"{label}: no live environment is left"
 
 
-async def test_a_failure_on_the_instance_leaves_nothing_behind(
-    cloud: Cloud, demo_snapshot: Manifest
-) -> None:
-    # A corrupt snapshot: the instance's checksum check fails; the bot never downloads it.
-    corrupt = replace(demo_snapshot, id=unique("corrupt"))
-    dump = await cloud.store.fetch(demo_snapshot)
+async def publish_corrupt(cloud: Cloud, snapshot: Manifest) -> Manifest:
+    """A copy of `snapshot` in S3 with one data file overwritten: its checksum fails."""
+    corrupt = replace(snapshot, id=unique("corrupt"))
+    dump = await cloud.store.fetch(snapshot)
     staged = await cloud.store.staging()
     shutil.copytree(dump, staged / "dump")
     await cloud.store.publish(staged, corrupt)
@@ -204,6 +202,14 @@ async def test_a_failure_on_the_instance_leaves_nothing_behind(
     cloud.moto.client("s3").put_object(
         Bucket=cloud.store.bucket, Key=cloud.store.key(corrupt.id, f"dump/{victim}"), Body=b"x"
     )
+    return corrupt
+
+
+async def test_a_failure_on_the_instance_leaves_nothing_behind(
+    cloud: Cloud, demo_snapshot: Manifest
+) -> None:
+    # A corrupt snapshot: the instance's checksum check fails; the bot never downloads it.
+    corrupt = await publish_corrupt(cloud, demo_snapshot)
     name = unique("corrupt")
     with pytest.raises(ProvisioningFailed, match=r"could not restore: .*corrupt"):
         await cloud.service.refresh("erin", name, snapshot=corrupt.id, kind="ec2")

@@ -4,7 +4,6 @@ environments whose data volume is made from it; against moto, instances played h
 from __future__ import annotations
 
 import asyncio
-import shutil
 from dataclasses import replace
 from datetime import timedelta
 
@@ -19,7 +18,7 @@ from provisioning.errors import InvalidInput, ProvisioningFailed
 from provisioning.models import ProgressEvent
 from provisioning.snapshots.manifest import Manifest
 from tests.conftest import Cloud, unique
-from tests.test_ec2 import NOTHING, tagged
+from tests.test_ec2 import NOTHING, publish_corrupt, tagged
 
 
 def golden_snapshots(cloud: Cloud) -> list[dict[str, object]]:
@@ -168,14 +167,7 @@ async def test_a_failed_golden_build_leaves_nothing_and_a_leaked_builder_is_prun
         "snapshots": [],
     }
     # A corrupt dump: the builder's agent fails its checksum and says so.
-    corrupt = replace(demo_snapshot, id=unique("corrupt"))
-    dump = await cloud.store.fetch(demo_snapshot)
-    staged = await cloud.store.staging()
-    shutil.copytree(dump, staged / "dump")
-    await cloud.store.publish(staged, corrupt)
-    victim = next(name for name in corrupt.files if name != "toc.dat")
-    ec2_key = cloud.store.key(corrupt.id, f"dump/{victim}")
-    cloud.moto.client("s3").put_object(Bucket=cloud.store.bucket, Key=ec2_key, Body=b"x")
+    corrupt = await publish_corrupt(cloud, demo_snapshot)
     with pytest.raises(ProvisioningFailed, match=r"golden copy could not be restored: .*corrupt"):
         await cloud.driver.build_golden(corrupt, lambda _: None)
     assert leftovers() == empty

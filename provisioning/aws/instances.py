@@ -80,18 +80,22 @@ class InstanceWatch:
                 raise ProvisioningFailed(f"the instance {instance_id} has no address.")
             await asyncio.sleep(self.poll)
 
+    async def _connect(self, placement: Placement, password: str) -> asyncpg.Connection:
+        """devdb's own session on the instance's maintenance database, as the login role."""
+        return await asyncpg.connect(
+            host=placement.host,
+            port=placement.port,
+            user=placement.user,
+            password=password,
+            database="postgres",
+            timeout=5,
+            server_settings={"application_name": PROBE_APP},
+        )
+
     async def _status(self, placement: Placement, password: str) -> AgentStatus | None:
         """The agent's status, or None while the server does not answer yet."""
         try:
-            conn = await asyncpg.connect(
-                host=placement.host,
-                port=placement.port,
-                user=placement.user,
-                password=password,
-                database="postgres",
-                timeout=5,
-                server_settings={"application_name": PROBE_APP},
-            )
+            conn = await self._connect(placement, password)
         except (OSError, TimeoutError, asyncpg.PostgresError):
             return None  # still booting, or the role is not made yet
         try:
@@ -165,15 +169,7 @@ class InstanceWatch:
 
     async def _notify(self, placement: Placement, password: str, token: str) -> None:
         with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError):
-            conn = await asyncpg.connect(
-                host=placement.host,
-                port=placement.port,
-                user=placement.user,
-                password=password,
-                database="postgres",
-                timeout=10,
-                server_settings={"application_name": PROBE_APP},
-            )
+            conn = await self._connect(placement, password)
             try:
                 await conn.execute("select pg_notify($1, $2)", RESET_CHANNEL, token)
             finally:
