@@ -97,7 +97,8 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         limit = settings.shared_connection_limit
         drivers["shared"] = SharedSchemaDriver(shared, connection_limit=limit)
         drivers["shared-db"] = SharedDatabaseDriver(shared, connection_limit=limit)
-        aws = aws_parts(settings.aws, settings.cache_dir)
+        installation = settings.aws.installation or await store.installation()
+        aws = aws_parts(settings.aws, settings.cache_dir, installation)
         snapshots: SnapshotStore = aws.snapshots or LocalSnapshotStore(settings.snapshots_dir)
         if aws.driver and aws.passwords:
             drivers["ec2"] = aws.driver

@@ -215,6 +215,7 @@ async def cloud(
         snapshots=store,
         passwords=ssm,
         region=REGION,
+        installation=await runtime.store.installation(),
         address=host.address,
         poll_seconds=0.2,
     )

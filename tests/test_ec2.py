@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from moto.backends import get_backend
 
 from provisioning.aws import fleet
-from provisioning.drivers.ec2 import volume_size
+from provisioning.drivers.ec2 import Ec2Driver, volume_size
 from provisioning.errors import DevdbError, InvalidInput, ProvisioningFailed, QuotaExceeded
 from provisioning.jobs import JobOptions
 from provisioning.models import EnvState, ProgressEvent
@@ -328,3 +328,37 @@ async def test_the_monthly_cap_refuses_new_cloud_environments(
         audit = await tx.audit_entries(refused)
     assert [(row["result"], row["detail"]["reason"]) for row in audit] == [("refused", "budget")]
     await cloud.service.destroy("frank", first)
+
+
+async def test_installations_in_one_account_see_and_clean_only_their_own(
+    cloud: Cloud, demo_snapshot: Manifest
+) -> None:
+    """A staging bot, a second team or a CLI with its own state store share the account:
+    each installation's reconciliation must never take the others' instances for orphans."""
+    other = Ec2Driver(
+        cloud.moto.client("ec2"),
+        cloud.settings,
+        snapshots=cloud.store,
+        passwords=cloud.ssm,
+        region=REGION,
+        installation="staging",
+        address=cloud.host.address,
+        poll_seconds=0.2,
+    )
+    name = unique("mine")
+    view = await cloud.service.refresh("erin", name, snapshot=demo_snapshot.id, kind="ec2")
+    try:
+        ec2 = cloud.moto.client("ec2")
+        instance = ec2.describe_instances(InstanceIds=[view.env.handle["instance_id"]])[
+            "Reservations"
+        ][0]["Instances"][0]
+        tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+        assert tags[fleet.INSTALLATION_TAG] == cloud.driver.installation != "staging"
+        ours = {cloud.driver.key(h) for h in await cloud.driver.inventory()}
+        assert cloud.driver.key(view.env.handle) in ours
+        assert await other.inventory() == [], "the other installation sees none of ours"
+        assert await other.prune(set()) == []
+        assert await cloud.driver.is_running(view.env.handle)
+    finally:
+        await cloud.service.destroy("erin", name)
+    assert tagged(cloud, name) == NOTHING

@@ -183,7 +183,7 @@ async def test_a_failed_golden_build_leaves_nothing_and_a_leaked_builder_is_prun
         "volume_gib": 20,
         "parameter": builder_parameter(token),
         "golden_build": True,
-        "tags": {"devdb:managed": "true", BUILD_TAG: demo_snapshot.id},
+        "tags": {**fleet.managed(cloud.driver.installation), BUILD_TAG: demo_snapshot.id},
     }
     placement = Placement(
         handle=handle, host="pending", port=0, database="devdb_golden", user="dev"

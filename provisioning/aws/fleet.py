@@ -20,7 +20,8 @@ from provisioning.errors import ProvisioningFailed
 from provisioning.snapshots.manifest import Manifest
 
 GIB = 1 << 30
-GROUP_NAME = "devdb-postgres"
+GROUP_NAME = "devdb-postgres"  # and the installation id
+INSTALLATION_TAG = "devdb:installation"
 DATA_DEVICE = "/dev/sdf"
 # Spot requests that fail for want of capacity or price, where trying another type helps.
 _CAPACITY = (
@@ -45,6 +46,11 @@ def aws_reason(exc: BaseException) -> str:
         error = exc.response.get("Error", {})
         return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
     return str(exc)
+
+
+def managed(installation: str) -> dict[str, str]:
+    """The tags on everything devdb makes in AWS: which installation made it."""
+    return {"devdb:managed": "true", INSTALLATION_TAG: installation}
 
 
 def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
@@ -84,13 +90,14 @@ def network(ec2: Any, settings: AwsSettings) -> Network:
     return Network(vpc=vpc, subnets=subnets, cidr=cidr)
 
 
-def security_group(ec2: Any, settings: AwsSettings, net: Network) -> str:
+def security_group(ec2: Any, settings: AwsSettings, net: Network, installation: str) -> str:
     """`devdb-postgres` in the VPC: PostgreSQL from the configured CIDR or bastion only.
 
     Without either, only from inside the VPC. Made once and shared by every environment.
     """
+    group_name = f"{GROUP_NAME}-{installation}"
     filters = [
-        {"Name": "group-name", "Values": [GROUP_NAME]},
+        {"Name": "group-name", "Values": [group_name]},
         {"Name": "vpc-id", "Values": [net.vpc]},
     ]
     existing = ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
@@ -98,11 +105,11 @@ def security_group(ec2: Any, settings: AwsSettings, net: Network) -> str:
         return str(existing[0]["GroupId"])
     try:
         group = ec2.create_security_group(
-            GroupName=GROUP_NAME,
+            GroupName=group_name,
             Description="devdb environments: PostgreSQL from the allowed network only",
             VpcId=net.vpc,
             TagSpecifications=[
-                {"ResourceType": "security-group", "Tags": tag_list({"devdb:managed": "true"})}
+                {"ResourceType": "security-group", "Tags": tag_list(managed(installation))}
             ],
         )["GroupId"]
     except ClientError as exc:

@@ -51,6 +51,7 @@ def builder_parameter(token: str) -> str:
 
 class GoldenSnapshots(InstanceWatch):
     region: str
+    installation: str
     _build_locks: dict[str, asyncio.Lock]
     _failed_builds: dict[str, float]
     launch: Callable[[Placement, str, Progress], Awaitable[Placement]]
@@ -73,7 +74,10 @@ class GoldenSnapshots(InstanceWatch):
         reply = await self._call(
             "describe_snapshots",
             OwnerIds=["self"],
-            Filters=[{"Name": f"tag:{SNAPSHOT_TAG}", "Values": value}],
+            Filters=[
+                {"Name": f"tag:{SNAPSHOT_TAG}", "Values": value},
+                {"Name": f"tag:{fleet.INSTALLATION_TAG}", "Values": [self.installation]},
+            ],
         )
         return list(reply.get("Snapshots", []))
 
@@ -83,6 +87,7 @@ class GoldenSnapshots(InstanceWatch):
             "describe_instances",
             Filters=[
                 {"Name": f"tag:{BUILD_TAG}", "Values": value},
+                {"Name": f"tag:{fleet.INSTALLATION_TAG}", "Values": [self.installation]},
                 {"Name": "instance-state-name", "Values": _ALIVE},
             ],
         )
@@ -130,7 +135,7 @@ class GoldenSnapshots(InstanceWatch):
             "volume_gib": fleet.volume_size(manifest),  # as each environment's
             "parameter": builder_parameter(token),
             "golden_build": True,
-            "tags": {"devdb:managed": "true", BUILD_TAG: manifest.id},
+            "tags": {**fleet.managed(self.installation), BUILD_TAG: manifest.id},
         }
         placement = Placement(
             handle=handle, host="pending", port=0, database=GOLDEN_DATABASE, user="dev"
@@ -149,7 +154,7 @@ class GoldenSnapshots(InstanceWatch):
                     {
                         "ResourceType": "snapshot",
                         "Tags": fleet.tag_list(
-                            {"devdb:managed": "true", SNAPSHOT_TAG: manifest.id}
+                            {**fleet.managed(self.installation), SNAPSHOT_TAG: manifest.id}
                         ),
                     }
                 ],

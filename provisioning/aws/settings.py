@@ -8,6 +8,7 @@ live in S3 when a bucket is. Credentials are never settings: boto3 finds them as
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,6 +41,8 @@ class AwsSettings:
     # MiB/s at which a volume made from a golden EBS snapshot is filled (EBS Provisioned Rate
     # for Volume Initialization, 100-300); None leaves EBS's default, lazy loading.
     volume_init_rate: int | None = None
+    # Tags everything this installation makes; default: an id made once in the state store.
+    installation: str | None = None
 
     @property
     def ec2_enabled(self) -> bool:
@@ -84,6 +87,13 @@ class AwsSettings:
                 ) from None
         if (raw := pick("teams")) is not None:
             kwargs["teams"] = _teams(raw)
+        if raw := pick("installation"):
+            if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", raw):
+                raise InvalidInput(
+                    "DEVDB_INSTALLATION must be up to 32 lowercase letters, digits and dashes, "
+                    f"not {raw!r}."
+                )
+            kwargs["installation"] = raw
         if (raw := pick("ec2_volume_init_rate")) is not None:
             if not raw.isdigit() or not 100 <= int(raw) <= 300:
                 raise InvalidInput(

@@ -25,7 +25,7 @@ class AwsParts:
     driver: Ec2Driver | None
 
 
-def aws_parts(settings: AwsSettings, cache: Path) -> AwsParts:
+def aws_parts(settings: AwsSettings, cache: Path, installation: str) -> AwsParts:
     """What the AWS settings turn on: nothing at all when none are set."""
     if not (settings.bucket or settings.ec2_enabled):
         return AwsParts(None, None, None)
@@ -50,6 +50,11 @@ def aws_parts(settings: AwsSettings, cache: Path) -> AwsParts:
     passwords = SsmSecrets(client("ssm"), kms_key=settings.kms_key)
     region = session.region_name or "us-east-1"
     driver = Ec2Driver(
-        client("ec2"), settings, snapshots=snapshots, passwords=passwords, region=region
+        client("ec2"),
+        settings,
+        snapshots=snapshots,
+        passwords=passwords,
+        region=region,
+        installation=installation,
     )
     return AwsParts(snapshots, passwords, driver)

@@ -74,6 +74,7 @@ class Ec2Driver(GoldenSnapshots, Driver):
         snapshots: S3SnapshotStore,
         passwords: SsmSecrets,
         region: str,
+        installation: str,
         address: Address = private_address,
         poll_seconds: float = 2.0,
     ) -> None:
@@ -82,6 +83,7 @@ class Ec2Driver(GoldenSnapshots, Driver):
         self.snapshots = snapshots
         self.passwords = passwords
         self.region = region
+        self.installation = installation  # its resources are the only ones this driver sees
         self.address = address
         self.poll = poll_seconds
         self._build_locks: dict[str, asyncio.Lock] = {}
@@ -113,7 +115,7 @@ class Ec2Driver(GoldenSnapshots, Driver):
             "volume_gib": volume_size(manifest),
             "parameter": parameter_name(env),
             "tags": {
-                "devdb:managed": "true",
+                **fleet.managed(self.installation),
                 "devdb:env": env.name,
                 "devdb:owner": env.owner,
                 "devdb:expires": env.expires_at.astimezone(UTC).isoformat(timespec="seconds"),
@@ -137,7 +139,9 @@ class Ec2Driver(GoldenSnapshots, Driver):
         await self.passwords.write(handle["parameter"], password)
         try:
             net = await asyncio.to_thread(fleet.network, self.ec2, self.settings)
-            group = await asyncio.to_thread(fleet.security_group, self.ec2, self.settings, net)
+            group = await asyncio.to_thread(
+                fleet.security_group, self.ec2, self.settings, net, self.installation
+            )
             user_data = render_user_data(
                 region=self.region,
                 bucket=self.snapshots.bucket,
@@ -347,7 +351,7 @@ class Ec2Driver(GoldenSnapshots, Driver):
         reply = await self._call(
             "describe_instances",
             Filters=[
-                {"Name": "tag:devdb:managed", "Values": ["true"]},
+                {"Name": f"tag:{fleet.INSTALLATION_TAG}", "Values": [self.installation]},
                 {
                     "Name": "instance-state-name",
                     "Values": ["pending", "running", "stopping", "stopped"],

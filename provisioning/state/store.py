@@ -119,6 +119,11 @@ class StateStore:
                 applied.append(version)
         return applied
 
+    async def installation(self) -> str:
+        """This installation's id (made once, by the migration), shared by its replicas."""
+        async with self.pool.acquire() as conn:
+            return str(await conn.fetchval("select id from devdb.installation"))
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         async with self.pool.acquire() as conn, conn.transaction():
