@@ -209,8 +209,12 @@ async def cloud(
     )
     ssm = SsmSecrets(moto.client("ssm"))
     host = InstanceHost(moto, settings.home / "instances")
+    ec2 = moto.client("ec2")
+    # moto's console output is a fixed sample; an instance's console here is its user data's
+    # output, as cloud-init tees it to the console on EC2.
+    ec2.get_console_output = lambda InstanceId, **_: {"Output": host.log(InstanceId)}
     driver = Ec2Driver(
-        moto.client("ec2"),
+        ec2,
         aws,
         snapshots=store,
         passwords=ssm,

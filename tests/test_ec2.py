@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -12,6 +13,7 @@ import asyncpg
 import pytest
 from botocore.exceptions import ClientError
 from moto.backends import get_backend
+from moto.ec2.models.instances import StateReason
 
 from provisioning.aws import fleet
 from provisioning.drivers.ec2 import Ec2Driver, volume_size
@@ -140,23 +142,29 @@ async def test_a_failure_at_each_step_leaves_nothing_behind(
 
         return raiser
 
-    def no_capacity_anywhere() -> None:
-        monkeypatch.setattr(
-            ec2,
-            "create_fleet",
-            lambda **_: {"Instances": [], "Errors": [{"ErrorMessage": "no capacity"}]},
-        )
-        monkeypatch.setattr(ec2, "run_instances", fail("InsufficientInstanceCapacity"))
+    def refused_everywhere(code: str) -> Callable[[], None]:
+        def inject() -> None:
+            reply = {"Instances": [], "Errors": [{"ErrorCode": code, "ErrorMessage": "no"}]}
+            monkeypatch.setattr(ec2, "create_fleet", lambda **_: reply)
+            monkeypatch.setattr(ec2, "run_instances", fail(code))
 
-    def reclaimed_at_once() -> None:
-        real = fleet.request_instance
+        return inject
 
-        def request(*args: Any, **kwargs: Any) -> tuple[str, str]:
-            instance_id, kind = real(*args, **kwargs)
-            cloud.moto.client("ec2").terminate_instances(InstanceIds=[instance_id])
-            return instance_id, kind
+    def dies_at_once(reason: str | None) -> Callable[[], None]:
+        def inject() -> None:
+            real = fleet.request_instance
 
-        monkeypatch.setattr(fleet, "request_instance", request)
+            def request(*args: Any, **kwargs: Any) -> tuple[str, str]:
+                instance_id, kind = real(*args, **kwargs)
+                cloud.moto.client("ec2").terminate_instances(InstanceIds=[instance_id])
+                if reason:  # what EC2 says when EBS cannot use the KMS key
+                    instance = get_backend("ec2")[ACCOUNT][REGION].get_instance(instance_id)
+                    instance.state_reason = StateReason(f"{reason}: Client error", reason)
+                return instance_id, kind
+
+            monkeypatch.setattr(fleet, "request_instance", request)
+
+        return inject
 
     injections: dict[str, tuple[Callable[[], None], str]] = {
         "password": (
@@ -175,8 +183,23 @@ async def test_a_failure_at_each_step_leaves_nothing_behind(
             lambda: monkeypatch.setattr(ec2, "create_launch_template", fail("LimitExceeded")),
             "EC2 refused the launch",
         ),
-        "spot capacity": (no_capacity_anywhere, "no spot capacity"),
-        "reclaimed before running": (reclaimed_at_once, "before it started"),
+        "spot capacity": (
+            refused_everywhere("InsufficientInstanceCapacity"),
+            r"no spare capacity .*\(InsufficientInstanceCapacity\)",
+        ),
+        "spot quota": (
+            refused_everywhere("MaxSpotInstanceCountExceeded"),
+            r"quota is used up \(MaxSpotInstanceCountExceeded\).*Service Quotas",
+        ),
+        "encryption key": (
+            refused_everywhere("KMS.DisabledException"),
+            "EBS could not use its KMS key",
+        ),
+        "terminated before running": (dies_at_once(None), "before it started"),
+        "dies with Client.InternalError": (
+            dies_at_once("Client.InternalError"),
+            "stopped at once .*KMS key",
+        ),
     }
     for label, (inject, expected) in injections.items():
         name = unique("broken")
@@ -361,4 +384,29 @@ async def test_installations_in_one_account_see_and_clean_only_their_own(
         assert await cloud.driver.is_running(view.env.handle)
     finally:
         await cloud.service.destroy("erin", name)
+    assert tagged(cloud, name) == NOTHING
+
+
+async def test_a_failure_before_the_agent_reports_is_read_from_the_console(
+    cloud: Cloud, demo_snapshot: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's first step, reading the password from SSM, is denied: no status can be
+    written, so the reason reaches the user from the console, within a few polls."""
+    elsewhere = f"/devdb/elsewhere-{unique('p')}/password"
+    real_write = cloud.ssm.write
+
+    async def misplaced(parameter: str, password: str) -> None:
+        await real_write(elsewhere, password)  # the instance's parameter is never there
+
+    monkeypatch.setattr(cloud.ssm, "write", misplaced)
+    name = unique("denied")
+    started = time.monotonic()
+    with pytest.raises(ProvisioningFailed) as failure:
+        await cloud.service.refresh("erin", name, snapshot=demo_snapshot.id, kind="ec2")
+    took = time.monotonic() - started
+    message = str(failure.value)
+    assert "failed as it started: the password could not be read from SSM" in message
+    assert "ParameterNotFound" in message
+    assert took < cloud.settings.boot_timeout.total_seconds() / 2, took
+    await cloud.ssm.remove(elsewhere)
     assert tagged(cloud, name) == NOTHING

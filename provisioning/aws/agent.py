@@ -43,6 +43,7 @@ from provisioning.pg.sql import quote_ident
 from provisioning.snapshots.s3 import S3SnapshotStore
 
 AGENT_APP = "devdb-agent"
+FAILED_MARK = "devdb agent: failed: "  # on the console, where devdb looks before any status
 GOLDEN_MARK = "golden"  # on a golden volume: the name of its database
 PRISTINE = "pristine"  # beside the cluster: the golden data directory as it came, for resets
 NO_RESETS = "resets are not possible here"  # in the status of an instance without that copy

@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from provisioning.aws.failures import RETRYABLE, launch_failure
 from provisioning.aws.settings import AwsSettings
 from provisioning.errors import ProvisioningFailed
 from provisioning.snapshots.manifest import Manifest
@@ -24,14 +25,6 @@ GROUP_NAME = "devdb-postgres"  # and the installation id
 INSTALLATION_TAG = "devdb:installation"
 DATA_DEVICE = "/dev/sdf"
 # Spot requests that fail for want of capacity or price, where trying another type helps.
-_CAPACITY = (
-    "InsufficientInstanceCapacity",
-    "SpotMaxPriceTooLow",
-    "MaxSpotInstanceCountExceeded",
-    "InsufficientCapacity",
-    "UnfulfillableCapacity",
-    "Unsupported",
-)
 
 
 def volume_size(manifest: Manifest) -> int:
@@ -209,7 +202,8 @@ def request_instance(
     """One instance (id, type). Spot: an instant fleet first, then plain spot requests.
     On demand (a golden build, which must be able to stop): plain requests only."""
     spec = {"LaunchTemplateId": template, "Version": "$Latest"}
-    reasons: list[str] = []
+    codes: list[str] = []  # every error code EC2 gave, for the sentence
+    detail = "no reason given"
     market: dict[str, Any] = {}
     if spot:
         market["InstanceMarketOptions"] = {
@@ -242,10 +236,14 @@ def request_instance(
             for group in reply.get("Instances", []):
                 if group.get("InstanceIds"):
                     return str(group["InstanceIds"][0]), str(group["InstanceType"])
-            reasons += [error.get("ErrorMessage", "") for error in reply.get("Errors", [])]
-        except (BotoCoreError, ClientError) as exc:
-            reasons.append(aws_reason(exc))
-    what = "spot request" if spot else "launch"
+            for error in reply.get("Errors", []):
+                codes.append(str(error.get("ErrorCode", "")))
+                detail = str(error.get("ErrorMessage", "")) or detail
+        except ClientError as exc:
+            codes.append(str(exc.response.get("Error", {}).get("Code", "")))
+            detail = aws_reason(exc)
+        except BotoCoreError as exc:
+            detail = aws_reason(exc)
     for kind in types:
         for subnet in subnets:
             try:
@@ -259,16 +257,12 @@ def request_instance(
                 )
                 return str(reply["Instances"][0]["InstanceId"]), kind
             except ClientError as exc:
-                reasons.append(aws_reason(exc))
-                if exc.response.get("Error", {}).get("Code") not in _CAPACITY:
-                    raise ProvisioningFailed(
-                        f"EC2 refused the {what} ({aws_reason(exc)})."
-                    ) from exc
-    raise ProvisioningFailed(
-        f"no {'spot ' if spot else ''}capacity for {', '.join(types)} in {len(subnets)} "
-        f"subnet(s) ({reasons[-1] if reasons else 'no reason given'}): try again later or add "
-        "instance types to DEVDB_EC2_INSTANCE_TYPES."
-    )
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                codes.append(code)
+                detail = str(exc.response.get("Error", {}).get("Message", "")) or detail
+                if code not in RETRYABLE:  # another type or subnet will not help
+                    raise ProvisioningFailed(launch_failure(codes, types, detail)) from exc
+    raise ProvisioningFailed(launch_failure(codes, types, detail))
 
 
 def spot_price(ec2: Any, instance_type: str, zone: str) -> float | None:

@@ -15,8 +15,9 @@ import asyncpg
 from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioning.aws import agent_status
-from provisioning.aws.agent import NO_RESETS
+from provisioning.aws.agent import FAILED_MARK, NO_RESETS
 from provisioning.aws.agent_status import AgentState, AgentStatus
+from provisioning.aws.failures import early_death
 from provisioning.aws.resets import CHANNEL as RESET_CHANNEL
 from provisioning.aws.resets import reset_note
 from provisioning.aws.settings import AwsSettings
@@ -61,9 +62,11 @@ class InstanceWatch:
             if state == "running" and instance is not None:
                 return instance
             if state in GONE:
+                reason = (instance or {}).get("StateReason", {})
                 raise ProvisioningFailed(
-                    f"the spot instance {instance_id} was {state} before it started: "
-                    "capacity was taken back; try again."
+                    early_death(
+                        instance_id, state, reason.get("Code", ""), reason.get("Message", "")
+                    )
                 )
             if time.monotonic() > deadline:
                 raise ProvisioningFailed(
@@ -130,14 +133,17 @@ class InstanceWatch:
                     emit(status.event)
                 if _ORDER.index(status.state) >= _ORDER.index(until):
                     return
-            if time.monotonic() - checked > 10 * self.poll:
+            if time.monotonic() - checked > 5 * self.poll:
                 checked = time.monotonic()
                 if reason := await self.interruption(placement.handle):
                     raise ProvisioningFailed(f"the environment's server went away: {reason}.")
+                if status is None and (failure := await self._console_failure(instance_id)):
+                    raise ProvisioningFailed(failure)
             if time.monotonic() > deadline:
+                tail = " | ".join((await self._console(instance_id)).strip().splitlines()[-3:])
                 raise ProvisioningFailed(
-                    f"the instance {instance_id} did not report "
-                    f"{until.value} in time; it was terminated."
+                    f"the instance {instance_id} did not report {until.value} in time; it was "
+                    f"terminated{f' (its console ended: {tail})' if tail else ''}."
                 )
             await asyncio.sleep(self.poll / 2)
 
@@ -174,3 +180,22 @@ class InstanceWatch:
                 await conn.execute("select pg_notify($1, $2)", RESET_CHANNEL, token)
             finally:
                 await conn.close()
+
+    async def _console(self, instance_id: str) -> str:
+        """The instance's console output so far ("" if EC2 has none or will not say)."""
+        try:
+            reply = await self._call("get_console_output", InstanceId=instance_id, Latest=True)
+        except (BotoCoreError, ClientError):
+            return ""
+        return str(reply.get("Output") or "")
+
+    async def _console_failure(self, instance_id: str) -> str | None:
+        """The agent's own failure line from the console, with the lines before it."""
+        lines = (await self._console(instance_id)).splitlines()
+        for index, line in enumerate(lines):
+            if FAILED_MARK in line:
+                reason = line.split(FAILED_MARK, 1)[1].strip().rstrip(".")
+                before = " | ".join(text.strip() for text in lines[max(0, index - 3) : index])
+                context = f" (the console before it: {before})" if before else ""
+                return f"the instance failed as it started: {reason}{context}."
+        return None

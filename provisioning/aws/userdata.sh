@@ -4,6 +4,8 @@
 # Rendered per environment by provisioning/aws/userdata.py; it holds no secret (the agent
 # reads the database password from SSM Parameter Store with the instance's role).
 set -euo pipefail
+# A failing step says so on the console, where devdb looks while the instance boots.
+trap 'echo "devdb agent: failed: the user data stopped at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 export AWS_DEFAULT_REGION=@REGION@
 export DEVDB_AGENT_BUCKET=@BUCKET@
@@ -45,7 +47,7 @@ if [ -n "$data_device" ] && ! mountpoint -q "$DEVDB_AGENT_ROOT"; then
 fi
 
 if ! command -v devdb >/dev/null 2>&1; then
-  echo "devdb agent: the devdb command is not installed on this image" >&2
+  echo "devdb agent: failed: the devdb command is not installed on this image" >&2
   exit 1
 fi
 devdb agent restore --jobs "$(nproc)"
