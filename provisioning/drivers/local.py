@@ -74,7 +74,6 @@ class LocalDriver(Driver):
         self.account = account
         self.port_range = port_range
         self.golden = golden
-        self._deleting: set[asyncio.Future[None]] = set()  # old data directories going
 
     def _cluster(self, handle: Handle) -> LocalCluster:
         return LocalCluster(
@@ -222,11 +221,7 @@ class LocalDriver(Driver):
             await asyncio.to_thread(shutil.rmtree, cluster.data_dir, True)
             old.rename(cluster.data_dir)  # back as it was
             raise
-        # The environment is ready: the old copy goes while the reply is on its way (on a
-        # plain filesystem, deleting gigabytes takes seconds). One left by a killed process
-        # goes with the cluster.
-        self._deleting.add(asyncio.ensure_future(asyncio.to_thread(shutil.rmtree, old, True)))
-        self._deleting = {task for task in self._deleting if not task.done()}
+        await asyncio.to_thread(shutil.rmtree, old, True)
         return sessions
 
     async def restore(
