@@ -54,6 +54,7 @@ def run_user_data(
         "DEVDB_AGENT_ROOT": str(root),
         "DEVDB_AGENT_PORT": str(port),
         "DEVDB_AGENT_LISTEN": "127.0.0.1",
+        "DEVDB_DATA_DEVICE": "none",  # this machine has no EBS data volume to find
         **extra,
     }
     return subprocess.run(
@@ -160,3 +161,27 @@ async def test_a_missing_snapshot_is_reported_in_the_status(
     finally:
         stop_servers_under(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_no_data_volume_found_is_a_failure_on_the_console(
+    moto: Moto, s3_demo: S3SnapshotStore, demo_snapshot: Manifest, runtime: Runtime
+) -> None:
+    """Without the EBS data volume the restore would fill the root disk: it stops instead,
+    saying so where devdb reads it."""
+    script = render_user_data(
+        region=REGION,
+        bucket=s3_demo.bucket,
+        prefix=s3_demo.prefix,
+        snapshot=demo_snapshot.id,
+        parameter="/devdb/unused/password",
+        database="agentdb",
+        user="dev",
+    )
+    root = runtime.settings.home / unique("instance")
+    result = run_user_data(script, moto, root, free_port(), DEVDB_DATA_DEVICE="")
+    assert result.returncode == 1
+    assert (
+        "devdb agent: failed: expected one EBS data volume besides the root disk, found 0"
+        in result.stderr
+    )
+    assert not root.exists(), "nothing was restored onto the root disk"

@@ -114,10 +114,13 @@ async def test_refresh_on_ec2_end_to_end(cloud: Cloud, demo_snapshot: Manifest) 
     assert view.endpoint.password not in user_data
     assert handle["parameter"] in user_data
     group = ec2.describe_security_groups(GroupIds=template["SecurityGroupIds"])["SecurityGroups"][0]
+    # The allowed network, and the VPC's own range, where the bot that polls the instance runs.
+    vpc_cidr = ec2.describe_vpcs(VpcIds=[group["VpcId"]])["Vpcs"][0]["CidrBlock"]
     assert [
-        (rule["FromPort"], rule["ToPort"], [r["CidrIp"] for r in rule["IpRanges"]])
+        (rule["FromPort"], rule["ToPort"], sorted(r["CidrIp"] for r in rule["IpRanges"]))
         for rule in group["IpPermissions"]
-    ] == [(5432, 5432, ["10.20.0.0/16"])]
+    ] == [(5432, 5432, sorted(["10.20.0.0/16", vpc_cidr]))]
+    assert data_volume["Ebs"]["Throughput"] == fleet.gp3_throughput(volume_size(demo_snapshot))
     parameter = cloud.moto.client("ssm").get_parameter(Name=handle["parameter"])["Parameter"]
     assert parameter["Type"] == "SecureString"
 
@@ -410,3 +413,46 @@ async def test_a_failure_before_the_agent_reports_is_read_from_the_console(
     assert took < cloud.settings.boot_timeout.total_seconds() / 2, took
     await cloud.ssm.remove(elsewhere)
     assert tagged(cloud, name) == NOTHING
+
+
+async def test_the_security_group_is_brought_to_the_settings_at_every_launch(
+    cloud: Cloud,
+) -> None:
+    """A group a failed launch left without its rule, or one with a rule someone added, is
+    repaired by the next launch's reconciling step; changed settings are applied."""
+    ec2 = cloud.moto.client("ec2")
+    net = fleet.network(ec2, cloud.settings)
+    installation = unique("sg")
+    group = fleet.security_group(ec2, cloud.settings, net, installation)
+
+    def rules() -> set[tuple[int, str]]:
+        found = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]
+        return {
+            (rule["FromPort"], entry.get("CidrIp") or entry.get("GroupId"))
+            for rule in found["IpPermissions"]
+            for entry in [*rule.get("IpRanges", []), *rule.get("UserIdGroupPairs", [])]
+        }
+
+    wanted = {(5432, net.cidr), (5432, "10.20.0.0/16")}
+    assert rules() == wanted
+    # Half-made: the rule is gone; and someone opened SSH to the world.
+    found = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]
+    ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=found["IpPermissions"])
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            }
+        ],
+    )
+    assert fleet.security_group(ec2, cloud.settings, net, installation) == group
+    assert rules() == wanted
+    # The office network changes: the old one goes, the new one and the VPC stay.
+    moved = replace(cloud.settings, allow_cidr="192.168.7.0/24")
+    fleet.security_group(ec2, moved, net, installation)
+    assert rules() == {(5432, net.cidr), (5432, "192.168.7.0/24")}
+    ec2.delete_security_group(GroupId=group)

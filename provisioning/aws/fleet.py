@@ -21,6 +21,7 @@ from provisioning.errors import ProvisioningFailed
 from provisioning.snapshots.manifest import Manifest
 
 GIB = 1 << 30
+PORT = 5432
 GROUP_NAME = "devdb-postgres"  # and the installation id
 INSTALLATION_TAG = "devdb:installation"
 DATA_DEVICE = "/dev/sdf"
@@ -84,42 +85,75 @@ def network(ec2: Any, settings: AwsSettings) -> Network:
 
 
 def security_group(ec2: Any, settings: AwsSettings, net: Network, installation: str) -> str:
-    """`devdb-postgres` in the VPC: PostgreSQL from the configured CIDR or bastion only.
-
-    Without either, only from inside the VPC. Made once and shared by every environment.
-    """
+    """`devdb-postgres-<installation>` in the VPC, its rules brought to what the settings say
+    at every launch: PostgreSQL from the VPC's own range (where the bot that polls the
+    instances runs), plus `DEVDB_EC2_ALLOW_CIDR` and `DEVDB_EC2_BASTION_GROUP` if set, and
+    nothing else. Safe to repeat: it also repairs a group that a failed launch left without
+    its rule."""
     group_name = f"{GROUP_NAME}-{installation}"
     filters = [
         {"Name": "group-name", "Values": [group_name]},
         {"Name": "vpc-id", "Values": [net.vpc]},
     ]
     existing = ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
-    if existing:
-        return str(existing[0]["GroupId"])
-    try:
-        group = ec2.create_security_group(
-            GroupName=group_name,
-            Description="devdb environments: PostgreSQL from the allowed network only",
-            VpcId=net.vpc,
-            TagSpecifications=[
-                {"ResourceType": "security-group", "Tags": tag_list(managed(installation))}
-            ],
-        )["GroupId"]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "InvalidGroup.Duplicate":
-            raise
-        return str(ec2.describe_security_groups(Filters=filters)["SecurityGroups"][0]["GroupId"])
-    rule: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432}
-    if settings.bastion_group:
-        rule["UserIdGroupPairs"] = [
-            {"GroupId": settings.bastion_group, "Description": "devdb bastion"}
-        ]
-    else:
-        rule["IpRanges"] = [
-            {"CidrIp": settings.allow_cidr or net.cidr, "Description": "devdb clients"}
-        ]
-    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[rule])
-    return str(group)
+    if not existing:
+        try:
+            ec2.create_security_group(
+                GroupName=group_name,
+                Description="devdb environments: PostgreSQL from the allowed network only",
+                VpcId=net.vpc,
+                TagSpecifications=[
+                    {"ResourceType": "security-group", "Tags": tag_list(managed(installation))}
+                ],
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidGroup.Duplicate":
+                raise
+        existing = ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
+    group = existing[0]
+    want_cidrs = {net.cidr} | ({settings.allow_cidr} if settings.allow_cidr else set())
+    want_groups = {settings.bastion_group} if settings.bastion_group else set()
+    have_cidrs: set[str] = set()
+    have_groups: set[str] = set()
+    extra: list[dict[str, Any]] = []
+    for rule in group.get("IpPermissions", []):
+        ours = (rule.get("IpProtocol"), rule.get("FromPort"), rule.get("ToPort")) == (
+            "tcp",
+            PORT,
+            PORT,
+        )
+        if not ours:
+            extra.append(rule)
+            continue
+        have_cidrs |= {r["CidrIp"] for r in rule.get("IpRanges", [])}
+        have_groups |= {p["GroupId"] for p in rule.get("UserIdGroupPairs", [])}
+    unwanted = _rule(have_cidrs - want_cidrs, have_groups - want_groups)
+    if extra or unwanted:
+        ec2.revoke_security_group_ingress(
+            GroupId=group["GroupId"], IpPermissions=[*extra, *([unwanted] if unwanted else [])]
+        )
+    missing = _rule(want_cidrs - have_cidrs, want_groups - have_groups)
+    if missing:
+        ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=[missing])
+    return str(group["GroupId"])
+
+
+def _rule(cidrs: set[str], groups: set[str]) -> dict[str, Any] | None:
+    """One PostgreSQL ingress rule for these ranges and groups; None for neither."""
+    if not cidrs and not groups:
+        return None
+    rule: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": PORT, "ToPort": PORT}
+    if cidrs:
+        rule["IpRanges"] = [{"CidrIp": c, "Description": "devdb"} for c in sorted(cidrs)]
+    if groups:
+        rule["UserIdGroupPairs"] = [{"GroupId": g, "Description": "devdb"} for g in sorted(groups)]
+    return rule
+
+
+def gp3_throughput(volume_gib: int) -> int:
+    """MiB/s for the data volume: gp3's free 125 for small ones, more as restores grow, up to
+    750 (the most gp3's baseline 3,000 IOPS allow)."""
+    return max(125, min(750, volume_gib * 4))
 
 
 def launch_template(
@@ -143,6 +177,7 @@ def launch_template(
     data_volume: dict[str, Any] = {
         "VolumeSize": volume_gib,
         "VolumeType": "gp3",
+        "Throughput": gp3_throughput(volume_gib),
         "DeleteOnTermination": True,
         "Encrypted": True,
     }

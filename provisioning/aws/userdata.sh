@@ -21,18 +21,34 @@ export DEVDB_AGENT_GOLDEN=@GOLDEN@
 export DEVDB_AGENT_ROOT="${DEVDB_AGENT_ROOT:-/var/lib/devdb-agent}"
 export DEVDB_AGENT_PORT="${DEVDB_AGENT_PORT:-5432}"
 export DEVDB_AGENT_LISTEN="${DEVDB_AGENT_LISTEN:-*}"
-data_device="${DEVDB_DATA_DEVICE:-}"
+data_device="${DEVDB_DATA_DEVICE:-}"  # "none": no separate disk (a stand-in host)
 
-# The gp3 data volume is the second disk (nvme1n1 on Nitro, xvdf on older types).
+# The gp3 data volume, found by what it is, never by name order: the one EBS volume
+# (/dev/disk/by-id names it by volume id) that does not hold the root filesystem. Instance
+# storage has other ids; Xen types without NVMe show it as /dev/xvdf.
 if [ -z "$data_device" ]; then
-  for candidate in /dev/nvme1n1 /dev/xvdf /dev/sdf; do
-    if [ -b "$candidate" ]; then
-      data_device="$candidate"
-      break
+  root_disk="$(lsblk -no PKNAME "$(findmnt -no SOURCE /)" 2>/dev/null || true)"
+  found=""
+  for link in /dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol*; do
+    [ -e "$link" ] || continue
+    case "$link" in *-part[0-9]*) continue ;; esac
+    disk="$(readlink -f "$link")"
+    if [ "$(basename "$disk")" != "$root_disk" ]; then
+      found="$found $disk"
     fi
   done
+  found="$(echo "$found" | tr ' ' '\n' | sed '/^$/d' | sort -u)"
+  if [ -z "$found" ] && [ -b /dev/xvdf ]; then
+    found=/dev/xvdf
+  fi
+  count="$(echo "$found" | sed '/^$/d' | wc -l)"
+  if [ "$count" -ne 1 ]; then
+    echo "devdb agent: failed: expected one EBS data volume besides the root disk, found $count" >&2
+    exit 1
+  fi
+  data_device="$found"
 fi
-if [ -n "$data_device" ] && ! mountpoint -q "$DEVDB_AGENT_ROOT"; then
+if [ "$data_device" != none ] && ! mountpoint -q "$DEVDB_AGENT_ROOT"; then
   if ! blkid "$data_device" >/dev/null 2>&1; then
     # XFS with reflink where the image has it: a reset's copy of the golden data directory
     # then shares its blocks and takes no time.
@@ -44,6 +60,11 @@ if [ -n "$data_device" ] && ! mountpoint -q "$DEVDB_AGENT_ROOT"; then
   fi
   mkdir -p "$DEVDB_AGENT_ROOT"
   mount -o noatime "$data_device" "$DEVDB_AGENT_ROOT"
+  # Mounted again at boot, so a reboot only starts the server again.
+  uuid="$(blkid -s UUID -o value "$data_device")"
+  if ! grep -q "UUID=$uuid" /etc/fstab; then
+    echo "UUID=$uuid $DEVDB_AGENT_ROOT auto noatime,nofail 0 2" >> /etc/fstab
+  fi
 fi
 
 if ! command -v devdb >/dev/null 2>&1; then

@@ -40,8 +40,9 @@ from provisioning.snapshots.manifest import Manifest
 from provisioning.snapshots.s3 import S3SnapshotStore
 
 DEV_USER = "dev"
-PORT = 5432
+PORT = fleet.PORT
 GP3_PER_GIB_MONTH = 0.08  # US dollars, us-east-1 list price
+GP3_PER_MIBS_MONTH = 0.04  # per MiB/s of throughput above the free 125
 HOURS_PER_MONTH = 730.0
 _RECLAIMING = (
     "marked-for-termination",
@@ -297,7 +298,10 @@ class Ec2Driver(GoldenSnapshots, Driver):
         end = min(until, env.finished_at or until)
         hours = max(timedelta(0), end - start).total_seconds() / 3600
         per_hour = float(handle.get("spot_price") or 0.0)
-        per_hour += int(handle.get("volume_gib") or 0) * GP3_PER_GIB_MONTH / HOURS_PER_MONTH
+        gib = int(handle.get("volume_gib") or 0)
+        extra_throughput = fleet.gp3_throughput(gib) - 125 if gib else 0
+        per_month = gib * GP3_PER_GIB_MONTH + extra_throughput * GP3_PER_MIBS_MONTH
+        per_hour += per_month / HOURS_PER_MONTH
         return hours * per_hour
 
     # -- removal ----------------------------------------------------------------------------
