@@ -51,6 +51,10 @@ class Scheduler:
         ]
         if settings.pool_size:
             jobs.append(("pool", IntervalTrigger(seconds=_secs(settings.pool_every)), now))
+        if any(driver.reclaimable for driver in self.service.drivers.values()):
+            # Cloud servers can be taken back with two minutes' warning: look every minute.
+            every = _secs(settings.interruption_every)
+            jobs.append(("interruptions", IntervalTrigger(seconds=every), now))
         if settings.source_url and settings.policy_file:
             jobs.append(("nightly", nightly_trigger(settings.nightly_cron), None))
         for name, trigger, first in jobs:
@@ -76,6 +80,7 @@ class Scheduler:
             "reap": settings.reap_every,
             "reconcile": settings.reconcile_every,
             "pool": settings.pool_every,
+            "interruptions": settings.interruption_every,
             "nightly": timedelta(hours=20),
         }
 
@@ -86,6 +91,7 @@ class Scheduler:
             "reap": lambda: sweeps.reap_sweep(self.service, now),
             "reconcile": lambda: sweeps.reconcile_sweep(self.service, now),
             "pool": lambda: sweeps.pool_sweep(self.service, now),
+            "interruptions": self.service.check_interruptions,
             "nightly": self._nightly,
         }
         try:

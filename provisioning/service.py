@@ -340,6 +340,7 @@ class Service(Upkeep, Branching):
                     f"lifetime is {self.policy.max_lifetime}); refresh it for a new one."
                 )
             await tx.set_expiry(env.id, expires)
+            await self.drivers[env.kind].expiry_moved(env.handle, expires)
             await tx.audit(
                 actor,
                 "extend",
@@ -383,6 +384,7 @@ class Service(Upkeep, Branching):
             limit = env.created_at + self.policy.max_lifetime
             expires = min(max(env.expires_at, now + at_least), limit)
             await tx.set_expiry(env.id, expires)
+            await self.drivers[env.kind].expiry_moved(env.handle, expires)
             await tx.touch(env.id, now)
             await tx.audit(actor, "keep", env.name, "kept", {"expires_at": expires.isoformat()})
             return await tx.environment(env.id)

@@ -74,6 +74,7 @@ class Settings:
     reap_every: timedelta = timedelta(minutes=5)
     reconcile_every: timedelta = timedelta(minutes=15)
     pool_every: timedelta = timedelta(minutes=1)
+    interruption_every: timedelta = timedelta(minutes=1)  # spot warnings come 2 minutes ahead
     nightly_cron: str = "0 3 * * *"
     source_url: str | None = None  # the production database the nightly rebuild shrinks
     policy_file: Path | None = None
@@ -163,6 +164,7 @@ class Settings:
             "reap_every",
             "reconcile_every",
             "pool_every",
+            "interruption_every",
         ):
             if (raw := pick(key)) is not None:
                 kwargs[key] = parse_duration(raw)

@@ -209,6 +209,7 @@ class InstanceHost:
             "DEVDB_AGENT_LISTEN": "127.0.0.1",
             "DEVDB_AGENT_POWEROFF": f"touch {home / 'poweroff'}",
             "DEVDB_DATA_DEVICE": "none",  # a directory stands in for the EBS data volume
+            "DEVDB_AGENT_EXPIRY_WATCH": "0",  # no instance metadata here to read the tag from
         }
         with open(home / "cloud-init.log", "wb") as log:
             self.processes[instance_id] = subprocess.Popen(

@@ -55,6 +55,7 @@ def run_user_data(
         "DEVDB_AGENT_PORT": str(port),
         "DEVDB_AGENT_LISTEN": "127.0.0.1",
         "DEVDB_DATA_DEVICE": "none",  # this machine has no EBS data volume to find
+        "DEVDB_AGENT_EXPIRY_WATCH": "0",  # nor instance metadata
         **extra,
     }
     return subprocess.run(

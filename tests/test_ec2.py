@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, timedelta
 from typing import Any
 
 import asyncpg
@@ -20,6 +22,8 @@ from provisioning.drivers.ec2 import Ec2Driver, volume_size
 from provisioning.errors import DevdbError, InvalidInput, ProvisioningFailed, QuotaExceeded
 from provisioning.jobs import JobOptions
 from provisioning.models import EnvState, ProgressEvent
+from provisioning.runtime import Runtime
+from provisioning.scheduler import Scheduler
 from provisioning.service import Service
 from provisioning.snapshots.local import LocalSnapshotStore
 from provisioning.snapshots.manifest import Manifest
@@ -100,6 +104,7 @@ async def test_refresh_on_ec2_end_to_end(cloud: Cloud, demo_snapshot: Manifest) 
         LaunchTemplateName=fleet.template_name(handle["token"]), Versions=["$Latest"]
     )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
     assert template["MetadataOptions"]["HttpTokens"] == "required"
+    assert template["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
     data_volume = next(
         m for m in template["BlockDeviceMappings"] if m["DeviceName"] == fleet.DATA_DEVICE
     )
@@ -112,6 +117,7 @@ async def test_refresh_on_ec2_end_to_end(cloud: Cloud, demo_snapshot: Manifest) 
     assert {"Key": "devdb:managed", "Value": "true"} in volume_tags
     user_data = base64.b64decode(template["UserData"]).decode()
     assert view.endpoint.password not in user_data
+    assert "DEVDB_AGENT_EXPIRY_GRACE=3600" in user_data  # the instance's own expiry
     assert handle["parameter"] in user_data
     group = ec2.describe_security_groups(GroupIds=template["SecurityGroupIds"])["SecurityGroups"][0]
     # The allowed network, and the VPC's own range, where the bot that polls the instance runs.
@@ -123,6 +129,16 @@ async def test_refresh_on_ec2_end_to_end(cloud: Cloud, demo_snapshot: Manifest) 
     assert data_volume["Ebs"]["Throughput"] == fleet.gp3_throughput(volume_size(demo_snapshot))
     parameter = cloud.moto.client("ssm").get_parameter(Name=handle["parameter"])["Parameter"]
     assert parameter["Type"] == "SecureString"
+
+    # Extending moves the tag the instance enforces its expiry by.
+    extended = await cloud.service.extend("erin", name, timedelta(hours=2))
+    instance = ec2.describe_instances(InstanceIds=[handle["instance_id"]])["Reservations"][0][
+        "Instances"
+    ][0]
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags["devdb:expires"] == extended.expires_at.astimezone(UTC).isoformat(
+        timespec="seconds"
+    )
 
     listed = {v.env.name: v for v in await cloud.service.list("erin")}
     assert listed[name].cost > 0
@@ -269,9 +285,13 @@ def spot_requests(instance_id: str) -> list[Any]:
     return [r for r in backend.spot_instance_requests.values() if r.instance.id == instance_id]
 
 
+async def notify_none(text: str) -> None:
+    return None
+
+
 @pytest.mark.parametrize("how", ["gone", "marked"])
 async def test_an_interrupted_environment_is_reported_and_replaced(
-    cloud: Cloud, demo_snapshot: Manifest, how: str
+    cloud: Cloud, demo_snapshot: Manifest, how: str, runtime: Runtime
 ) -> None:
     told: list[tuple[str, str]] = []
 
@@ -294,10 +314,20 @@ async def test_an_interrupted_environment_is_reported_and_replaced(
 
     if how == "gone":
         cloud.moto.client("ec2").terminate_instances(InstanceIds=[instance_id])
+        assert await service.check_interruptions() == [name]
     else:
-        [request] = spot_requests(instance_id)
-        request._status_code = "marked-for-termination"
-    assert await service.check_interruptions() == [name]
+        # The scheduler looks every minute where servers can be taken back (AWS warns two
+        # minutes ahead), not only at reconciliation's 15.
+        scheduler = Scheduler(dataclasses.replace(runtime, service=service), announce=notify_none)
+        scheduler.start()
+        try:
+            job = scheduler.aps.get_job("interruptions")
+            assert job is not None and job.trigger.interval <= timedelta(minutes=1)
+            [request] = spot_requests(instance_id)
+            request._status_code = "marked-for-termination"
+            assert await scheduler.run("interruptions") == [name]
+        finally:
+            scheduler.stop()
 
     async with service.store.connection() as tx:
         old = await tx.environment(view.env.id)

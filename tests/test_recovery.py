@@ -43,6 +43,17 @@ async def running_step(runtime: Runtime, name: str) -> str | None:
         return step
 
 
+async def made_by(runtime: Runtime, name: str) -> str | None:
+    """How the environment being refreshed under `name` was made, once launched."""
+    async with runtime.store.connection() as tx:
+        made: str | None = await tx.conn.fetchval(
+            "select handle->>'made' from devdb.environments"
+            " where name = $1 and state = 'provisioning'",
+            name,
+        )
+        return made
+
+
 async def kill_refresh_at(
     runtime: Runtime,
     env: dict[str, str],
@@ -52,7 +63,10 @@ async def kill_refresh_at(
     sig: signal.Signals = signal.SIGKILL,
 ) -> str:
     # No golden copies: the refresh restores, so there is a restore step to kill it in.
-    await runtime.service.drivers["local"].prune(set())
+    driver = runtime.service.drivers["local"]
+    assert isinstance(driver, LocalDriver) and driver.golden is not None
+    await driver.prune(set())
+    assert driver.golden.ready(snapshot) is None
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "refresh", name, "--snapshot", snapshot],
         env=env,
@@ -66,6 +80,9 @@ async def kill_refresh_at(
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         if step == "restore":
+            made = await made_by(runtime, name)
+            golden = sorted(p.name for p in driver.golden.root.iterdir())
+            assert made == "restore", f"the refresh was {made}; golden copies: {golden}"
             await asyncio.sleep(0.5)  # let pg_restore get going
         proc.send_signal(sig)
     finally:

@@ -207,6 +207,8 @@ def launch_template(
             "HttpTokens": "required",
             "HttpEndpoint": "enabled",
             "HttpPutResponseHopLimit": 1,
+            # The instance reads its own devdb:expires tag to enforce its expiry.
+            "InstanceMetadataTags": "enabled",
         },
         SecurityGroupIds=[group],
         InstanceInitiatedShutdownBehavior=shutdown,

@@ -38,6 +38,8 @@ class AwsSettings:
     teams: dict[str, frozenset[str]] = field(default_factory=dict)
     boot_timeout: timedelta = timedelta(minutes=10)
     ready_timeout: timedelta = timedelta(minutes=60)
+    # An instance past its expiry by this much powers itself off (the bot may be down).
+    expiry_grace: timedelta = timedelta(hours=1)
     # MiB/s at which a volume made from a golden EBS snapshot is filled (EBS Provisioned Rate
     # for Volume Initialization, 100-300); None leaves EBS's default, lazy loading.
     volume_init_rate: int | None = None
@@ -100,7 +102,7 @@ class AwsSettings:
                     f"DEVDB_EC2_VOLUME_INIT_RATE must be 100 to 300 (MiB/s), not {raw!r}."
                 )
             kwargs["volume_init_rate"] = int(raw)
-        for key in ("boot_timeout", "ready_timeout"):
+        for key in ("boot_timeout", "ready_timeout", "expiry_grace"):
             if (raw := pick(f"ec2_{key}")) is not None:
                 kwargs[key] = parse_duration(raw)
         return cls(**kwargs)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ def render_user_data(
     database: str,
     user: str,
     golden: bool = False,
+    grace_seconds: int = 3600,
 ) -> str:
     script = resources.files("provisioning.aws").joinpath("userdata.sh").read_text()
     values = {
@@ -27,6 +28,7 @@ def render_user_data(
         "DATABASE": database,
         "USER": user,
         "GOLDEN": "1" if golden else "0",
+        "GRACE": str(grace_seconds),
     }
     for key, value in values.items():
         script = script.replace(f"@{key}@", shlex.quote(value))

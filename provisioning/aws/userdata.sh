@@ -67,6 +67,28 @@ if [ "$data_device" != none ] && ! mountpoint -q "$DEVDB_AGENT_ROOT"; then
   fi
 fi
 
+# Expiry on the instance itself, for when the bot is down: once past its devdb:expires tag
+# (which `devdb extend` moves) by the grace, it powers off, and a spot instance's shutdown
+# terminates it. The tag is read from the instance metadata (tags are enabled there).
+expiry_watch() {
+  local imds=http://169.254.169.254/latest token expires
+  while sleep 300; do
+    token="$(curl -sf -X PUT "$imds/api/token" -H 'X-aws-ec2-metadata-token-ttl-seconds: 60')" ||
+      continue
+    expires="$(curl -sf -H "X-aws-ec2-metadata-token: $token" \
+      "$imds/meta-data/tags/instance/devdb:expires")" || continue
+    if [ "$(date +%s)" -gt "$(($(date -d "$expires" +%s) + DEVDB_AGENT_EXPIRY_GRACE))" ]; then
+      echo "devdb agent: past its expiry ($expires) and the grace: powering off" >&2
+      ${DEVDB_AGENT_POWEROFF:-poweroff}
+    fi
+  done
+}
+export DEVDB_AGENT_EXPIRY_GRACE=@GRACE@
+if [ "$DEVDB_AGENT_GOLDEN" != 1 ] && [ "${DEVDB_AGENT_EXPIRY_WATCH:-1}" = 1 ]; then
+  export -f expiry_watch
+  setsid bash -c expiry_watch </dev/null >>/var/log/devdb-expiry.log 2>&1 &
+fi
+
 if ! command -v devdb >/dev/null 2>&1; then
   echo "devdb agent: failed: the devdb command is not installed on this image" >&2
   exit 1

@@ -68,6 +68,8 @@ class Driver(ABC):
     # How long a resource no record accounts for is left alone before it is removed: a
     # cloud API may list an instance before the launch that made it has been recorded.
     orphan_grace: ClassVar[timedelta] = timedelta(0)
+    # Whether the platform may take a server back at short notice (spot instances).
+    reclaimable: ClassVar[bool] = False
 
     @abstractmethod
     async def preflight(self) -> None:
@@ -143,6 +145,10 @@ class Driver(ABC):
     @abstractmethod
     async def activity(self, handle: Handle) -> Activity:
         """Client connections and counters, not counting devdb's own probe."""
+
+    async def expiry_moved(self, handle: Handle, expires_at: datetime) -> None:
+        """The environment's expiry changed; a server that enforces it itself is told."""
+        return None
 
     async def interruption(self, handle: Handle) -> str | None:
         """Why a ready environment's server went or is going away, or None if it is fine.

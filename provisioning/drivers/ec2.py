@@ -66,6 +66,7 @@ __all__ = ["Ec2Driver", "private_address", "volume_size"]
 class Ec2Driver(GoldenSnapshots, Driver):
     kind = "ec2"
     orphan_grace = timedelta(minutes=15)
+    reclaimable = True
 
     def __init__(
         self,
@@ -152,6 +153,7 @@ class Ec2Driver(GoldenSnapshots, Driver):
                 database=placement.database,
                 user=placement.user,
                 golden=build,
+                grace_seconds=int(self.settings.expiry_grace.total_seconds()),
             )
             template = await asyncio.to_thread(
                 fleet.launch_template,
@@ -220,6 +222,23 @@ class Ec2Driver(GoldenSnapshots, Driver):
         await self._follow(placement, password, deadline, until=AgentState.READY, emit=progress)
 
     # -- while it lives ---------------------------------------------------------------------
+
+    async def expiry_moved(self, handle: Handle, expires_at: datetime) -> None:
+        """The instance powers off past its devdb:expires tag: move the tag with the expiry."""
+        if not handle.get("instance_id"):
+            return
+        value = expires_at.astimezone(UTC).isoformat(timespec="seconds")
+        try:
+            await self._call(
+                "create_tags",
+                Resources=[handle["instance_id"]],
+                Tags=[{"Key": "devdb:expires", "Value": value}],
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise ProvisioningFailed(
+                f"the instance's expiry could not be moved ({fleet.aws_reason(exc)}), so it "
+                "would power itself off at the old one: try again."
+            ) from exc
 
     async def reset(
         self,
