@@ -25,6 +25,7 @@ from provisioning.errors import (
     MissingBinary,
     NotAllowed,
     NotFound,
+    ProvisioningFailed,
     QuotaExceeded,
     SnapshotInvalid,
 )
@@ -240,6 +241,22 @@ async def test_unknown_snapshot_creates_nothing(runtime: Runtime) -> None:
     with pytest.raises(InvalidInput):
         await runtime.service.refresh(unique("dev"), "a;drop table")
     assert await footprint(runtime) == before
+
+
+async def test_a_snapshot_from_a_newer_postgresql_is_refused_in_one_sentence(
+    runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    root = runtime.settings.snapshots_dir
+    copy_id = unique("future")
+    shutil.copytree(root / demo_snapshot.id, root / copy_id)
+    future = replace(demo_snapshot, id=copy_id, pg_version="99.1 (Debian 99.1-1)")
+    (root / copy_id / "manifest.json").write_text(future.to_json())
+    before = await footprint(runtime)
+    with pytest.raises(ProvisioningFailed, match="comes from PostgreSQL 99, newer than the"):
+        await runtime.service.refresh(unique("dev"), snapshot=copy_id)
+    after = await footprint(runtime)
+    assert after[2] == before[2], "no cluster directory is left"
+    await runtime.snapshots.delete(copy_id)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "manifest"])

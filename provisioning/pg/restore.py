@@ -23,7 +23,7 @@ import asyncpg
 
 from provisioning.errors import MissingBinary, ProvisioningFailed
 from provisioning.models import ProgressEvent, Step
-from provisioning.pg.programs import PgPrograms, first_error
+from provisioning.pg.programs import PgPrograms, first_error, run
 from provisioning.snapshots.manifest import Manifest
 
 POLL_SECONDS = 0.5
@@ -115,6 +115,25 @@ class _Meter:
         )
 
 
+def major(version: str) -> int | None:
+    """15 from "15.8 (Debian 15.8-0+deb12u1)" or "pg_restore (PostgreSQL) 15.8 (Debian …)"."""
+    text = version.split("PostgreSQL)")[-1]  # after pg_restore's own name, if it is there
+    found = re.search(r"\d+", text)
+    return int(found.group()) if found else None
+
+
+async def check_versions(programs: PgPrograms, manifest: Manifest) -> None:
+    """Refuse, in one sentence, a snapshot from a newer PostgreSQL than these programs: its
+    schema may use what they cannot restore."""
+    result = await run([programs.path("pg_restore"), "--version"])
+    ours, theirs = major(result.stdout), major(manifest.pg_version)
+    if ours is not None and theirs is not None and theirs > ours:
+        raise ProvisioningFailed(
+            f"snapshot {manifest.id} comes from PostgreSQL {theirs}, newer than the "
+            f"PostgreSQL {ours} here: install PostgreSQL {theirs} or later (on EC2, in the image)."
+        )
+
+
 async def restore_dump(
     *,
     programs: PgPrograms,
@@ -129,6 +148,7 @@ async def restore_dump(
     """Run pg_restore into `target`, calling `progress` about twice a second.
 
     `only`: a pg_restore list file (`-L`) naming the archive entries to restore."""
+    await check_versions(programs, manifest)
     argv = [
         programs.path("pg_restore"),
         "--format=directory",
