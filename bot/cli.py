@@ -23,6 +23,7 @@ from rich.console import Console, RenderableType
 from bot import grammar, messages, pgservice
 from bot.agent import agent_command
 from bot.connect import check_tools, forward_for
+from bot.doctor import doctor
 from bot.policy import policy_command
 from bot.scan import scan_command
 from bot.slack_app import (
@@ -33,7 +34,13 @@ from bot.slack_app import (
     serve_socket,
     web_client,
 )
-from bot.terminal import TerminalProgress, environments_table, reap_table, snapshots_table
+from bot.terminal import (
+    TerminalProgress,
+    environments_table,
+    manifest_dict,
+    reap_table,
+    snapshots_table,
+)
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.drivers.local import LocalDriver
 from provisioning.errors import DevdbError, InvalidInput, NotAllowed, PolicyViolation
@@ -45,19 +52,7 @@ from provisioning.settings import Settings
 from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.pipeline import shrink
 from provisioning.shrink.policy import load_policy
-from provisioning.snapshots.manifest import Manifest
 from provisioning.sweeps import reap_sweep
-
-
-def _manifest_dict(manifest: Manifest) -> dict[str, Any]:
-    return {
-        "id": manifest.id,
-        "created": manifest.created.isoformat(),
-        "source": manifest.source,
-        "size": manifest.size,
-        "rows": manifest.rows,
-        "tables": {name: entry.rows for name, entry in manifest.tables.items()},
-    }
 
 
 class Cli:
@@ -126,7 +121,7 @@ class Cli:
                 )
             case grammar.SaveEnvironment(name=name):
                 manifest = await self.service.save(self.user, name)
-                self.emit(messages.saved(name, manifest.id), _manifest_dict(manifest))
+                self.emit(messages.saved(name, manifest.id), manifest_dict(manifest))
             case grammar.Extend(name=name, by=by):
                 env = await self.service.extend(self.user, name, by)
                 until = f"{env.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
@@ -134,12 +129,16 @@ class Cli:
                     messages.extended(env.name, until),
                     {"name": env.name, "expires_at": env.expires_at.isoformat()},
                 )
+            case grammar.Doctor():
+                report, rows, healthy = await doctor(self.service.drivers)
+                self.emit(report, rows)
+                return 0 if healthy else 1
             case grammar.Snapshots():
                 manifests = await self.service.list_snapshots(self.user)
                 if not manifests and not self.as_json:
                     self.out.print("No snapshots yet. Make one with: devdb demo")
                 else:
-                    self.emit(snapshots_table(manifests), [_manifest_dict(m) for m in manifests])
+                    self.emit(snapshots_table(manifests), [manifest_dict(m) for m in manifests])
             case grammar.Demo(scale=scale):
                 await self.demo(scale)
             case grammar.Shrink():
@@ -256,7 +255,7 @@ class Cli:
                 progress=progress,
                 detector=PiiDetector(self.settings.pii_regions),
             )
-        self.emit(messages.demo_published(manifest.id, manifest.rows), _manifest_dict(manifest))
+        self.emit(messages.demo_published(manifest.id, manifest.rows), manifest_dict(manifest))
 
     async def shrink(self, command: grammar.Shrink) -> None:
         policy = load_policy(Path(command.policy))
@@ -276,7 +275,7 @@ class Cli:
             )
         self.emit(
             messages.shrunk(manifest.id, manifest.rows, len(manifest.tables)),
-            _manifest_dict(manifest),
+            manifest_dict(manifest),
         )
 
     async def serve(self, socket: bool, port: int) -> None:

@@ -15,6 +15,7 @@ reap [--dry-run]            (terminal only)
 scheduler                   (terminal only)
 connect NAME [--port 15432] (terminal only)
 agent restore [--jobs N]    (on an EC2 environment's instance)
+doctor                      (terminal only)
 help
 """
 
@@ -48,6 +49,7 @@ USAGE = {
     "reap": "reap [--dry-run]",
     "scheduler": "scheduler",
     "agent": "agent restore [--jobs N]",
+    "doctor": "doctor",
     "help": "help",
 }
 SHARED_COMMANDS = frozenset(
@@ -74,6 +76,7 @@ TERMINAL_COMMANDS = SHARED_COMMANDS | {
     "agent",
     "reap",
     "scheduler",
+    "doctor",
 }
 
 
@@ -157,6 +160,11 @@ class Snapshots:
 
 
 @dataclass(frozen=True)
+class Doctor:
+    pass
+
+
+@dataclass(frozen=True)
 class Demo:
     scale: int = 1
 
@@ -209,6 +217,7 @@ Command = (
     | SaveEnvironment
     | Extend
     | Snapshots
+    | Doctor
     | Demo
     | PolicyInit
     | PolicyCheck
@@ -252,6 +261,7 @@ _POSITIONALS = {
     "save": (1, 1),
     "extend": (2, 2),
     "snapshots": (0, 0),
+    "doctor": (0, 0),
     "demo": (0, 0),
     "help": (0, 1),
     "policy": (1, 1),
@@ -398,6 +408,8 @@ def _build(
         return RunScheduler()
     if verb == "snapshots":
         return Snapshots()
+    if verb == "doctor":
+        return Doctor()
     if verb == "demo":
         raw = options.get("--scale") or "1"
         if not raw.isdigit() or not 1 <= int(raw) <= 1000:

@@ -6,6 +6,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -164,3 +165,15 @@ def reap_table(verdicts: list[Verdict], now: datetime, dry_run: bool) -> Table:
             verdict.reason,
         )
     return table
+
+
+def manifest_dict(manifest: Manifest) -> dict[str, Any]:
+    """A snapshot as `--json` prints it."""
+    return {
+        "id": manifest.id,
+        "created": manifest.created.isoformat(),
+        "source": manifest.source,
+        "size": manifest.size,
+        "rows": manifest.rows,
+        "tables": {name: entry.rows for name, entry in manifest.tables.items()},
+    }

@@ -29,6 +29,7 @@ from provisioning.snapshots.local import LocalSnapshotStore
 from provisioning.snapshots.manifest import Manifest
 from tests.cloud import ACCOUNT, REGION
 from tests.conftest import Cloud, unique
+from tests.test_cli import devdb
 
 
 def tagged(cloud: Cloud, name: str) -> dict[str, list[str]]:
@@ -486,3 +487,44 @@ async def test_the_security_group_is_brought_to_the_settings_at_every_launch(
     fleet.security_group(ec2, moved, net, installation)
     assert rules() == {(5432, net.cidr), (5432, "192.168.7.0/24")}
     ec2.delete_security_group(GroupId=group)
+
+
+async def test_preflight_and_doctor_check_what_a_launch_needs(
+    cloud: Cloud, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instance profile, the image in this region, and a DryRun launch: each failure is
+    one sentence before anything is made."""
+    assert [(name, ok) for name, ok, _ in await cloud.driver.diagnose()] == [
+        ("instance profile", True),
+        ("image", True),
+        ("dry run", True),
+    ]
+
+    def with_settings(**changes: Any) -> Ec2Driver:
+        return Ec2Driver(
+            cloud.driver.ec2,
+            replace(cloud.settings, **changes),
+            snapshots=cloud.store,
+            passwords=cloud.ssm,
+            region=REGION,
+            installation=cloud.driver.installation,
+        )
+
+    no_profile = with_settings(instance_profile=None)
+    with pytest.raises(InvalidInput, match="need an instance profile"):
+        await no_profile.preflight()
+    elsewhere = with_settings(ami="ami-0000000000000dead")
+    with pytest.raises(InvalidInput, match="is not an image devdb can use in eu-west-1"):
+        await elsewhere.preflight()
+    denied = with_settings()
+    monkeypatch.setattr(
+        cloud.driver.ec2,
+        "run_instances",
+        lambda **_: (_ for _ in ()).throw(client_error("UnauthorizedOperation")),
+    )
+    checks = await denied.diagnose()
+    assert checks[-1][:2] == ("dry run", False) and "AWS denied the launch" in checks[-1][2]
+    # The command: one line per check, exit 1 on a failure (here only local is set up).
+    result = devdb(cli_env, "doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok   local: ready" in result.stdout

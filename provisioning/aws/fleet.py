@@ -51,6 +51,12 @@ def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": key, "Value": value} for key, value in tags.items()]
 
 
+def base_template(configured: str) -> dict[str, str]:
+    """DEVDB_EC2_LAUNCH_TEMPLATE as EC2 takes it: an id (lt-…) or a name."""
+    key = "LaunchTemplateId" if configured.startswith("lt-") else "LaunchTemplateName"
+    return {key: configured}
+
+
 def template_name(token: str) -> str:
     return f"devdb-{token}"
 
@@ -187,13 +193,8 @@ def launch_template(
             data_volume["VolumeInitializationRate"] = init_rate
     data: dict[str, Any] = {}
     if settings.launch_template:
-        key = (
-            "LaunchTemplateId"
-            if settings.launch_template.startswith("lt-")
-            else ("LaunchTemplateName")
-        )
         versions = ec2.describe_launch_template_versions(
-            **{key: settings.launch_template}, Versions=["$Default"]
+            **base_template(settings.launch_template), Versions=["$Default"]
         )["LaunchTemplateVersions"]
         data = dict(versions[0]["LaunchTemplateData"])
     if settings.ami:

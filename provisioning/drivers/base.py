@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from provisioning.errors import ProvisioningFailed
+from provisioning.errors import DevdbError, ProvisioningFailed
 from provisioning.models import Endpoint, Environment, ProgressEvent
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
@@ -74,6 +74,14 @@ class Driver(ABC):
     @abstractmethod
     async def preflight(self) -> None:
         """Raise a `DevdbError` if this driver cannot work here (missing programs, access)."""
+
+    async def diagnose(self) -> list[tuple[str, bool, str]]:
+        """`devdb doctor`: each check this driver makes before a launch, and its outcome."""
+        try:
+            await self.preflight()
+        except DevdbError as exc:
+            return [("ready", False, str(exc))]
+        return [("ready", True, "")]
 
     @abstractmethod
     async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:

@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioning.aws import fleet
 from provisioning.aws.agent_status import AgentState
+from provisioning.aws.checks import Check, ec2_checks
 from provisioning.aws.fleet import volume_size
 from provisioning.aws.golden import BUILD_TAG, GoldenSnapshots
 from provisioning.aws.instances import GONE, Address
@@ -88,6 +89,7 @@ class Ec2Driver(GoldenSnapshots, Driver):
         self.installation = installation  # its resources are the only ones this driver sees
         self.address = address
         self.poll = poll_seconds
+        self._checked = False  # preflight passed once in this process
         self._build_locks: dict[str, asyncio.Lock] = {}
         self._failed_builds: dict[str, float] = {}
 
@@ -97,8 +99,28 @@ class Ec2Driver(GoldenSnapshots, Driver):
     # -- before anything exists -------------------------------------------------------------
 
     async def preflight(self) -> None:
+        """What a launch needs (`aws/checks.py`), checked once per process."""
+        if self._checked:
+            return
+        failed = next((c for c in await self._checks() if not c.ok), None)
+        if failed is not None:
+            raise InvalidInput(failed.detail)
+        self._checked = True
+
+    async def _checks(self) -> list[Check]:
         if not self.settings.ec2_enabled:
-            raise InvalidInput("EC2 environments need DEVDB_EC2_AMI or DEVDB_EC2_LAUNCH_TEMPLATE.")
+            detail = "EC2 environments need DEVDB_EC2_AMI or DEVDB_EC2_LAUNCH_TEMPLATE."
+            return [Check("settings", False, detail)]
+        try:
+            net = await asyncio.to_thread(fleet.network, self.ec2, self.settings)
+        except (BotoCoreError, ClientError, ProvisioningFailed) as exc:
+            reason = fleet.aws_reason(exc) if not isinstance(exc, ProvisioningFailed) else exc
+            return [Check("network", False, f"the network could not be found: {reason}")]
+        subnet = net.subnets[0] if net.subnets else None
+        return await asyncio.to_thread(ec2_checks, self.ec2, self.settings, self.region, subnet)
+
+    async def diagnose(self) -> list[tuple[str, bool, str]]:
+        return [(c.name, c.ok, c.detail) for c in await self._checks()]
 
     async def stage(self, snapshots: SnapshotStore, manifest: Manifest) -> Path | None:
         if not isinstance(snapshots, S3SnapshotStore):

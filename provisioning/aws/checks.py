@@ -1,0 +1,119 @@
+"""What an EC2 launch needs, checked before one is tried: for every refresh (once per
+process) and on demand with `devdb doctor`.
+
+- An instance profile: the agent reads its password from SSM and the snapshot from S3 with
+  the instance's role; without one, an instance boots and can do nothing.
+- The image, in this region.
+- A DryRun launch: EC2 answers whether the launch would be allowed (IAM, the profile, the
+  parameters) without starting anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from provisioning.aws.failures import launch_failure
+from provisioning.aws.fleet import base_template
+from provisioning.aws.settings import AwsSettings
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _message(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Message", ""))
+
+
+def _base_profile(ec2: Any, settings: AwsSettings) -> str | None:
+    """The instance profile the configured base launch template names, if any."""
+    if not settings.launch_template:
+        return None
+    versions = ec2.describe_launch_template_versions(
+        **base_template(settings.launch_template), Versions=["$Default"]
+    )["LaunchTemplateVersions"]
+    profile = versions[0]["LaunchTemplateData"].get("IamInstanceProfile", {})
+    return str(profile.get("Name") or profile.get("Arn") or "") or None
+
+
+def ec2_checks(ec2: Any, settings: AwsSettings, region: str, subnet: str | None) -> list[Check]:
+    """Each check's outcome, in order; a failed one says what to do."""
+    checks: list[Check] = []
+    try:
+        profile = settings.instance_profile or _base_profile(ec2, settings)
+    except (BotoCoreError, ClientError) as exc:
+        return [Check("launch template", False, f"the base launch template is unreadable: {exc}.")]
+    checks.append(
+        Check("instance profile", True, profile)
+        if profile
+        else Check(
+            "instance profile",
+            False,
+            "EC2 environments need an instance profile (DEVDB_EC2_INSTANCE_PROFILE) whose role "
+            "has docs/instance-policy.json: the agent reads its password from SSM and the "
+            "snapshot from S3 with it.",
+        )
+    )
+    if settings.ami:
+        try:
+            images = ec2.describe_images(ImageIds=[settings.ami])["Images"]
+            found = bool(images)
+            shown = str(images[0].get("Name") or settings.ami) if images else ""
+        except ClientError as exc:
+            found, shown = False, _message(exc)
+        checks.append(
+            Check("image", True, shown)
+            if found
+            else Check(
+                "image",
+                False,
+                f"DEVDB_EC2_AMI {settings.ami} is not an image devdb can use in {region}"
+                f"{f' ({shown})' if shown else ''}: images are per region; copy it here or "
+                "set the id of this region's copy.",
+            )
+        )
+    if all(check.ok for check in checks):
+        checks.append(_dry_run(ec2, settings, profile, subnet))
+    return checks
+
+
+def _dry_run(ec2: Any, settings: AwsSettings, profile: str | None, subnet: str | None) -> Check:
+    args: dict[str, Any] = {
+        "DryRun": True,
+        "MinCount": 1,
+        "MaxCount": 1,
+        "InstanceType": settings.instance_types[0],
+    }
+    if settings.ami:
+        args["ImageId"] = settings.ami
+    if settings.launch_template:
+        args["LaunchTemplate"] = {**base_template(settings.launch_template), "Version": "$Default"}
+    if profile and settings.instance_profile:
+        args["IamInstanceProfile"] = {"Name": profile}
+    if subnet:
+        args["SubnetId"] = subnet
+    try:
+        reply = ec2.run_instances(**args)
+    except ClientError as exc:
+        if _code(exc) == "DryRunOperation":
+            return Check("dry run", True, "EC2 would allow the launch")
+        return Check(
+            "dry run", False, launch_failure([_code(exc)], settings.instance_types, _message(exc))
+        )
+    except BotoCoreError as exc:
+        return Check("dry run", False, f"EC2 could not be asked ({exc}).")
+    # Never on AWS; an endpoint that ignored the flag started something: stop it at once.
+    ids = [instance["InstanceId"] for instance in reply.get("Instances", [])]
+    if ids:
+        ec2.terminate_instances(InstanceIds=ids)
+    return Check("dry run", False, "the EC2 endpoint ignored the DryRun flag.")
