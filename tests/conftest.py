@@ -199,12 +199,12 @@ async def cloud(
     await store.publish(staged, demo_snapshot)
 
     # The instance profile the agent's role comes with (checked by preflight's dry run).
-    moto.client("iam").create_instance_profile(InstanceProfileName="devdb-instance")
+    moto.client("iam").create_instance_profile(InstanceProfileName="devdb-test-instance")
     aws = AwsSettings(
         region=REGION,
         bucket=bucket,
         ami="ami-12c6146b",
-        instance_profile="devdb-instance",
+        instance_profile="devdb-test-instance",
         instance_types=("m6i.large", "m5.large"),
         allow_cidr="10.20.0.0/16",
         boot_timeout=timedelta(seconds=60),

@@ -95,7 +95,10 @@ def security_group(ec2: Any, settings: AwsSettings, net: Network, installation: 
     at every launch: PostgreSQL from the VPC's own range (where the bot that polls the
     instances runs), plus `DEVDB_EC2_ALLOW_CIDR` and `DEVDB_EC2_BASTION_GROUP` if set, and
     nothing else. Safe to repeat: it also repairs a group that a failed launch left without
-    its rule."""
+    its rule. A group of your own (`DEVDB_EC2_SECURITY_GROUP`, from the CloudFormation stack,
+    say) is used as it is: its rules are yours."""
+    if settings.security_group:
+        return settings.security_group
     group_name = f"{GROUP_NAME}-{installation}"
     filters = [
         {"Name": "group-name", "Values": [group_name]},

@@ -32,6 +32,7 @@ class AwsSettings:
     allow_cidr: str | None = None
     bastion_group: str | None = None
     instance_profile: str | None = None
+    security_group: str | None = None  # a group of your own (a stack's): used as it is
     bastion: str | None = None  # user@host for `devdb connect` over ssh
     auto_replace: bool = False
     monthly_cap: float | None = None  # US dollars of cloud spend per team per month
@@ -59,6 +60,7 @@ class AwsSettings:
             "ami": "ec2_ami",
             "launch_template": "ec2_launch_template",
             "instance_profile": "ec2_instance_profile",
+            "security_group": "ec2_security_group",
             "bastion": "bastion",
             "bastion_group": "ec2_bastion_group",
         }

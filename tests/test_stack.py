@@ -1,0 +1,162 @@
+"""deploy/cloudformation.yaml: linted, deployed into moto's CloudFormation, and EC2
+environments made and removed with nothing but the stack's outputs as settings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import yaml
+
+from provisioning.aws.settings import AwsSettings
+from provisioning.aws.ssm import SsmSecrets
+from provisioning.drivers.ec2 import Ec2Driver
+from provisioning.service import Service
+from provisioning.snapshots.manifest import Manifest
+from provisioning.snapshots.s3 import S3SnapshotStore
+from tests.cloud import REGION
+from tests.conftest import Cloud, unique
+from tests.test_ec2 import NOTHING, tagged
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "deploy" / "cloudformation.yaml"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags (!Ref, !Sub, …) read as plain values."""
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return {suffix: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {suffix: loader.construct_sequence(node, deep=True)}
+    return {suffix: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
+
+
+_Loader.add_multi_constructor("!", _tag)
+
+
+def actions(document: dict[str, Any]) -> set[str]:
+    found: set[str] = set()
+    for statement in document["Statement"]:
+        listed = statement["Action"]
+        found |= {listed} if isinstance(listed, str) else set(listed)
+    return found
+
+
+def test_the_template_passes_cfn_lint() -> None:
+    lint = shutil.which("cfn-lint", path=str(Path(sys.executable).parent)) or "cfn-lint"
+    result = subprocess.run([lint, str(TEMPLATE)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_stacks_roles_grant_what_the_docs_policies_do() -> None:
+    """tests/test_iam.py checks docs/*.json against the code; this ties the stack to them."""
+    resources = yaml.load(TEMPLATE.read_text(), Loader=_Loader)["Resources"]
+    for role, doc in (("BotRole", "iam-policy.json"), ("InstanceRole", "instance-policy.json")):
+        (policy,) = resources[role]["Properties"]["Policies"]
+        documented = json.loads((ROOT / "docs" / doc).read_text())
+        assert actions(policy["PolicyDocument"]) == actions(documented), role
+    # devdb connect: sessions to the developer's own instances only, by tag, port forwarding.
+    connect = resources["DeveloperConnectPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    own = next(s for s in connect if s["Sid"] == "OwnInstancesOnly")
+    assert own["Action"] == ["ssm:StartSession"]
+    assert own["Condition"]["StringEquals"]["ssm:resourceTag/devdb:owner"] == "${aws:username}"
+    document = next(s for s in connect if s["Sid"] == "PortForwardingOnly")
+    assert "AWS-StartPortForwardingSession" in document["Resource"]["Sub"]
+
+
+async def test_environments_run_on_the_stacks_outputs(
+    cloud: Cloud, demo_snapshot: Manifest
+) -> None:
+    ec2 = cloud.moto.client("ec2")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
+    subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
+    tables = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
+    formation = cloud.moto.client("cloudformation")
+    name = unique("devdb")
+    formation.create_stack(
+        StackName=name,
+        TemplateBody=TEMPLATE.read_text(),
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+        Parameters=[
+            {"ParameterKey": "VpcId", "ParameterValue": vpc["VpcId"]},
+            {"ParameterKey": "VpcCidr", "ParameterValue": vpc["CidrBlock"]},
+            {
+                "ParameterKey": "SubnetIds",
+                "ParameterValue": ",".join(s["SubnetId"] for s in subnets["Subnets"]),
+            },
+            {
+                "ParameterKey": "RouteTableIds",
+                "ParameterValue": ",".join(t["RouteTableId"] for t in tables["RouteTables"]),
+            },
+        ],
+    )
+    stack = formation.describe_stacks(StackName=name)["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+    s3 = cloud.moto.client("s3")
+    settings = AwsSettings(
+        region=REGION,
+        bucket=outputs["BucketName"],
+        kms_key=outputs["KeyArn"],
+        ami="ami-12c6146b",
+        instance_types=cloud.settings.instance_types,
+        instance_profile=outputs["InstanceProfileName"],
+        security_group=outputs["SecurityGroupId"],
+        boot_timeout=cloud.settings.boot_timeout,
+        ready_timeout=cloud.settings.ready_timeout,
+    )
+    store = S3SnapshotStore(
+        s3, settings.bucket or "", cache=cloud.store.cache / name, kms_key=settings.kms_key
+    )
+    dump = await cloud.store.fetch(demo_snapshot)
+    staged = await store.staging()
+    shutil.copytree(dump, staged / "dump")
+    await store.publish(staged, demo_snapshot)
+    passwords = SsmSecrets(cloud.moto.client("ssm"), kms_key=settings.kms_key)
+    driver = Ec2Driver(
+        cloud.driver.ec2,
+        settings,
+        snapshots=store,
+        passwords=passwords,
+        region=REGION,
+        installation=cloud.driver.installation,
+        address=cloud.host.address,
+        poll_seconds=0.2,
+    )
+    base = cloud.service
+    service = Service(
+        store=base.store,
+        drivers={"ec2": driver},
+        snapshots=store,
+        secrets=base.secrets.__class__(base.secrets.local, {"ec2": passwords}),
+        policy=base.policy,
+        job_options=base.job_options,
+    )
+    env = unique("stacked")
+    view = await service.refresh("erin", env, snapshot=demo_snapshot.id, kind="ec2")
+    try:
+        assert view.endpoint is not None
+        conn = await asyncpg.connect(view.endpoint.dsn)
+        try:
+            assert await conn.fetchval("select count(*) from contacts") == 2000
+        finally:
+            await conn.close()
+        template = view.env.handle["token"]
+        data = ec2.describe_launch_template_versions(
+            LaunchTemplateName=f"devdb-{template}", Versions=["$Latest"]
+        )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+        assert data["SecurityGroupIds"] == [outputs["SecurityGroupId"]]
+        assert data["IamInstanceProfile"]["Name"] == outputs["InstanceProfileName"]
+    finally:
+        await service.destroy("erin", env)
+    assert tagged(cloud, env) == NOTHING
+    formation.delete_stack(StackName=name)
