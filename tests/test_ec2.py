@@ -510,6 +510,14 @@ async def test_preflight_and_doctor_check_what_a_launch_needs(
             installation=cloud.driver.installation,
         )
 
+    # The image pipeline publishes the AMI id in SSM; EC2 and devdb read it from there.
+    from_ssm = with_settings(ami="resolve:ssm:/devdb/ami-test")
+    with pytest.raises(InvalidInput, match=r"could not be read .*ParameterNotFound.*deploy/image"):
+        await from_ssm.preflight()
+    cloud.moto.client("ssm").put_parameter(
+        Name="/devdb/ami-test", Value="ami-12c6146b", Type="String", Overwrite=True
+    )
+    assert all(ok for _, ok, _ in await from_ssm.diagnose())
     no_profile = with_settings(instance_profile=None)
     with pytest.raises(InvalidInput, match="need an instance profile"):
         await no_profile.preflight()

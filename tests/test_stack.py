@@ -25,6 +25,7 @@ from tests.test_ec2 import NOTHING, tagged
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "deploy" / "cloudformation.yaml"
+IMAGE = ROOT / "deploy" / "image.yaml"
 
 
 class _Loader(yaml.SafeLoader):
@@ -50,10 +51,32 @@ def actions(document: dict[str, Any]) -> set[str]:
     return found
 
 
-def test_the_template_passes_cfn_lint() -> None:
+def test_the_templates_pass_cfn_lint() -> None:
     lint = shutil.which("cfn-lint", path=str(Path(sys.executable).parent)) or "cfn-lint"
-    result = subprocess.run([lint, str(TEMPLATE)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+    for template in (TEMPLATE, IMAGE):
+        result = subprocess.run([lint, str(template)], capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_component_installs_what_the_agent_needs() -> None:
+    """Packer is not installable here; the Image Builder component document (a string cfn-lint
+    does not look into) is checked for its shape and for what the agent relies on."""
+    resources = yaml.load(IMAGE.read_text(), Loader=_Loader)["Resources"]
+    document = yaml.safe_load(resources["Component"]["Properties"]["Data"]["Sub"])
+    assert document["schemaVersion"] == 1.0
+    phases = {phase["name"]: phase["steps"] for phase in document["phases"]}
+    assert set(phases) == {"build", "validate"}
+    for steps in phases.values():
+        for step in steps:
+            assert step["action"] == "ExecuteBash" and step["inputs"]["commands"], step
+    build = "\n".join(c for step in phases["build"] for c in step["inputs"]["commands"])
+    validate = "\n".join(c for step in phases["validate"] for c in step["inputs"]["commands"])
+    assert "postgresql${PostgresMajor}-server" in build and "python3.11" in build
+    assert "xfsprogs" in build  # reflink data volumes for resets
+    assert "ln -sf /opt/devdb/bin/devdb /usr/local/bin/devdb" in build  # on cloud-init's PATH
+    assert "devdb help" in validate and "pg_restore --version" in validate
+    ssm = resources["Distribution"]["Properties"]["Distributions"][0]
+    assert ssm["SsmParameterConfigurations"][0]["ParameterName"] == "/devdb/ami"
 
 
 def test_the_stacks_roles_grant_what_the_docs_policies_do() -> None:

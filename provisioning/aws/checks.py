@@ -19,6 +19,8 @@ from provisioning.aws.failures import launch_failure
 from provisioning.aws.fleet import base_template
 from provisioning.aws.settings import AwsSettings
 
+SSM_IMAGE = "resolve:ssm:"  # DEVDB_EC2_AMI as an SSM parameter, as EC2 itself takes it
+
 
 @dataclass(frozen=True)
 class Check:
@@ -46,7 +48,9 @@ def _base_profile(ec2: Any, settings: AwsSettings) -> str | None:
     return str(profile.get("Name") or profile.get("Arn") or "") or None
 
 
-def ec2_checks(ec2: Any, settings: AwsSettings, region: str, subnet: str | None) -> list[Check]:
+def ec2_checks(
+    ec2: Any, ssm: Any, settings: AwsSettings, region: str, subnet: str | None
+) -> list[Check]:
     """Each check's outcome, in order; a failed one says what to do."""
     checks: list[Check] = []
     try:
@@ -64,9 +68,21 @@ def ec2_checks(ec2: Any, settings: AwsSettings, region: str, subnet: str | None)
             "snapshot from S3 with it.",
         )
     )
-    if settings.ami:
+    ami = settings.ami
+    if ami and ami.startswith(SSM_IMAGE):
+        # The image pipeline publishes each new AMI there (deploy/image.yaml).
+        parameter = ami.removeprefix(SSM_IMAGE)
         try:
-            images = ec2.describe_images(ImageIds=[settings.ami])["Images"]
+            ami = str(ssm.get_parameter(Name=parameter)["Parameter"]["Value"])
+        except ClientError as exc:
+            detail = (
+                f"DEVDB_EC2_AMI reads the image from the SSM parameter {parameter}, which "
+                f"could not be read ({_code(exc)}): build the image (deploy/image.yaml) first."
+            )
+            return [*checks, Check("image", False, detail)]
+    if ami:
+        try:
+            images = ec2.describe_images(ImageIds=[ami])["Images"]
             found = bool(images)
             shown = str(images[0].get("Name") or settings.ami) if images else ""
         except ClientError as exc:
@@ -77,25 +93,27 @@ def ec2_checks(ec2: Any, settings: AwsSettings, region: str, subnet: str | None)
             else Check(
                 "image",
                 False,
-                f"DEVDB_EC2_AMI {settings.ami} is not an image devdb can use in {region}"
+                f"DEVDB_EC2_AMI {ami} is not an image devdb can use in {region}"
                 f"{f' ({shown})' if shown else ''}: images are per region; copy it here or "
                 "set the id of this region's copy.",
             )
         )
     if all(check.ok for check in checks):
-        checks.append(_dry_run(ec2, settings, profile, subnet))
+        checks.append(_dry_run(ec2, settings, ami, profile, subnet))
     return checks
 
 
-def _dry_run(ec2: Any, settings: AwsSettings, profile: str | None, subnet: str | None) -> Check:
+def _dry_run(
+    ec2: Any, settings: AwsSettings, ami: str | None, profile: str | None, subnet: str | None
+) -> Check:
     args: dict[str, Any] = {
         "DryRun": True,
         "MinCount": 1,
         "MaxCount": 1,
         "InstanceType": settings.instance_types[0],
     }
-    if settings.ami:
-        args["ImageId"] = settings.ami
+    if ami:
+        args["ImageId"] = ami
     if settings.launch_template:
         args["LaunchTemplate"] = {**base_template(settings.launch_template), "Version": "$Default"}
     if profile and settings.instance_profile:

@@ -117,7 +117,9 @@ class Ec2Driver(GoldenSnapshots, Driver):
             reason = fleet.aws_reason(exc) if not isinstance(exc, ProvisioningFailed) else exc
             return [Check("network", False, f"the network could not be found: {reason}")]
         subnet = net.subnets[0] if net.subnets else None
-        return await asyncio.to_thread(ec2_checks, self.ec2, self.settings, self.region, subnet)
+        return await asyncio.to_thread(
+            ec2_checks, self.ec2, self.passwords.client, self.settings, self.region, subnet
+        )
 
     async def diagnose(self) -> list[tuple[str, bool, str]]:
         return [(c.name, c.ok, c.detail) for c in await self._checks()]
