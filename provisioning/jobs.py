@@ -286,9 +286,10 @@ async def abandon(
     *,
     actor: str,
 ) -> None:
-    """Terminate what a failed refresh made and record the failure; nothing is left behind."""
+    """Remove what a failed refresh made (or keep it for debugging, where the driver is set
+    to) and record the failure."""
     with contextlib.suppress(Exception):
-        await driver.terminate(env.handle)
+        await driver.discard(env.handle)
     with contextlib.suppress(Exception):
         await secrets.delete(env)
     async with store.transaction() as tx:

@@ -536,3 +536,25 @@ async def test_preflight_and_doctor_check_what_a_launch_needs(
     result = devdb(cli_env, "doctor")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok   local: ready" in result.stdout
+
+
+async def test_a_failed_instance_can_be_kept_for_debugging(
+    cloud: Cloud, demo_snapshot: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DEVDB_EC2_KEEP_FAILED: the instance of a failed refresh stays (tagged devdb:kept, left
+    alone by reconciliation, still bound by its own expiry); its template and password go."""
+    monkeypatch.setattr(cloud.driver, "settings", replace(cloud.settings, keep_failed=True))
+    corrupt = await publish_corrupt(cloud, demo_snapshot)
+    name = unique("kept")
+    with pytest.raises(ProvisioningFailed, match="could not restore"):
+        await cloud.service.refresh("erin", name, snapshot=corrupt.id, kind="ec2")
+    left = tagged(cloud, name)
+    assert len(left["instances"]) == 1 and left["templates"] == [] and left["parameters"] == []
+    ec2 = cloud.moto.client("ec2")
+    instance = ec2.describe_instances(InstanceIds=left["instances"])["Reservations"][0][
+        "Instances"
+    ][0]
+    assert {"Key": "devdb:kept", "Value": "failed"} in instance["Tags"]
+    keys = {h.get("instance_id") for h in await cloud.driver.inventory()}
+    assert left["instances"][0] not in keys, "reconciliation leaves it alone"
+    ec2.terminate_instances(InstanceIds=left["instances"])

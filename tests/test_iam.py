@@ -18,6 +18,7 @@ CLIENTS = {
     "provisioning/aws/fleet.py": {"ec2": "ec2"},
     "provisioning/drivers/ec2.py": {"ec2": "ec2"},
     "provisioning/aws/golden.py": {"ec2": "ec2"},
+    "provisioning/aws/cleanup.py": {"ec2": "ec2"},
     "provisioning/aws/checks.py": {"ec2": "ec2", "ssm": "ssm"},
     "provisioning/aws/instances.py": {"ec2": "ec2"},
     "provisioning/aws/ssm.py": {"client": "ssm"},

@@ -30,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioning.aws import fleet
 from provisioning.aws.agent_status import AgentState
-from provisioning.aws.instances import InstanceWatch
+from provisioning.aws.cleanup import BUILD_TAG, Cleanup
 from provisioning.drivers.base import Handle, Placement, Progress
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import ProgressEvent, Step
@@ -38,7 +38,6 @@ from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
 
 SNAPSHOT_TAG = "devdb:snapshot"  # on a golden EBS snapshot: the devdb snapshot it holds
-BUILD_TAG = "devdb:golden-build"  # on a builder instance: the devdb snapshot it builds
 GOLDEN_DATABASE = "devdb_golden"
 _ALIVE = ["pending", "running", "stopping", "stopped"]
 log = logging.getLogger("devdb.ec2")
@@ -49,13 +48,12 @@ def builder_parameter(token: str) -> str:
     return f"/devdb/{token}/password"
 
 
-class GoldenSnapshots(InstanceWatch):
+class GoldenSnapshots(Cleanup):
     region: str
     installation: str
     _build_locks: dict[str, asyncio.Lock]
     _failed_builds: dict[str, float]
     launch: Callable[[Placement, str, Progress], Awaitable[Placement]]
-    terminate: Callable[[Handle], Awaitable[None]]
 
     async def golden_snapshot(self, snapshot_id: str) -> str | None:
         """The newest complete golden EBS snapshot of `snapshot_id`, or None (also when EC2

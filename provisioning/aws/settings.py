@@ -35,6 +35,7 @@ class AwsSettings:
     security_group: str | None = None  # a group of your own (a stack's): used as it is
     bastion: str | None = None  # user@host for `devdb connect` over ssh
     auto_replace: bool = False
+    keep_failed: bool = False  # keep a failed environment's instance for debugging
     monthly_cap: float | None = None  # US dollars of cloud spend per team per month
     teams: dict[str, frozenset[str]] = field(default_factory=dict)
     boot_timeout: timedelta = timedelta(minutes=10)
@@ -82,6 +83,8 @@ class AwsSettings:
                 ) from None
         if (raw := pick("auto_replace")) is not None:
             kwargs["auto_replace"] = raw.lower() in ("1", "true", "yes", "on")
+        if (raw := pick("ec2_keep_failed")) is not None:
+            kwargs["keep_failed"] = raw.lower() in ("1", "true", "yes", "on")
         if (raw := pick("monthly_cap")) is not None:
             try:
                 kwargs["monthly_cap"] = float(raw)

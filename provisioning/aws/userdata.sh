@@ -93,6 +93,27 @@ if ! command -v devdb >/dev/null 2>&1; then
   echo "devdb agent: failed: the devdb command is not installed on this image" >&2
   exit 1
 fi
+# User data runs at the first boot only: after a reboot, systemd starts the agent again (the
+# volume is mounted by fstab); it finds its status ready and only starts the server.
+if [ "$DEVDB_AGENT_GOLDEN" != 1 ] && [ -d /run/systemd/system ]; then  # systemd runs here
+  env | grep -E '^(DEVDB_AGENT_|AWS_DEFAULT_REGION=)' > /etc/devdb-agent.env
+  cat > /etc/systemd/system/devdb-agent.service <<UNIT
+[Unit]
+Description=devdb agent: start this environment's PostgreSQL again after a reboot
+After=network-online.target local-fs.target
+Wants=network-online.target
+
+[Service]
+EnvironmentFile=/etc/devdb-agent.env
+ExecStart=$(command -v devdb) agent restore --jobs $(nproc)
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl daemon-reload
+  systemctl enable devdb-agent.service
+fi
 devdb agent restore --jobs "$(nproc)"
 if [ "$DEVDB_AGENT_GOLDEN" = 1 ]; then
   sync

@@ -179,6 +179,10 @@ class Driver(ABC):
         longer exist; return what was removed."""
         return []
 
+    async def discard(self, handle: Handle) -> None:
+        """What a failed refresh made: removed, unless kept for debugging (EC2, by setting)."""
+        await self.terminate(handle)
+
     @abstractmethod
     async def terminate(self, handle: Handle) -> None:
         """Remove everything the handle names; idempotent."""

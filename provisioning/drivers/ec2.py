@@ -13,7 +13,6 @@ through `devdb connect`, which forwards a local port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,7 @@ from provisioning.aws import fleet
 from provisioning.aws.agent_status import AgentState
 from provisioning.aws.checks import Check, ec2_checks
 from provisioning.aws.fleet import volume_size
-from provisioning.aws.golden import BUILD_TAG, GoldenSnapshots
+from provisioning.aws.golden import GoldenSnapshots
 from provisioning.aws.instances import GONE, Address
 from provisioning.aws.resets import reset_parameter
 from provisioning.aws.settings import AwsSettings
@@ -291,12 +290,6 @@ class Ec2Driver(GoldenSnapshots, Driver):
             await self.passwords.remove(parameter)
         return ended
 
-    async def is_running(self, handle: Handle) -> bool:
-        if not handle.get("instance_id"):
-            return False
-        instance = await self._describe(handle["instance_id"])
-        return bool(instance and instance["State"]["Name"] == "running")
-
     async def resume(self, handle: Handle) -> bool:
         return await self.is_running(handle)  # a one-time spot instance cannot be restarted
 
@@ -346,75 +339,3 @@ class Ec2Driver(GoldenSnapshots, Driver):
         per_month = gib * GP3_PER_GIB_MONTH + extra_throughput * GP3_PER_MIBS_MONTH
         per_hour += per_month / HOURS_PER_MONTH
         return hours * per_hour
-
-    # -- removal ----------------------------------------------------------------------------
-
-    async def terminate(self, handle: Handle) -> None:
-        token = handle.get("token")
-        if not token:
-            if handle.get("instance_id"):  # found untagged by inventory: only the instance
-                await self._call("terminate_instances", InstanceIds=[handle["instance_id"]])
-            return
-        launch_tag = [{"Name": "tag:devdb:launch", "Values": [token]}]
-        reply = await self._call(
-            "describe_instances",
-            Filters=[
-                *launch_tag,
-                {
-                    "Name": "instance-state-name",
-                    "Values": ["pending", "running", "stopping", "stopped"],
-                },
-            ],
-        )
-        ids = [
-            instance["InstanceId"]
-            for reservation in reply.get("Reservations", [])
-            for instance in reservation.get("Instances", [])
-        ]
-        if ids:
-            await self._call("terminate_instances", InstanceIds=ids)
-        # Volumes go with their instance (DeleteOnTermination); one left detached is deleted.
-        volumes = await self._call(
-            "describe_volumes",
-            Filters=[*launch_tag, {"Name": "status", "Values": ["available"]}],
-        )
-        for volume in volumes.get("Volumes", []):
-            with contextlib.suppress(ClientError):
-                await self._call("delete_volume", VolumeId=volume["VolumeId"])
-        if handle.get("parameter"):
-            await self.passwords.remove(handle["parameter"])
-            await self.passwords.remove(reset_parameter(handle["parameter"]))
-        templates = await self._call("describe_launch_templates", Filters=launch_tag)
-        for template in templates.get("LaunchTemplates", []):
-            try:
-                await self._call(
-                    "delete_launch_template", LaunchTemplateId=template["LaunchTemplateId"]
-                )
-            except ClientError as exc:
-                if "NotFound" not in str(exc.response.get("Error", {}).get("Code")):
-                    raise
-
-    async def inventory(self) -> list[Handle]:
-        reply = await self._call(
-            "describe_instances",
-            Filters=[
-                {"Name": f"tag:{fleet.INSTALLATION_TAG}", "Values": [self.installation]},
-                {
-                    "Name": "instance-state-name",
-                    "Values": ["pending", "running", "stopping", "stopped"],
-                },
-            ],
-        )
-        handles: list[Handle] = []
-        for reservation in reply.get("Reservations", []):
-            for instance in reservation.get("Instances", []):
-                tags = {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
-                if BUILD_TAG in tags:
-                    continue  # a golden build: it runs for as long as a restore takes
-                handles.append(
-                    {"token": tags.get("devdb:launch", ""), "instance_id": instance["InstanceId"]}
-                )
-        return handles
-
-    def key(self, handle: Handle) -> str:
-        return str(handle.get("token") or handle.get("instance_id") or "")
