@@ -33,25 +33,16 @@ async def slow_snapshot(runtime: Runtime) -> Manifest:
     )
 
 
-async def running_step(runtime: Runtime, name: str) -> str | None:
+async def running_job(runtime: Runtime, name: str) -> tuple[str | None, str | None]:
+    """The step of `name`'s running refresh, and how its environment was made (once
+    launched: "restore" or "clone")."""
     async with runtime.store.connection() as tx:
-        step: str | None = await tx.conn.fetchval(
-            "select j.step from devdb.jobs j join devdb.environments e"
+        row = await tx.conn.fetchrow(
+            "select j.step, e.handle->>'made' as made from devdb.jobs j join devdb.environments e"
             " on e.id = j.environment_id where e.name = $1 and j.state = 'running'",
             name,
         )
-        return step
-
-
-async def made_by(runtime: Runtime, name: str) -> str | None:
-    """How the environment being refreshed under `name` was made, once launched."""
-    async with runtime.store.connection() as tx:
-        made: str | None = await tx.conn.fetchval(
-            "select handle->>'made' from devdb.environments"
-            " where name = $1 and state = 'provisioning'",
-            name,
-        )
-        return made
+    return (row["step"], row["made"]) if row else (None, None)
 
 
 async def kill_refresh_at(
@@ -75,12 +66,12 @@ async def kill_refresh_at(
     )
     deadline = time.monotonic() + 60
     try:
-        while await running_step(runtime, name) != step:
+        while (await running_job(runtime, name))[0] != step:
             assert proc.poll() is None, f"refresh ended before {step}: {proc.stderr.read()!r}"  # type: ignore[union-attr]
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         if step == "restore":
-            made = await made_by(runtime, name)
+            made = (await running_job(runtime, name))[1]
             golden = sorted(p.name for p in driver.golden.root.iterdir())
             assert made == "restore", f"the refresh was {made}; golden copies: {golden}"
             await asyncio.sleep(0.5)  # let pg_restore get going
