@@ -63,6 +63,9 @@ async def kill_refresh_at(
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        # As from a terminal: a suite started in the background (nohup, `&`) ignores SIGINT,
+        # and a program rightly keeps an inherited ignore, so Ctrl-C would never arrive.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     try:
@@ -74,10 +77,7 @@ async def kill_refresh_at(
             made = (await running_job(runtime, name))[1]
             golden = sorted(p.name for p in driver.golden.root.iterdir())
             assert made == "restore", f"the refresh was {made}; golden copies: {golden}"
-            # Only just begun: a fast machine restores this snapshot (and keeps its golden
-            # copy) in about half a second, and a signal after that lands on a refresh that
-            # is already done, which is then left ready, as it should be.
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)  # let pg_restore get going
         proc.send_signal(sig)
     finally:
         proc.wait()
