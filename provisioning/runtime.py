@@ -12,7 +12,8 @@ from provisioning.aws.wiring import aws_parts
 from provisioning.drivers.base import Driver
 from provisioning.drivers.golden import GoldenCopies
 from provisioning.drivers.local import LocalDriver
-from provisioning.drivers.shared import SharedDatabaseDriver, SharedSchemaDriver
+from provisioning.drivers.shared import SharedDatabaseDriver
+from provisioning.drivers.shared_schema import SharedSchemaDriver
 from provisioning.jobs import JobOptions
 from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.pg.volume import mount_clone_image

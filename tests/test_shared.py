@@ -10,7 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from provisioning.drivers.shared import SharedDatabaseDriver, SharedSchemaDriver
+from provisioning.drivers.shared import SharedDatabaseDriver
+from provisioning.drivers.shared_schema import SharedSchemaDriver
 from provisioning.models import Endpoint, EnvironmentView
 from provisioning.runtime import Runtime
 from provisioning.shared.server import SHARED_DB, golden_name

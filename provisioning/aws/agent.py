@@ -37,7 +37,7 @@ from provisioning.errors import DevdbError, InvalidInput, ProvisioningFailed
 from provisioning.models import ProgressEvent, Step
 from provisioning.pg.clone import clone_tree, reflink_works
 from provisioning.pg.cluster import LocalCluster
-from provisioning.pg.programs import PgPrograms, ServerAccount
+from provisioning.pg.programs import PgPrograms, ServerAccount, owner_of
 from provisioning.pg.restore import Target, restore_dump
 from provisioning.pg.sql import quote_ident
 from provisioning.snapshots.s3 import S3SnapshotStore
@@ -226,7 +226,7 @@ async def keep_pristine(
         size = sum(f.stat().st_size for f in cluster.data_dir.rglob("*") if f.is_file())
         if shutil.disk_usage(config.root).free < size * 1.2 + (256 << 20):
             return False
-    owner = (account.uid, account.gid) if account else None
+    owner = owner_of(account)
     shutil.rmtree(pristine, ignore_errors=True)  # a copy an earlier boot did not finish
     partial = config.root / f"{PRISTINE}.partial"
     shutil.rmtree(partial, ignore_errors=True)

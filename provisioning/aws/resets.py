@@ -39,7 +39,7 @@ from provisioning.aws.agent_status import AgentState
 from provisioning.errors import ProvisioningFailed
 from provisioning.pg.clone import clone_tree
 from provisioning.pg.cluster import LocalCluster
-from provisioning.pg.programs import PgPrograms, ServerAccount
+from provisioning.pg.programs import PgPrograms, ServerAccount, owner_of
 from provisioning.pg.sql import quote_ident
 
 CHANNEL = "devdb_reset"
@@ -118,7 +118,7 @@ async def _reset(
     cannot start: a failed reset leaves the environment as it was."""
     pristine = config.root / PRISTINE
     database = (pristine / "database").read_text().strip()
-    owner = (account.uid, account.gid) if account else None
+    owner = owner_of(account)
     fresh = cluster.data_dir.with_name("data.new")
     old = cluster.data_dir.with_name("data.old")
     try:

@@ -30,8 +30,8 @@ from provisioning.models import Environment, ProgressEvent, Step
 from provisioning.pg.clone import COPY, REFLINK, reflink_works
 from provisioning.pg.cluster import LocalCluster
 from provisioning.pg.probe import probe
-from provisioning.pg.programs import PgPrograms, ServerAccount
-from provisioning.pg.restore import Target, restore_dump
+from provisioning.pg.programs import PgPrograms, ServerAccount, owner_of
+from provisioning.pg.restore import Target, restore_dump, restored
 from provisioning.pg.sql import quote_ident
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
@@ -234,14 +234,7 @@ class LocalDriver(Driver):
     ) -> None:
         if placement.handle.get("made") == "clone":
             progress(
-                ProgressEvent(
-                    step=Step.RESTORE,
-                    message="cloned from the golden copy: nothing to restore",
-                    percent=100.0,
-                    bytes_done=manifest.data_bytes,
-                    bytes_total=manifest.data_bytes,
-                    eta_seconds=0.0,
-                )
+                restored("cloned from the golden copy: nothing to restore", manifest.data_bytes)
             )
             return
         if dump_dir is None:
@@ -271,18 +264,10 @@ class LocalDriver(Driver):
         """The first environment of a snapshot, freshly restored, becomes its golden copy:
         vacuumed, analysed, checkpointed, stopped cleanly, copied, and started again."""
         assert self.golden is not None
-        progress(
-            ProgressEvent(
-                step=Step.RESTORE,
-                message="keeping a golden copy for the next environments",
-                percent=100.0,
-                bytes_done=manifest.data_bytes,
-                bytes_total=manifest.data_bytes,
-            )
-        )
+        progress(restored("keeping a golden copy for the next environments", manifest.data_bytes))
         await settle(cluster, placement.database)
         try:
-            owner = (self.account.uid, self.account.gid) if self.account else None
+            owner = owner_of(self.account)
             await self.golden.keep(manifest.id, cluster.data_dir, placement.database, owner)
         finally:
             await cluster.start()

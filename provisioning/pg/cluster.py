@@ -23,7 +23,7 @@ import asyncpg
 
 from provisioning.errors import PortInUse, ProvisioningFailed
 from provisioning.pg.clone import clone_tree
-from provisioning.pg.programs import PgPrograms, ServerAccount, run, server_env
+from provisioning.pg.programs import PgPrograms, ServerAccount, owner_of, run, server_env
 
 SUPERUSER = "devdb"
 # Unix socket paths are limited to 107 bytes; leave room for "/.s.PGSQL.65535".
@@ -117,7 +117,7 @@ class LocalCluster:
             self.root.mkdir(mode=0o700)
             if self.account:
                 self.account.give(self.root)
-        owner = (self.account.uid, self.account.gid) if self.account else None
+        owner = owner_of(self.account)
         method = await asyncio.to_thread(clone_tree, data_dir, self.data_dir, owner=owner)
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
         self.configure()

@@ -119,6 +119,11 @@ class Completed:
     stderr: str
 
 
+def owner_of(account: ServerAccount | None) -> tuple[int, int] | None:
+    """Who files for a server must belong to: the server account, or None to keep them."""
+    return (account.uid, account.gid) if account else None
+
+
 async def run(
     argv: list[str],
     *,

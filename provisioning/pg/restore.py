@@ -115,6 +115,18 @@ class _Meter:
         )
 
 
+def restored(message: str, total: int) -> ProgressEvent:
+    """The restore step's last event: all `total` bytes in, however they got there."""
+    return ProgressEvent(
+        step=Step.RESTORE,
+        message=message,
+        percent=100.0,
+        bytes_done=total,
+        bytes_total=total,
+        eta_seconds=0.0,
+    )
+
+
 def major(version: str) -> int | None:
     """15 from "15.8 (Debian 15.8-0+deb12u1)" or "pg_restore (PostgreSQL) 15.8 (Debian …)"."""
     text = version.split("PostgreSQL)")[-1]  # after pg_restore's own name, if it is there
@@ -220,13 +232,4 @@ async def restore_dump(
     if proc.returncode != 0:
         reason = first_error("\n".join(errors), proc.returncode or 1)
         raise ProvisioningFailed(f"pg_restore failed: {reason}")
-    progress(
-        ProgressEvent(
-            step=Step.RESTORE,
-            message="restored",
-            percent=100.0,
-            bytes_done=meter.total,
-            bytes_total=meter.total,
-            eta_seconds=0.0,
-        )
-    )
+    progress(restored("restored", meter.total))
