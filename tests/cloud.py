@@ -27,6 +27,7 @@ from moto.ec2.models.instances import StateReason
 from moto.server import ThreadedMotoServer
 
 from provisioning.pg.programs import stop_servers_under
+from tests.ec2_model import model_ec2
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -59,6 +60,7 @@ class Moto:
 
 def moto_server() -> Iterator[Moto]:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    model_ec2()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -18,6 +18,7 @@ from moto.backends import get_backend
 from moto.ec2.models.instances import StateReason
 
 from provisioning.aws import fleet
+from provisioning.aws.checks import ec2_checks
 from provisioning.drivers.ec2 import Ec2Driver, volume_size
 from provisioning.errors import DevdbError, InvalidInput, ProvisioningFailed, QuotaExceeded
 from provisioning.jobs import JobOptions
@@ -558,3 +559,93 @@ async def test_a_failed_instance_can_be_kept_for_debugging(
     keys = {h.get("instance_id") for h in await cloud.driver.inventory()}
     assert left["instances"][0] not in keys, "reconciliation leaves it alone"
     ec2.terminate_instances(InstanceIds=left["instances"])
+
+
+def fleet_checks(ec2: Any, cloud: Cloud, settings: Any) -> list[Any]:
+    return ec2_checks(ec2, cloud.moto.client("ssm"), settings, REGION, None)
+
+
+async def test_a_base_launch_template_is_extended_by_a_version_not_copied(
+    cloud: Cloud, demo_snapshot: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With DEVDB_EC2_LAUNCH_TEMPLATE each launch adds a version to the team's template
+    (`SourceVersion`): the base's security groups, tags and disks stay beside devdb's, what
+    devdb does not set is kept as EC2 has it, and destroy deletes only that version."""
+    ec2 = cloud.moto.client("ec2")
+    net = fleet.network(ec2, cloud.settings)
+    team_group = ec2.create_security_group(
+        GroupName=unique("team"), Description="the team's own rules", VpcId=net.vpc
+    )["GroupId"]
+
+    def base_template(**marked: str) -> str:
+        return str(
+            ec2.create_launch_template(
+                LaunchTemplateName=unique("team-base"),
+                LaunchTemplateData={
+                    "ImageId": "ami-12c6146b",
+                    "Monitoring": {"Enabled": True},
+                    "SecurityGroupIds": [team_group],
+                    "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 30}}],
+                    "TagSpecifications": [
+                        {
+                            "ResourceType": "instance",
+                            "Tags": [
+                                {"Key": "team", "Value": "data"},
+                                {"Key": "devdb:owner", "Value": "spoofed"},
+                            ],
+                        }
+                    ],
+                },
+                TagSpecifications=[
+                    {"ResourceType": "launch-template", "Tags": fleet.tag_list(marked)}
+                ],
+            )["LaunchTemplate"]["LaunchTemplateId"]
+        )
+
+    # devdb adds versions only to a template its owners marked for it.
+    unmarked = base_template(team="data")
+    refused = fleet_checks(ec2, cloud, replace(cloud.settings, launch_template=unmarked))
+    assert f"needs the tag {fleet.BASE_TAG}=true" in refused[0].detail
+    ec2.delete_launch_template(LaunchTemplateId=unmarked)
+    base = base_template(team="data", **{fleet.BASE_TAG: "true"})
+    based = replace(cloud.settings, launch_template=base, ami=None)
+    assert [c.detail for c in fleet_checks(ec2, cloud, based) if not c.ok] == []
+    monkeypatch.setattr(cloud.driver, "settings", based)
+    name = unique("based")
+    view = await cloud.service.refresh("erin", name, snapshot=demo_snapshot.id, kind="ec2")
+    try:
+        assert view.endpoint is not None
+        conn = await asyncpg.connect(view.endpoint.dsn)
+        assert await conn.fetchval("select count(*) from tenants") > 0
+        await conn.close()
+        handle = view.env.handle
+        instance = ec2.describe_instances(InstanceIds=[handle["instance_id"]])["Reservations"][0][
+            "Instances"
+        ][0]
+        tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+        assert tags["team"] == "data" and tags["devdb:owner"] == "erin"
+        assert tags["devdb:env"] == name
+        versions = ec2.describe_launch_template_versions(LaunchTemplateId=base)[
+            "LaunchTemplateVersions"
+        ]
+        ours = [
+            v
+            for v in versions
+            if v.get("VersionDescription") == fleet.version_label(handle["token"])
+        ]
+        assert len(ours) == 1 and not ours[0]["DefaultVersion"]
+        data = ours[0]["LaunchTemplateData"]
+        assert data["Monitoring"] == {"Enabled": True}  # kept from the source version
+        assert data["ImageId"] == "ami-12c6146b"
+        assert team_group in data["SecurityGroupIds"] and len(data["SecurityGroupIds"]) == 2
+        assert {m["DeviceName"] for m in data["BlockDeviceMappings"]} == {
+            "/dev/xvda",
+            fleet.DATA_DEVICE,
+        }
+        assert tagged(cloud, name)["templates"] == [], "no template of its own"
+    finally:
+        await cloud.service.destroy("erin", name)
+    left = ec2.describe_launch_template_versions(LaunchTemplateId=base)["LaunchTemplateVersions"]
+    assert [v["VersionNumber"] for v in left] == [1], "only the team's own version is left"
+    assert tagged(cloud, name) == NOTHING
+    ec2.delete_launch_template(LaunchTemplateId=base)

@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioning.aws.failures import launch_failure
-from provisioning.aws.fleet import base_template
+from provisioning.aws.fleet import BASE_TAG, base_template
 from provisioning.aws.settings import AwsSettings
 
 SSM_IMAGE = "resolve:ssm:"  # DEVDB_EC2_AMI as an SSM parameter, as EC2 itself takes it
@@ -48,6 +48,18 @@ def _base_profile(ec2: Any, settings: AwsSettings) -> str | None:
     return str(profile.get("Name") or profile.get("Arn") or "") or None
 
 
+def _base_marked(ec2: Any, settings: AwsSettings) -> bool:
+    """Whether the base launch template (if any) is marked for devdb to add versions to."""
+    if not settings.launch_template:
+        return True
+    key = (
+        "LaunchTemplateIds" if settings.launch_template.startswith("lt-") else "LaunchTemplateNames"
+    )
+    found = ec2.describe_launch_templates(**{key: [settings.launch_template]})["LaunchTemplates"]
+    tags = {tag["Key"]: tag["Value"] for tag in found[0].get("Tags", [])}
+    return tags.get(BASE_TAG) == "true"
+
+
 def ec2_checks(
     ec2: Any, ssm: Any, settings: AwsSettings, region: str, subnet: str | None
 ) -> list[Check]:
@@ -55,8 +67,19 @@ def ec2_checks(
     checks: list[Check] = []
     try:
         profile = settings.instance_profile or _base_profile(ec2, settings)
+        marked = _base_marked(ec2, settings)
     except (BotoCoreError, ClientError) as exc:
         return [Check("launch template", False, f"the base launch template is unreadable: {exc}.")]
+    if not marked:
+        return [
+            Check(
+                "launch template",
+                False,
+                f"the base launch template {settings.launch_template} needs the tag "
+                f"{BASE_TAG}=true: devdb adds a version to it for each launch, and its IAM "
+                "policy allows that only on templates so marked.",
+            )
+        ]
     checks.append(
         Check("instance profile", True, profile)
         if profile

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -94,6 +95,25 @@ class Cleanup(InstanceWatch):
             except ClientError as exc:
                 if "NotFound" not in str(exc.response.get("Error", {}).get("Code")):
                     raise
+        if self.settings.launch_template:
+            await self._remove_version(token)
+
+    async def _remove_version(self, token: str) -> None:
+        """The version this launch added to the base launch template, found by its label."""
+        base = fleet.base_template(str(self.settings.launch_template))
+        label = fleet.version_label(token)
+        numbers: list[str] = []
+        reply: dict[str, Any] = {"NextToken": None}
+        while "NextToken" in reply:
+            more = {"NextToken": reply["NextToken"]} if reply["NextToken"] else {}
+            reply = await self._call("describe_launch_template_versions", **base, **more)
+            numbers += [
+                str(version["VersionNumber"])
+                for version in reply.get("LaunchTemplateVersions", [])
+                if version.get("VersionDescription") == label and not version["DefaultVersion"]
+            ]
+        if numbers:
+            await self._call("delete_launch_template_versions", **base, Versions=numbers)
 
     async def inventory(self) -> list[Handle]:
         reply = await self._call(

@@ -24,6 +24,7 @@ GIB = 1 << 30
 PORT = 5432
 GROUP_NAME = "devdb-postgres"  # and the installation id
 INSTALLATION_TAG = "devdb:installation"
+BASE_TAG = "devdb:base"  # on a team's launch template that devdb may add versions to
 DATA_DEVICE = "/dev/sdf"
 # Spot requests that fail for want of capacity or price, where trying another type helps.
 
@@ -165,6 +166,11 @@ def gp3_throughput(volume_gib: int) -> int:
     return max(125, min(750, volume_gib * 4))
 
 
+def version_label(token: str) -> str:
+    """The description of the version devdb adds to a base launch template for one launch."""
+    return f"devdb {token}"
+
+
 def launch_template(
     ec2: Any,
     settings: AwsSettings,
@@ -177,8 +183,14 @@ def launch_template(
     golden: str | None = None,
     init_rate: int | None = None,
     shutdown: str = "terminate",
-) -> str:
-    """This environment's own launch template, on top of the configured one if any.
+) -> dict[str, str]:
+    """The launch template version this environment's instance starts from.
+
+    Without a base template it is a template of its own. With DEVDB_EC2_LAUNCH_TEMPLATE it
+    is a new version of that template, made from its default version (`SourceVersion`), so
+    everything the base says and devdb does not set is kept as EC2 has it: devdb adds its
+    security group beside the base's groups, its tags beside the base's tags, and its data
+    volume beside the base's other disks.
 
     With `golden` (an EBS snapshot id) the data volume is made from that snapshot, at
     `init_rate` MiB/s if given. A golden build's instance stops instead of terminating when
@@ -194,12 +206,14 @@ def launch_template(
         data_volume["SnapshotId"] = golden
         if init_rate:
             data_volume["VolumeInitializationRate"] = init_rate
-    data: dict[str, Any] = {}
+    base: dict[str, Any] = {}
+    source: dict[str, Any] | None = None
     if settings.launch_template:
-        versions = ec2.describe_launch_template_versions(
+        source = ec2.describe_launch_template_versions(
             **base_template(settings.launch_template), Versions=["$Default"]
-        )["LaunchTemplateVersions"]
-        data = dict(versions[0]["LaunchTemplateData"])
+        )["LaunchTemplateVersions"][0]
+        base = source["LaunchTemplateData"]
+    data: dict[str, Any] = {}
     if settings.ami:
         data["ImageId"] = settings.ami
     if settings.instance_profile:
@@ -214,35 +228,81 @@ def launch_template(
             # The instance reads its own devdb:expires tag to enforce its expiry.
             "InstanceMetadataTags": "enabled",
         },
-        SecurityGroupIds=[group],
         InstanceInitiatedShutdownBehavior=shutdown,
         BlockDeviceMappings=[
             *[
                 mapping
-                for mapping in data.get("BlockDeviceMappings", [])
+                for mapping in base.get("BlockDeviceMappings", [])
                 if mapping.get("DeviceName") != DATA_DEVICE
             ],
             {"DeviceName": DATA_DEVICE, "Ebs": data_volume},
         ],
-        TagSpecifications=[
-            {"ResourceType": "instance", "Tags": tag_list(tags)},
-            {"ResourceType": "volume", "Tags": tag_list(tags)},
-        ],
+        TagSpecifications=merged_tags(
+            base.get("TagSpecifications", []), {"instance": tags, "volume": tags}
+        ),
+        **with_group(base, group),
     )
-    reply = ec2.create_launch_template(
-        LaunchTemplateName=template_name(token),
+    if source is None:
+        reply = ec2.create_launch_template(
+            LaunchTemplateName=template_name(token),
+            LaunchTemplateData=data,
+            TagSpecifications=[{"ResourceType": "launch-template", "Tags": tag_list(tags)}],
+        )
+        return {
+            "LaunchTemplateId": str(reply["LaunchTemplate"]["LaunchTemplateId"]),
+            "Version": "1",
+        }
+    made = ec2.create_launch_template_version(
+        LaunchTemplateId=source["LaunchTemplateId"],
+        SourceVersion=str(source["VersionNumber"]),
+        VersionDescription=version_label(token),
         LaunchTemplateData=data,
-        TagSpecifications=[{"ResourceType": "launch-template", "Tags": tag_list(tags)}],
-    )
-    return str(reply["LaunchTemplate"]["LaunchTemplateId"])
+    )["LaunchTemplateVersion"]
+    return {
+        "LaunchTemplateId": str(made["LaunchTemplateId"]),
+        "Version": str(made["VersionNumber"]),
+    }
+
+
+def with_group(base: dict[str, Any], group: str) -> dict[str, Any]:
+    """devdb's security group added to the base's: on its network interfaces when it
+    describes them (EC2 takes groups in one place only), else beside its group ids."""
+    if base.get("NetworkInterfaces"):
+        return {
+            "NetworkInterfaces": [
+                {**nic, "Groups": [*(g for g in nic.get("Groups", []) if g != group), group]}
+                for nic in base["NetworkInterfaces"]
+            ]
+        }
+    return {
+        "SecurityGroupIds": [*(g for g in base.get("SecurityGroupIds", []) if g != group), group]
+    }
+
+
+def merged_tags(
+    specs: Sequence[dict[str, Any]], ours: dict[str, dict[str, str]]
+) -> list[dict[str, Any]]:
+    """The base's tag specifications with devdb's tags added (devdb's win on the same key)."""
+    by_type: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        by_type.setdefault(spec["ResourceType"], {}).update(
+            {tag["Key"]: tag["Value"] for tag in spec.get("Tags", [])}
+        )
+    for kind, tags in ours.items():
+        by_type.setdefault(kind, {}).update(tags)
+    return [{"ResourceType": kind, "Tags": tag_list(tags)} for kind, tags in by_type.items()]
 
 
 def request_instance(
-    ec2: Any, template: str, types: Sequence[str], subnets: Sequence[str], *, spot: bool = True
+    ec2: Any,
+    spec: dict[str, str],
+    types: Sequence[str],
+    subnets: Sequence[str],
+    *,
+    spot: bool = True,
 ) -> tuple[str, str]:
     """One instance (id, type). Spot: an instant fleet first, then plain spot requests.
     On demand (a golden build, which must be able to stop): plain requests only."""
-    spec = {"LaunchTemplateId": template, "Version": "$Latest"}
     codes: list[str] = []  # every error code EC2 gave, for the sentence
     detail = "no reason given"
     market: dict[str, Any] = {}

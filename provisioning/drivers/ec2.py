@@ -178,7 +178,7 @@ class Ec2Driver(GoldenSnapshots, Driver):
                 golden=build,
                 grace_seconds=int(self.settings.expiry_grace.total_seconds()),
             )
-            template = await asyncio.to_thread(
+            spec = await asyncio.to_thread(
                 fleet.launch_template,
                 self.ec2,
                 self.settings,
@@ -196,7 +196,7 @@ class Ec2Driver(GoldenSnapshots, Driver):
             instance_id, instance_type = await asyncio.to_thread(
                 fleet.request_instance,
                 self.ec2,
-                template,
+                spec,
                 self.settings.instance_types,
                 net.subnets,
                 spot=not build,
