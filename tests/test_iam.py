@@ -21,6 +21,7 @@ CLIENTS = {
     "provisioning/aws/cleanup.py": {"ec2": "ec2"},
     "provisioning/aws/checks.py": {"ec2": "ec2", "ssm": "ssm"},
     "provisioning/aws/instances.py": {"ec2": "ec2"},
+    "provisioning/aws/warnings.py": {"sqs": "sqs", "ec2": "ec2"},
     "provisioning/aws/ssm.py": {"client": "ssm"},
     "provisioning/snapshots/s3.py": {"client": "s3"},
     "provisioning/aws/agent.py": {"ssm": "ssm"},

@@ -13,9 +13,11 @@ from typing import Any
 import asyncpg
 import yaml
 
+from bot.connect import forward_for
 from provisioning.aws.settings import AwsSettings
 from provisioning.aws.ssm import SsmSecrets
 from provisioning.drivers.ec2 import Ec2Driver
+from provisioning.models import EnvState
 from provisioning.service import Service
 from provisioning.snapshots.manifest import Manifest
 from provisioning.snapshots.s3 import S3SnapshotStore
@@ -134,6 +136,7 @@ async def test_environments_run_on_the_stacks_outputs(
         instance_types=cloud.settings.instance_types,
         instance_profile=outputs["InstanceProfileName"],
         security_group=outputs["SecurityGroupId"],
+        interruption_queue=outputs["InterruptionQueueUrl"],
         boot_timeout=cloud.settings.boot_timeout,
         ready_timeout=cloud.settings.ready_timeout,
     )
@@ -154,6 +157,7 @@ async def test_environments_run_on_the_stacks_outputs(
         installation=cloud.driver.installation,
         address=cloud.host.address,
         poll_seconds=0.2,
+        sqs=cloud.moto.client("sqs"),
     )
     base = cloud.service
     service = Service(
@@ -179,6 +183,51 @@ async def test_environments_run_on_the_stacks_outputs(
         )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
         assert data["SecurityGroupIds"] == [outputs["SecurityGroupId"]]
         assert data["IamInstanceProfile"]["Name"] == outputs["InstanceProfileName"]
+
+        # devdb connect: the session the developer policy allows (their own instance by its
+        # devdb:owner tag, the port-forwarding document).
+        resources = yaml.load(TEMPLATE.read_text(), Loader=_Loader)["Resources"]
+        allowed = resources["DeveloperConnectPolicy"]["Properties"]["PolicyDocument"]
+        document = next(s for s in allowed["Statement"] if s["Sid"] == "PortForwardingOnly")
+        argv = forward_for(view.env, 15432, None).argv
+        target = argv[argv.index("--target") + 1]
+        assert argv[argv.index("--document-name") + 1] in document["Resource"]["Sub"]
+        instance = ec2.describe_instances(InstanceIds=[target])["Reservations"][0]["Instances"]
+        assert {"Key": "devdb:owner", "Value": "erin"} in instance[0]["Tags"]
+
+        # EC2's spot warning, through the stack's EventBridge rule and queue, is acted on at
+        # the next sweep; a warning about another installation's instance is left queued.
+        stranger = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)
+        other = stranger["Instances"][0]["InstanceId"]
+        events = cloud.moto.client("events")
+        for instance_id in (target, other):
+            events.put_events(
+                Entries=[
+                    {
+                        "Source": "aws.ec2",
+                        "DetailType": "EC2 Spot Instance Interruption Warning",
+                        "Detail": json.dumps(
+                            {"instance-id": instance_id, "instance-action": "terminate"}
+                        ),
+                    }
+                ]
+            )
+        sqs = cloud.moto.client("sqs")
+        sqs.send_message(QueueUrl=outputs["InterruptionQueueUrl"], MessageBody="not an event")
+        assert await service.check_interruptions() == [env]
+        interrupted = await service.status("erin", env)
+        assert interrupted.env.state == EnvState.INTERRUPTED
+        assert "interruption warning" in (interrupted.env.error or "")
+        counts = sqs.get_queue_attributes(
+            QueueUrl=outputs["InterruptionQueueUrl"],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        # Only the stranger's is left, out of sight for a while, then back for its owner.
+        assert counts == {
+            "ApproximateNumberOfMessages": "0",
+            "ApproximateNumberOfMessagesNotVisible": "1",
+        }
+        ec2.terminate_instances(InstanceIds=[other])
     finally:
         await service.destroy("erin", env)
     assert tagged(cloud, env) == NOTHING

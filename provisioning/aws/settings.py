@@ -34,6 +34,8 @@ class AwsSettings:
     instance_profile: str | None = None
     security_group: str | None = None  # a group of your own (a stack's): used as it is
     bastion: str | None = None  # user@host for `devdb connect` over ssh
+    # An SQS queue EventBridge fills with spot interruption warnings (deploy/ makes one).
+    interruption_queue: str | None = None
     auto_replace: bool = False
     keep_failed: bool = False  # keep a failed environment's instance for debugging
     monthly_cap: float | None = None  # US dollars of cloud spend per team per month
@@ -64,6 +66,7 @@ class AwsSettings:
             "security_group": "ec2_security_group",
             "bastion": "bastion",
             "bastion_group": "ec2_bastion_group",
+            "interruption_queue": "ec2_interruption_queue",
         }
         for key, name in names.items():
             if (raw := pick(name)) is not None:

@@ -56,5 +56,6 @@ def aws_parts(settings: AwsSettings, cache: Path, installation: str) -> AwsParts
         passwords=passwords,
         region=region,
         installation=installation,
+        sqs=client("sqs") if settings.interruption_queue else None,
     )
     return AwsParts(snapshots, passwords, driver)

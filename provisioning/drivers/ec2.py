@@ -13,6 +13,7 @@ through `devdb connect`, which forwards a local port.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from provisioning.aws import fleet
+from provisioning.aws import fleet, warnings
 from provisioning.aws.agent_status import AgentState
 from provisioning.aws.checks import Check, ec2_checks
 from provisioning.aws.fleet import volume_size
@@ -44,6 +45,8 @@ PORT = fleet.PORT
 GP3_PER_GIB_MONTH = 0.08  # US dollars, us-east-1 list price
 GP3_PER_MIBS_MONTH = 0.04  # per MiB/s of throughput above the free 125
 HOURS_PER_MONTH = 730.0
+log = logging.getLogger("devdb.ec2")
+DRAIN_EVERY = 5.0  # seconds: one read of the warnings queue serves a whole sweep
 _RECLAIMING = (
     "marked-for-termination",
     "marked-for-stop",
@@ -79,8 +82,10 @@ class Ec2Driver(GoldenSnapshots, Driver):
         installation: str,
         address: Address = private_address,
         poll_seconds: float = 2.0,
+        sqs: Any | None = None,
     ) -> None:
         self.ec2 = ec2
+        self.sqs = sqs  # reads spot warnings from DEVDB_EC2_INTERRUPTION_QUEUE
         self.settings = settings
         self.snapshots = snapshots
         self.passwords = passwords
@@ -91,6 +96,8 @@ class Ec2Driver(GoldenSnapshots, Driver):
         self._checked = False  # preflight passed once in this process
         self._build_locks: dict[str, asyncio.Lock] = {}
         self._failed_builds: dict[str, float] = {}
+        self._warned: dict[str, str] = {}  # instance id -> why, from the queue
+        self._drained = float("-inf")
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         return await asyncio.to_thread(getattr(self.ec2, method), **kwargs)
@@ -310,12 +317,19 @@ class Ec2Driver(GoldenSnapshots, Driver):
         instance_id = handle.get("instance_id")
         if not instance_id:
             return None
+        queue = self.settings.interruption_queue if self.sqs is not None else None
+        if queue:
+            await self._drain(queue)
+            if reason := self._warned.pop(instance_id, None):
+                return reason
         instance = await self._describe(instance_id)
         if instance is None:
             return f"its instance {instance_id} no longer exists"
         state = instance["State"]["Name"]
         if state in GONE:
             return f"its spot instance {instance_id} is {state}"
+        if queue:
+            return None  # warnings come through the queue
         requests = await self._call(
             "describe_spot_instance_requests",
             Filters=[{"Name": "instance-id", "Values": [instance_id]}],
@@ -325,6 +339,25 @@ class Ec2Driver(GoldenSnapshots, Driver):
             if code in _RECLAIMING:
                 return f"AWS is reclaiming its spot instance {instance_id} ({code})"
         return None
+
+    async def _drain(self, queue: str) -> None:
+        """Read the warnings queue once per sweep (a sweep asks about each environment)."""
+        if time.monotonic() - self._drained < DRAIN_EVERY:
+            return
+        self._drained = time.monotonic()
+        try:
+            self._warned.update(
+                await asyncio.to_thread(
+                    warnings.drain,
+                    self.sqs,
+                    self.ec2,
+                    queue,
+                    self.installation,
+                    fleet.INSTALLATION_TAG,
+                )
+            )
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("the spot warnings queue could not be read: %s", fleet.aws_reason(exc))
 
     def cost(self, env: Environment, since: datetime, until: datetime) -> float:
         handle = env.handle
