@@ -24,6 +24,7 @@ from bot import grammar, messages, pgservice
 from bot.agent import agent_command
 from bot.connect import check_tools, forward_for
 from bot.doctor import doctor
+from bot.image import image_upload
 from bot.policy import policy_command
 from bot.scan import scan_command
 from bot.slack_app import (
@@ -129,6 +130,8 @@ class Cli:
                     messages.extended(env.name, until),
                     {"name": env.name, "expires_at": env.expires_at.isoformat()},
                 )
+            case grammar.ImageUpload():
+                self.emit(*await image_upload(self.service.snapshots))
             case grammar.Doctor():
                 report, rows, healthy = await doctor(self.service.drivers)
                 self.emit(report, rows)

@@ -16,6 +16,7 @@ scheduler                   (terminal only)
 connect NAME [--port 15432] (terminal only)
 agent restore [--jobs N]    (on an EC2 environment's instance)
 doctor                      (terminal only)
+image upload                (terminal only)
 help
 """
 
@@ -50,6 +51,7 @@ USAGE = {
     "scheduler": "scheduler",
     "agent": "agent restore [--jobs N]",
     "doctor": "doctor",
+    "image": "image upload",
     "help": "help",
 }
 SHARED_COMMANDS = frozenset(
@@ -77,6 +79,7 @@ TERMINAL_COMMANDS = SHARED_COMMANDS | {
     "reap",
     "scheduler",
     "doctor",
+    "image",
 }
 
 
@@ -115,6 +118,11 @@ class Reap:
 
 @dataclass(frozen=True)
 class RunScheduler:
+    pass
+
+
+@dataclass(frozen=True)
+class ImageUpload:
     pass
 
 
@@ -226,6 +234,7 @@ Command = (
     | Serve
     | Connect
     | AgentRestore
+    | ImageUpload
     | Protect
     | Reap
     | RunScheduler
@@ -270,6 +279,7 @@ _POSITIONALS = {
     "serve": (0, 0),
     "connect": (1, 1),
     "agent": (1, 1),
+    "image": (1, 1),
     "protect": (2, 2),
     "reap": (0, 0),
     "scheduler": (0, 0),
@@ -358,6 +368,10 @@ def _build(
         if ("--http" in options) == ("--socket" in options):
             raise InvalidInput("serve needs exactly one of --http or --socket.")
         return Serve(socket="--socket" in options, port=_port(options.get("--port") or "3000"))
+    if verb == "image":
+        if args[0] != "upload":
+            raise InvalidInput(f"image takes upload, not {args[0][:20]!r}.")
+        return ImageUpload()
     if verb == "agent":
         if args[0] != "restore":
             raise InvalidInput(f"agent takes restore, not {args[0][:20]!r}.")

@@ -3,10 +3,13 @@ environments made and removed with nothing but the stack's outputs as settings."
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from provisioning.snapshots.manifest import Manifest
 from provisioning.snapshots.s3 import S3SnapshotStore
 from tests.cloud import REGION
 from tests.conftest import Cloud, unique
+from tests.test_cli import devdb
 from tests.test_ec2 import NOTHING, tagged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,3 +236,26 @@ async def test_environments_run_on_the_stacks_outputs(
         await service.destroy("erin", env)
     assert tagged(cloud, env) == NOTHING
     formation.delete_stack(StackName=name)
+
+
+def test_image_upload_stores_the_wheel_where_the_recipe_reads_it(
+    cli_env: dict[str, str], cloud: Cloud
+) -> None:
+    env = {**cli_env, **cloud.moto.env, "DEVDB_S3_BUCKET": cloud.store.bucket}
+    result = devdb(env, "--json", "image", "upload")
+    assert result.returncode == 0, result.stderr
+    uri = json.loads(result.stdout)["wheel_uri"]
+    assert "building the wheel" in result.stderr and "uploading devdb-" in result.stderr
+    parameters = yaml.load(IMAGE.read_text(), Loader=_Loader)["Parameters"]
+    assert re.fullmatch(parameters["WheelUri"]["AllowedPattern"], uri)
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    assert bucket == cloud.store.bucket and key.startswith(f"{cloud.store.prefix}image/devdb-")
+    stored = cloud.moto.client("s3").get_object(Bucket=bucket, Key=key)
+    assert stored["ServerSideEncryption"] in ("AES256", "aws:kms")
+    with zipfile.ZipFile(io.BytesIO(stored["Body"].read())) as wheel:
+        names = wheel.namelist()
+    assert "provisioning/aws/agent.py" in names and "provisioning/aws/userdata.sh" in names
+    # Without a bucket there is nowhere to put it: one sentence.
+    bare = devdb(cli_env, "image", "upload")
+    assert bare.returncode != 0 and "set DEVDB_S3_BUCKET" in bare.stderr + bare.stdout
+    assert "Traceback" not in bare.stderr

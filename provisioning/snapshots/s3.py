@@ -227,6 +227,21 @@ class S3SnapshotStore(SnapshotStore):
         await asyncio.to_thread(upload)
         return manifest
 
+    async def put_file(self, path: Path, name: str) -> str:
+        """Store a file beside the snapshots (under the prefix), encrypted like them; its
+        s3:// address."""
+        key = f"{self.prefix}{name}"
+
+        def upload() -> None:
+            try:
+                with create_transfer_manager(self.client, self.transfer) as manager:
+                    manager.upload(str(path), self.bucket, key, extra_args=self.encryption).result()
+            except (BotoCoreError, ClientError) as exc:
+                raise s3_error(exc, f"store {name}") from exc
+
+        await asyncio.to_thread(upload)
+        return f"s3://{self.bucket}/{key}"
+
     def _delete_objects(self, snapshot_id: str) -> None:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.key(snapshot_id)
