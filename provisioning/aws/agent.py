@@ -39,6 +39,7 @@ from provisioning.pg.clone import clone_tree, reflink_works
 from provisioning.pg.cluster import LocalCluster
 from provisioning.pg.programs import PgPrograms, ServerAccount, owner_of
 from provisioning.pg.restore import Target, restore_dump
+from provisioning.pg.scram import scram_verifier
 from provisioning.pg.sql import quote_ident
 from provisioning.snapshots.s3 import S3SnapshotStore
 
@@ -205,7 +206,7 @@ async def _prepare(conn: asyncpg.Connection, config: AgentConfig) -> None:
         "select format('%s role %I login password %L', $1::text, $2::text, $3::text)",
         "alter" if exists else "create",
         config.user,
-        password,
+        scram_verifier(password),
     )
     await conn.execute(statement)
     # The reaper's probe logs in as this role and must see every session's activity.

@@ -32,6 +32,7 @@ from provisioning.pg.cluster import LocalCluster
 from provisioning.pg.probe import probe
 from provisioning.pg.programs import PgPrograms, ServerAccount, owner_of
 from provisioning.pg.restore import Target, restore_dump, restored
+from provisioning.pg.scram import scram_verifier
 from provisioning.pg.sql import quote_ident
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
@@ -41,9 +42,11 @@ HOST = "127.0.0.1"
 
 
 async def set_password(conn: asyncpg.Connection, user: str, password: str) -> None:
-    """Give the login role a new password (quoted by the server, never by hand)."""
+    """Give the login role a new password, as its SCRAM verifier (never in plain text)."""
     statement = await conn.fetchval(
-        "select format('alter role %I password %L', $1::text, $2::text)", user, password
+        "select format('alter role %I password %L', $1::text, $2::text)",
+        user,
+        scram_verifier(password),
     )
     await conn.execute(statement)
 
@@ -148,7 +151,7 @@ class LocalDriver(Driver):
             create_role = await conn.fetchval(
                 "select format('create role %I login password %L', $1::text, $2::text)",
                 placement.user,
-                password,
+                scram_verifier(password),
             )
             await conn.execute(create_role)
             database, owner = quote_ident(placement.database), quote_ident(placement.user)

@@ -23,6 +23,7 @@ from provisioning.errors import InvalidInput, ProvisioningFailed
 from provisioning.models import Environment, ProgressEvent, Step
 from provisioning.pg.probe import read_activity
 from provisioning.pg.restore import restored
+from provisioning.pg.scram import scram_verifier
 from provisioning.pg.sql import quote_ident
 from provisioning.shared.server import (
     ENV_MARK,
@@ -77,7 +78,7 @@ class SharedDriver(Driver):
                 "select format('create role %I login password %L connection limit %s"
                 " nocreatedb nocreaterole', $1::text, $2::text, $3::int)",
                 role,
-                password,
+                scram_verifier(password),
                 self.connection_limit,
             )
             await conn.execute(create)
