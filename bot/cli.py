@@ -44,7 +44,13 @@ from bot.terminal import (
 )
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.drivers.local import LocalDriver
-from provisioning.errors import DevdbError, InvalidInput, NotAllowed, PolicyViolation
+from provisioning.errors import (
+    DevdbError,
+    InvalidInput,
+    MigrationFailed,
+    NotAllowed,
+    PolicyViolation,
+)
 from provisioning.models import default_name
 from provisioning.nightly import Announce
 from provisioning.runtime import Runtime, open_runtime
@@ -381,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except DevdbError as exc:
         _fail(str(exc), as_json)
+        if isinstance(exc, MigrationFailed) and exc.output and not as_json:
+            print(exc.output, file=sys.stderr)  # the terminal's user is the owner
         return 1
     except (OSError, asyncpg.PostgresError) as exc:  # e.g. an unreachable --source
         _fail(f"the database could not be reached: {exc}.", as_json)

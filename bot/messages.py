@@ -164,3 +164,9 @@ def protected(name: str, until: str) -> str:
 
 def scheduling() -> str:
     return "devdb scheduler: reaping, reconciling, the warm pool and the nightly rebuild run."
+
+
+def migration_output(name: str, output: str, limit: int = 2500) -> str:
+    """What a failed migration printed, for its requester: the end of it, as code."""
+    shown = output if len(output) <= limit else "…" + output[-limit:]
+    return f"The migrations for {name} printed:\n```{shown.replace('```', '` ` `')}```"

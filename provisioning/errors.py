@@ -48,7 +48,14 @@ class PortInUse(ProvisioningFailed):
 
 
 class MigrationFailed(ProvisioningFailed):
-    """The migrations hook failed on the restored environment."""
+    """The migrations hook failed on the restored environment.
+
+    The message says only that, and which step; `output` (the command's output, or the
+    database's error) is for the environment's owner alone, never for a channel or a log."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
 
 
 class StateStoreUnavailable(DevdbError):

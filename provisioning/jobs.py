@@ -70,6 +70,7 @@ class JobOptions:
     restore_jobs: int
     migrations_dir: Path | None
     migrations_command: str | None
+    migrations_env: tuple[str, ...] = ()
 
 
 class RefreshJob:
@@ -138,6 +139,7 @@ class RefreshJob:
                         directory=self.options.migrations_dir,
                         command=self.options.migrations_command,
                         progress=self._emit,
+                        passed=self.options.migrations_env,
                     )
                     self._emit(
                         ProgressEvent(

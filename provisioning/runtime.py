@@ -130,6 +130,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 restore_jobs=settings.restore_jobs,
                 migrations_dir=settings.migrations_dir,
                 migrations_command=settings.migrations_command,
+                migrations_env=settings.migrations_env,
             ),
             programs=programs,
         )

@@ -50,6 +50,7 @@ class Settings:
     restore_jobs: int = 2
     migrations_dir: Path | None = None
     migrations_command: str | None = None
+    migrations_env: tuple[str, ...] = ()  # what the migrations command may see besides
     pg_bin: Path | None = None
     server_user: str | None = None
     port_range: tuple[int, int] = (54330, 54999)
@@ -172,6 +173,8 @@ class Settings:
             kwargs["migrations_dir"] = Path(raw).expanduser()
         if (raw := pick("migrations_command")) is not None:
             kwargs["migrations_command"] = raw
+        if (raw := pick("migrations_env")) is not None:
+            kwargs["migrations_env"] = tuple(n.strip() for n in raw.split(",") if n.strip())
         if (raw := pick("pg_bin")) is not None:
             kwargs["pg_bin"] = Path(raw).expanduser()
         if (raw := pick("server_user")) is not None:

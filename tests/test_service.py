@@ -347,9 +347,12 @@ async def test_failed_migration_leaves_nothing(
     )
     before = await footprint(runtime)
     owner = unique("dev")
-    message = "migration 001_broken.sql failed" if hook == "sql" else "command failed: applying"
-    with pytest.raises(MigrationFailed, match=message):
+    message = "migration 001_broken.sql failed" if hook == "sql" else r"exit status 3\)"
+    with pytest.raises(MigrationFailed, match=message) as failure:
         await service_with(runtime, job_options=options).refresh(owner, snapshot=demo_snapshot.id)
+    # What it printed is for the owner alone: on the error, not in its message.
+    private = "no_such_table" if hook == "sql" else "applying"
+    assert private in failure.value.output and private not in str(failure.value)
     dirs = (await footprint(runtime))[2]
     assert dirs == before[2], "the half-made cluster was removed"
     assert await runtime.service.list(owner) == []
@@ -360,7 +363,34 @@ async def test_failed_migration_leaves_nothing(
             owner,
         )
     assert (failed["state"], failed["job"]) == ("failed", "failed")
-    assert "failed" in failed["error"]
+    assert "failed" in failed["error"] and private not in failed["error"]
+
+
+async def test_the_migrations_command_sees_only_what_it_needs(
+    runtime: Runtime, demo_snapshot: Manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not devdb's own secrets: only the connection, PATH, HOME, LANG and what is listed."""
+    monkeypatch.setenv("DEVDB_SLACK_BOT_TOKEN", "xoxb-secret")
+    monkeypatch.setenv("DEVDB_MASK_SALT", "salt-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    monkeypatch.setenv("APP_FEATURE", "on")
+    seen = tmp_path / "env.txt"
+    options = JobOptions(
+        restore_jobs=2,
+        migrations_dir=None,
+        migrations_command=f"env > {seen}",
+        migrations_env=("APP_FEATURE",),
+    )
+    owner = unique("dev")
+    view = await service_with(runtime, job_options=options).refresh(
+        owner, snapshot=demo_snapshot.id
+    )
+    names = {line.split("=", 1)[0] for line in seen.read_text().splitlines() if "=" in line}
+    assert {"DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"} <= names
+    assert {"PATH", "APP_FEATURE"} <= names
+    assert not {"DEVDB_SLACK_BOT_TOKEN", "DEVDB_MASK_SALT", "AWS_SECRET_ACCESS_KEY"} & names
+    assert not any(name.startswith(("DEVDB_", "AWS_")) for name in names)
+    await runtime.service.destroy(owner, view.env.name)
 
 
 async def test_destroying_what_does_not_exist(runtime: Runtime) -> None:

@@ -22,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners.home import warn_owner
 from bot.slack_app import build_app, refresh_admins
+from provisioning.jobs import JobOptions
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
 from tests.conftest import unique
@@ -501,3 +502,27 @@ async def test_refresh_shared_and_protect_from_slack(
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     await runtime.service.destroy(user, name)
+
+
+async def test_failed_migrations_print_to_the_requester_only(
+    slack: SlackRig, runtime: Runtime, demo_snapshot: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The channel hears that migrations failed; what they printed goes to the requester."""
+    failing = JobOptions(
+        restore_jobs=2,
+        migrations_dir=None,
+        migrations_command="echo 'FATAL: row (alice@corp.example) broke it'; exit 2",
+    )
+    monkeypatch.setattr(runtime.service, "job_options", failing)
+    user, name = unique("U"), unique("mig")
+    await slack.post(slack.command(user, f"refresh {name} --snapshot {demo_snapshot.id}"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+        "alice@corp.example" in json.dumps(e) for e in slack.fake.of("chat.postEphemeral")
+    ):
+        await asyncio.sleep(0.2)
+    private = [e for e in slack.fake.of("chat.postEphemeral") if "alice@corp" in json.dumps(e)]
+    assert len(private) == 1 and private[0]["user"] == user
+    channel = slack.fake.of("chat.postMessage") + slack.fake.of("chat.update")
+    assert any("migrations command failed" in json.dumps(m) for m in channel)
+    assert not any("alice@corp.example" in json.dumps(m) for m in channel)

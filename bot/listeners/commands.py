@@ -11,7 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import grammar, messages, pgservice, views
 from bot.slack_progress import ChannelProgress
 from bot.terminal import human_bytes
-from provisioning.errors import DevdbError
+from provisioning.errors import DevdbError, MigrationFailed
 from provisioning.models import default_name
 from provisioning.service import Service
 
@@ -89,6 +89,11 @@ async def refresh(
             await client.chat_postEphemeral(channel=channel, user=user, text=str(exc))
         else:
             await progress.finish(failed=str(exc))
+        if isinstance(exc, MigrationFailed) and exc.output:
+            # What the migrations printed may hold anything: the requester sees it alone.
+            await client.chat_postEphemeral(
+                channel=channel, user=user, text=messages.migration_output(name, exc.output)
+            )
         return
     await progress.finish()
     assert view.endpoint is not None
