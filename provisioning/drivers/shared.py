@@ -44,6 +44,15 @@ select
 """
 
 
+# The databases holding objects a role owns, or privileges granted to it.
+_HOLDING = """
+select distinct d.datname from pg_shdepend s
+join pg_database d on d.oid = s.dbid
+join pg_roles r on r.oid = s.refobjid and s.refclassid = 'pg_authid'::regclass
+where r.rolname = $1 and d.datallowconn
+"""
+
+
 def role_name(env: Environment) -> str:
     role = f"dev_{env.name.replace('-', '_')}_{env.id}"
     if len(role.encode()) > 63 or not role.isascii():
@@ -125,17 +134,24 @@ class SharedDriver(Driver):
         return Activity(connections=int(row["connections"]), sessions=0, work=float(row["work"]))
 
     async def _drop_role(self, role: str, statements: list[str]) -> None:
-        """Drop what the role owns and was granted in the shared database, then the role."""
-        conn = await self.server.connect(SHARED_DB)
+        """Drop what the role owns and was granted in every database that holds any of it
+        (as `pg_shdepend` records, which is what DROP ROLE checks), then the role."""
+        conn = await self.server.connect("postgres")
         try:
             await conn.execute(
                 "select pg_terminate_backend(pid) from pg_stat_activity where usename = $1", role
             )
-            for statement in [f"drop owned by {quote_ident(role)}", *statements]:
-                await conn.execute(statement)
-            await conn.execute(f"drop role if exists {quote_ident(role)}")
+            holding = [
+                row["datname"]
+                for row in await conn.fetch(_HOLDING, role)
+                if row["datname"] != SHARED_DB
+            ]
         finally:
             await conn.close()
+        for database in [SHARED_DB, *holding]:
+            extra = statements if database == SHARED_DB else []
+            await self.server.execute(database, f"drop owned by {quote_ident(role)}", *extra)
+        await self.server.execute("postgres", f"drop role if exists {quote_ident(role)}")
         await self.server.audit(role, [f"drop owned by {role}", *statements, f"drop role {role}"])
 
     async def inventory(self) -> list[Handle]:
@@ -197,17 +213,11 @@ class SharedDatabaseDriver(SharedDriver):
     async def _copy(self, golden: str, role: str, name: str) -> None:
         """Database `name`, a copy of the golden database, for `role` alone (under the
         server's exclusive lock: a template must have no other connections)."""
-        owner, database = quote_ident(role), quote_ident(name)
-        await self.server.execute(
-            "postgres", f"create database {database} template {quote_ident(golden)} owner {owner}"
+        grants = await self.server.create_closed(
+            name, template=golden, owner=role, grants=(f"connect, temporary:{role}",)
         )
-        grants = [
-            f"revoke all on database {database} from public",
-            f"grant connect, temporary on database {database} to {owner}",
-        ]
-        await self.server.execute("postgres", *grants)
         # The copy's tables belong to the golden owner: hand them to the developer.
-        await self.server.execute(name, f"reassign owned by {GOLDEN_OWNER} to {owner}")
+        await self.server.execute(name, f"reassign owned by {GOLDEN_OWNER} to {quote_ident(role)}")
         await self.server.audit(role, grants)
 
     async def reset(

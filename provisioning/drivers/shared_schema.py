@@ -10,12 +10,13 @@ import asyncpg
 
 from provisioning.drivers.base import Activity, Handle, Placement, Progress
 from provisioning.drivers.shared import SharedDriver, role_name
-from provisioning.errors import ProvisioningFailed
+from provisioning.errors import InvalidInput, ProvisioningFailed
 from provisioning.models import Environment, ProgressEvent, Step
 from provisioning.pg.programs import run
 from provisioning.pg.restore import restore_dump
 from provisioning.pg.sql import quote_ident
 from provisioning.shared.server import GOLDEN_SCHEMA, SHARED_DB
+from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
 
 
@@ -23,6 +24,16 @@ class SharedSchemaDriver(SharedDriver):
     """A role and a schema of the same name in the shared database; search_path set to it."""
 
     kind = "shared"
+
+    async def stage(self, snapshots: SnapshotStore, manifest: Manifest) -> Path | None:
+        """Refused before anything is made: a snapshot with tables outside `public`."""
+        others = sorted({name.split(".", 1)[0] for name in manifest.tables} - {"public"})
+        if others:
+            raise InvalidInput(
+                "a schema environment holds one schema, and this snapshot also has tables in "
+                f"{', '.join(others)}: use a database of its own (--shared --database)."
+            )
+        return await super().stage(snapshots, manifest)
 
     async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
         role = role_name(env)

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from provisioning.errors import ProvisioningFailed
+from provisioning.errors import InvalidInput, ProvisioningFailed
 from provisioning.models import ProgressEvent
 from provisioning.pg.cluster import LocalCluster
 from provisioning.pg.dsn import split_password
@@ -43,6 +43,24 @@ ENV_MARK = "devdb environment"  # the comment on every role devdb makes for an e
 # Serialises what must not overlap on one server: schema restores (they all restore
 # `devdb_golden` before renaming it) and copies of a template (it must have no connections).
 _LOCK = 0x64657664  # "devd"
+LOCK_WAIT = 120.0  # seconds to wait for that lock (a golden restore may hold it a while)
+
+
+# Databases PUBLIC may connect to (no ACL means PostgreSQL's default, which lets it).
+_OPEN_DATABASES = """
+select datname from pg_database
+where datallowconn
+  and (datacl is null
+       or exists (select 1 from aclexplode(datacl) a
+                  where a.grantee = 0 and a.privilege_type = 'CONNECT'))
+order by datname
+"""
+
+
+def _split(grants: tuple[str, ...]) -> list[tuple[str, str]]:
+    """`privileges:role` pairs, the role quoted."""
+    return [(grant, quote_ident(role)) for grant, _, role in (g.partition(":") for g in grants)]
+
 
 Privileges = Callable[[str, list[str]], Awaitable[None]]
 Progress = Callable[[ProgressEvent], None]
@@ -165,19 +183,103 @@ class SharedServer:
             f"revoke all on database {SHARED_DB} from public",
             "revoke all on schema public from public",
         ]
+        if self.cluster is not None:
+            # devdb's own server: developers reach no database but their own.
+            hardening.append(
+                "revoke connect, temporary on database postgres, template1 from public"
+            )
+            self._write_hba()
         await self.execute(SHARED_DB, *hardening)
+        if self.cluster is not None:
+            await self.execute("postgres", "select pg_reload_conf()")
         await self.audit(SHARED_DB, hardening)
+        if self.cluster is None:
+            await self._check_closed()
         self._ready = True
+
+    def _write_hba(self) -> None:
+        """Over TCP a developer role may reach only the shared database, or the database
+        named like itself (`samerole`); devdb's own login uses the socket."""
+        assert self.cluster is not None
+        lines = [
+            "# devdb's shared server: written by devdb at every start",
+            "local all devdb trust",
+            *(
+                f"host {database} all {network} scram-sha-256"
+                for network in ("127.0.0.1/32", "::1/128")
+                for database in (SHARED_DB, "samerole")
+            ),
+        ]
+        path = self.cluster.data_dir / "pg_hba.conf"
+        text = "\n".join(lines) + "\n"
+        if path.read_text() != text:
+            path.write_text(text)  # in place: the file keeps its owner
+
+    async def _check_closed(self) -> None:
+        """On a configured server, refuse shared mode while PUBLIC may connect to another
+        database: a developer's role could reach it (README, "Shared mode", has the fix)."""
+        conn = await self.connect("postgres")
+        try:
+            open_to_all = await conn.fetch(_OPEN_DATABASES)
+        finally:
+            await conn.close()
+        if open_to_all:
+            names = ", ".join(row["datname"] for row in open_to_all)
+            raise InvalidInput(
+                f"shared mode needs every other database on the shared server closed to PUBLIC, "
+                f"and {names} {'is' if len(open_to_all) == 1 else 'are'} not: run REVOKE CONNECT, "
+                "TEMPORARY ON DATABASE … FROM PUBLIC for each (README, Shared mode)."
+            )
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
-        """One schema restore or template copy at a time on this server, across processes."""
+        """One schema restore or template copy at a time on this server, across processes.
+
+        The lock is taken in the `postgres` database (advisory locks are per database), which
+        developer roles cannot connect to, and waited for at most LOCK_WAIT."""
         conn = await self.connect("postgres")
         try:
-            await conn.execute("select pg_advisory_lock($1)", _LOCK)
+            await conn.execute(f"set lock_timeout = '{int(LOCK_WAIT * 1000)}ms'")
+            try:
+                await conn.execute("select pg_advisory_lock($1)", _LOCK)
+            except asyncpg.LockNotAvailableError:
+                raise ProvisioningFailed(
+                    f"the shared server stayed busy with another environment for over "
+                    f"{LOCK_WAIT:.0f} seconds: try again in a minute."
+                ) from None
+            await conn.execute("reset lock_timeout")
             yield
         finally:
             await conn.close()  # the lock goes with the session
+
+    async def create_closed(
+        self,
+        name: str,
+        *,
+        template: str | None = None,
+        owner: str | None = None,
+        grants: tuple[str, ...] = (),
+    ) -> list[str]:
+        """Database `name`, made with connections disallowed and opened only once PUBLIC is
+        revoked and `grants` (privileges on it) are given, so PUBLIC never gets in. Returns
+        the privilege statements run, for the audit log."""
+        database = quote_ident(name)
+        create = f"create database {database}"
+        if template:
+            create += f" template {quote_ident(template)}"
+        if owner:
+            create += f" owner {quote_ident(owner)}"
+        statements = [
+            f"revoke all on database {database} from public",
+            *(f"grant {grant} on database {database} to {to}" for grant, to in _split(grants)),
+        ]
+        await self.execute(
+            "postgres",
+            f"{create} allow_connections false",
+            *statements,
+            f"alter database {database} allow_connections true",
+        )
+        return statements
 
     # -- golden copies ---------------------------------------------------------------------
 
@@ -199,10 +301,11 @@ class SharedServer:
                 # Restored under another name and renamed when complete, so a golden copy
                 # that exists is whole.
                 await admin.execute(f"drop database if exists {quote_ident(partial)} with (force)")
-                await admin.execute(f"create database {quote_ident(partial)}")
             finally:
                 await admin.close()
-            # The golden owner restores into `public` (PostgreSQL 15 closes it by default).
+            # The golden owner restores into `public` (PostgreSQL 15 closes it by default) and
+            # makes the snapshot's other schemas.
+            revoked = await self.create_closed(partial, grants=(f"create:{GOLDEN_OWNER}",))
             await self.execute(partial, f"grant create on schema public to {GOLDEN_OWNER}")
             await restore_dump(
                 programs=self.programs,
@@ -214,13 +317,12 @@ class SharedServer:
                 progress=progress,
             )
             await self.execute(partial, f"revoke create on schema public from {GOLDEN_OWNER}")
-            revoke = f"revoke all on database {quote_ident(partial)} from public"
             await self.execute(
                 "postgres",
-                revoke,
+                f"revoke create on database {quote_ident(partial)} from {GOLDEN_OWNER}",
                 f"alter database {quote_ident(partial)} rename to {quote_ident(name)}",
             )
-            await self.audit(name, [revoke])
+            await self.audit(name, revoked[:1])
             return name
 
     async def golden_schema(
@@ -238,10 +340,9 @@ class SharedServer:
         stage = f"{golden}_stage"[:63]
         async with self.exclusive():
             await self.execute(
-                "postgres",
-                f"drop database if exists {quote_ident(stage)} with (force)",
-                f"create database {quote_ident(stage)} template {quote_ident(golden)}",
+                "postgres", f"drop database if exists {quote_ident(stage)} with (force)"
             )
+            await self.create_closed(stage, template=golden)
         try:
             conn = await self.connect(stage)
             try:
