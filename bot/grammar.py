@@ -1,6 +1,6 @@
 """devdb's command grammar, shared by the terminal and Slack: one parser, the same words.
 
-refresh [NAME] [--snapshot ID] [--ttl 8h] [--ec2 | --shared [--database]]
+refresh [NAME] [--snapshot ID] [--ttl 8h] [--ec2 | --shared [--schema]]
 list [--all]
 status [NAME]
 destroy NAME
@@ -32,7 +32,7 @@ from provisioning.models import validate_name
 from provisioning.snapshots.manifest import validate_snapshot_id
 
 USAGE = {
-    "refresh": "refresh [NAME] [--snapshot ID] [--ttl 8h] [--ec2 | --shared [--database]]",
+    "refresh": "refresh [NAME] [--snapshot ID] [--ttl 8h] [--ec2 | --shared [--schema]]",
     "list": "list [--all]",
     "status": "status [NAME]",
     "destroy": "destroy NAME",
@@ -248,7 +248,7 @@ _OPTIONS: dict[str, dict[str, bool]] = {
         "--ttl": True,
         "--ec2": False,
         "--shared": False,
-        "--database": False,
+        "--schema": False,
     },
     "list": {"--all": False},
     "demo": {"--scale": True},
@@ -455,11 +455,12 @@ def _port(raw: str) -> int:
 
 
 def _kind(options: dict[str, str | None]) -> str:
-    """Where a refresh puts the environment: local, ec2, shared (schema) or shared-db."""
-    if "--database" in options and "--shared" not in options:
-        raise InvalidInput("--database goes with --shared (a database on the shared server).")
+    """Where a refresh puts the environment: local, ec2, shared-db (`--shared`: a database
+    on the shared server) or shared (`--shared --schema`: a schema in its shared database)."""
+    if "--schema" in options and "--shared" not in options:
+        raise InvalidInput("--schema goes with --shared (a schema on the shared server).")
     if "--ec2" in options and "--shared" in options:
         raise InvalidInput("choose one of --ec2 and --shared.")
     if "--shared" in options:
-        return "shared-db" if "--database" in options else "shared"
+        return "shared" if "--schema" in options else "shared-db"
     return "ec2" if "--ec2" in options else "local"

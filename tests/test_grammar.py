@@ -24,6 +24,10 @@ def test_bare_words() -> None:
     assert parse(["extend", "x1", "1d12h"]) == grammar.Extend(name="x1", by=timedelta(hours=36))
     assert parse(["demo", "--scale", "3"]) == grammar.Demo(scale=3)
     assert parse(["refresh", "big", "--ec2"]) == grammar.Refresh(name="big", kind="ec2")
+    # A database of its own is the shared default; a schema is asked for.
+    assert parse(["refresh", "--shared"]) == grammar.Refresh(kind="shared-db")
+    assert parse(["refresh", "--shared", "--schema"]) == grammar.Refresh(kind="shared")
+    assert parse(["image", "upload"]) == grammar.ImageUpload()
     assert parse(["connect", "big"]) == grammar.Connect(name="big", port=15432)
     assert parse(["connect", "big", "--port=6000"]) == grammar.Connect(name="big", port=6000)
     assert parse(["agent", "restore", "--jobs", "8"]) == grammar.AgentRestore(jobs=8)

@@ -213,13 +213,13 @@ async def test_refresh_shared_from_the_command_line(
     runtime: Runtime, demo_snapshot: Manifest, cli_env: dict[str, str]
 ) -> None:
     name = unique("cli-shared")
-    result = devdb(cli_env, "refresh", name, "--shared", "--snapshot", demo_snapshot.id)
+    result = devdb(cli_env, "refresh", name, "--shared", "--schema", "--snapshot", demo_snapshot.id)
     assert result.returncode == 0, result.stderr
     count = psql(cli_env, f"devdb-{name}", "select count(*) > 0 from contacts")
     assert count == "t"
     assert devdb(cli_env, "destroy", name).returncode == 0
-    bad = devdb(cli_env, "refresh", name, "--database")
-    assert bad.returncode == 2 and "--database goes with --shared" in bad.stderr
+    bad = devdb(cli_env, "refresh", name, "--schema")
+    assert bad.returncode == 2 and "--schema goes with --shared" in bad.stderr
 
 
 async def test_golden_copies_go_with_their_snapshot(

@@ -389,7 +389,7 @@ async def test_a_snapshot_with_several_schemas(runtime: Runtime, realistic_dsn: 
     finally:
         await conn.close()
     await runtime.service.destroy(owner, view.env.name)
-    with pytest.raises(InvalidInput, match=r"also has tables in .*app.*--shared --database"):
+    with pytest.raises(InvalidInput, match=r"also has tables in .*app.*--shared without --schema"):
         await runtime.service.refresh(owner, None, kind="shared", snapshot=snapshot.id)
     assert await runtime.service.list(owner) == []
     server = runtime.service.drivers["shared"].server  # type: ignore[attr-defined]
@@ -403,3 +403,68 @@ async def test_a_snapshot_with_several_schemas(runtime: Runtime, realistic_dsn: 
         await conn.close()
     assert made == 0, "refused before any role was made"
     await runtime.snapshots.delete(snapshot.id)
+
+
+@pytest.mark.parametrize("kind", ["shared", "shared-db"])
+async def test_what_a_neighbour_can_and_cannot_see(
+    runtime: Runtime, demo_snapshot: Manifest, kind: str
+) -> None:
+    """Each line of the README's isolation table, for each variant: the cross-talk that
+    decided the default (a database of its own)."""
+    service = runtime.service
+    you = await service.refresh(unique("you"), None, kind=kind, snapshot=demo_snapshot.id)
+    them = await service.refresh(unique("them"), None, kind=kind, snapshot=demo_snapshot.id)
+    assert you.endpoint is not None and them.endpoint is not None
+    mine = await as_role(you.endpoint)
+    theirs = await as_role(them.endpoint)
+    schema = you.endpoint.user if kind == "shared" else "public"
+    try:
+        await mine.execute(
+            "create view plans as select 'topsecret-view' as plan;"
+            " create function plan() returns text language sql as $$ select 'topsecret-fn' $$;"
+            " select pg_advisory_lock(42)"
+        )
+        await mine.execute("listen plans")
+        # Both: rows stay yours; names are not secret; sessions show, their queries do not.
+        if kind == "shared":
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await theirs.fetch(f'select * from "{schema}".contacts')
+        else:
+            with pytest.raises(KEPT_OUT):
+                await as_role(them.endpoint, you.endpoint.database)
+        assert await theirs.fetchval(
+            "select count(*) from pg_roles where rolname = $1", you.endpoint.user
+        )
+        assert await theirs.fetchval(
+            "select count(*) from pg_database where datname = $1", you.endpoint.database
+        )
+        seen = await theirs.fetch(
+            "select query, client_addr from pg_stat_activity where usename = $1",
+            you.endpoint.user,
+        )
+        assert seen and all(
+            r["query"] == "<insufficient privilege>" and r["client_addr"] is None for r in seen
+        )
+        # Only in one database: definitions, lock keys and NOTIFY channels.
+        shared = kind == "shared"
+        definitions = await theirs.fetchval(
+            "select string_agg(definition, ' ') from pg_views where schemaname = $1", schema
+        )
+        sources = await theirs.fetchval(
+            "select string_agg(p.prosrc, ' ') from pg_proc p"
+            " join pg_namespace n on n.oid = p.pronamespace where n.nspname = $1",
+            schema,
+        )
+        assert ("topsecret-view" in (definitions or "")) == shared
+        assert ("topsecret-fn" in (sources or "")) == shared
+        assert await theirs.fetchval("select pg_try_advisory_lock(42)") is not shared
+        heard: list[str] = []
+        await mine.add_listener("plans", lambda *args: heard.append(args[3]))
+        await theirs.execute("notify plans, 'from them'")
+        await asyncio.sleep(0.3)
+        assert heard == (["from them"] if shared else [])
+    finally:
+        await mine.close()
+        await theirs.close()
+        for view in (you, them):
+            await service.destroy(view.env.owner, view.env.name)

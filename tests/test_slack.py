@@ -494,7 +494,7 @@ async def test_refresh_shared_and_protect_from_slack(
     await slack.post(slack.command(user, f"refresh {name} --shared --snapshot {demo_snapshot.id}"))
     details = await slack.fake.wait_for("chat.postEphemeral")
     status = await runtime.service.status(user, name)
-    assert status.env.kind == "shared" and status.endpoint is not None
+    assert status.env.kind == "shared-db" and status.endpoint is not None  # the default
     assert details["user"] == user and status.endpoint.user in json.dumps(details)
     assert (await slack.post(slack.command(user, f"protect {name} 1d"))).status == 200
     deadline = time.monotonic() + 30

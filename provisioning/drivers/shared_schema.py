@@ -31,7 +31,7 @@ class SharedSchemaDriver(SharedDriver):
         if others:
             raise InvalidInput(
                 "a schema environment holds one schema, and this snapshot also has tables in "
-                f"{', '.join(others)}: use a database of its own (--shared --database)."
+                f"{', '.join(others)}: use a database of its own (--shared without --schema)."
             )
         return await super().stage(snapshots, manifest)
 

@@ -354,7 +354,7 @@ class SharedServer:
                     raise ProvisioningFailed(
                         "a schema environment holds one schema, and this snapshot has "
                         f"tables in {', '.join(r['nspname'] for r in others)} as well: use "
-                        "`--shared --database`."
+                        "`--shared` without `--schema`."
                     )
                 await conn.execute(f"alter schema public rename to {GOLDEN_SCHEMA}")
             finally:
