@@ -1,4 +1,5 @@
-"""Time to a ready environment: schema, template clone, and a normal local restore, same run.
+"""Time to a ready environment: schema, template clone, a local clone, and a raw restore,
+same run.
 
     python bench/shared.py                 # demo data at scale 5 (about 110 MB), 3 rounds
     python bench/shared.py --scale 1 --repeats 5
@@ -9,7 +10,9 @@ Then, in rotating order each round, `Service.refresh` of:
   local      its own cluster (initdb, start, pg_restore --jobs 2),
   shared     a role and a schema on the shared server (pg_restore of the golden schema),
   shared-db  a role and a database copied from the golden database (CREATE DATABASE TEMPLATE),
-each timed from the call until the environment is ready, then destroyed.
+each timed from the call until the environment is ready, then destroyed; and, as the
+baseline, a raw `pg_restore --jobs 2` of the same dump into a new database on the shared
+server (what any restore-based tool does), timed from CREATE DATABASE to pg_restore's exit.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncio
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +33,7 @@ from provisioning.runtime import open_runtime
 from provisioning.settings import Settings
 from provisioning.snapshots.dump import dump_snapshot
 
-KINDS = ("local", "shared", "shared-db")
+KINDS = ("raw", "local", "shared", "shared-db")
 
 
 async def main() -> None:
@@ -67,11 +71,35 @@ async def main() -> None:
                     f"{time.perf_counter() - started:.2f} s"
                 )
                 await service.destroy("bench", view.env.name)
+            server = service.drivers["shared"].server  # type: ignore[attr-defined]
+            dump = await runtime.snapshots.fetch(manifest)
+            pg_restore = runtime.programs.path("pg_restore")
             times: dict[str, list[float]] = {kind: [] for kind in KINDS}
             for round_ in range(args.repeats):
-                order = KINDS[round_ % 3 :] + KINDS[: round_ % 3]
+                order = KINDS[round_ % 4 :] + KINDS[: round_ % 4]
                 for kind in order:
                     started = time.perf_counter()
+                    if kind == "raw":
+                        database = f"raw_{round_}"
+                        await server.execute("postgres", f"create database {database}")
+                        done = subprocess.run(
+                            [
+                                pg_restore,
+                                "--jobs",
+                                "2",
+                                "--no-owner",
+                                "-d",
+                                server.target(database).dsn,
+                                str(dump),
+                            ],
+                            capture_output=True,
+                            text=True,
+                            check=False,
+                        )
+                        times[kind].append(time.perf_counter() - started)
+                        assert done.returncode == 0, done.stderr
+                        await server.execute("postgres", f"drop database {database}")
+                        continue
                     view = await service.refresh("bench", f"b{round_}-{kind}", kind=kind)
                     times[kind].append(time.perf_counter() - started)
                     await service.destroy("bench", view.env.name)
@@ -79,8 +107,12 @@ async def main() -> None:
         for kind in KINDS:
             runs = ", ".join(f"{t:.2f}" for t in times[kind])
             print(f"{kind:>10}: median {medians[kind]:.2f} s to ready  (runs {runs})")
-        print(f"schema / local restore:          {medians['shared'] / medians['local']:.2f}")
-        print(f"template clone / local restore:  {medians['shared-db'] / medians['local']:.2f}")
+        for kind, label in (
+            ("shared", "schema"),
+            ("shared-db", "template clone"),
+            ("local", "local clone"),
+        ):
+            print(f"{label + ' / raw pg_restore:':<32} {medians[kind] / medians['raw']:.2f}")
     finally:
         stop_servers_under(work)
         shutil.rmtree(work, ignore_errors=True)
