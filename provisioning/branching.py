@@ -12,7 +12,6 @@ how many.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 
 from provisioning.drivers.base import Driver, Progress, placement_of
 from provisioning.errors import InvalidInput, NotAllowed
@@ -20,7 +19,7 @@ from provisioning.jobs import JobOptions
 from provisioning.models import Environment, EnvironmentView, EnvState, validate_name
 from provisioning.pg.programs import PgPrograms
 from provisioning.secrets import Passwords
-from provisioning.snapshots.base import SAVED, SnapshotStore
+from provisioning.snapshots.base import SAVED, SnapshotStore, saved_id
 from provisioning.snapshots.dump import dump_snapshot
 from provisioning.snapshots.manifest import Manifest
 from provisioning.state.store import StateStore, Tx
@@ -82,7 +81,6 @@ class Branching:
         endpoint = await self.drivers[env.kind].endpoint(
             placement_of(env), await self.secrets.get(env)
         )
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         manifest = await dump_snapshot(
             endpoint.dsn,
             self.snapshots,
@@ -93,7 +91,7 @@ class Branching:
                 "environment": env.name,
                 "from_snapshot": env.snapshot_id,
             },
-            snapshot_id=f"{SAVED}-{env.id}-{stamp}",
+            snapshot_id=saved_id(env.id),
         )
         async with self.store.connection() as tx:
             await tx.audit(actor, "save", env.name, "saved", {"snapshot": manifest.id})

@@ -23,7 +23,7 @@ class Policy:
     idle_ttl: timedelta = timedelta(hours=4)  # reaped after this long unused
     reap_warning: timedelta = timedelta(minutes=30)  # the owner is warned this long before
     max_lease: timedelta = timedelta(days=3)  # the longest protection lease
-    save_before_reap: bool = False  # dump a reaped environment as `saved-NAME` first
+    save_before_reap: bool = False  # dump a reaped environment as a saved snapshot first
     saved_retention: timedelta = timedelta(days=14)  # saved snapshots no environment uses
     pool_size: int = 0  # warm environments kept ready from the latest snapshot
     pool_kind: str = "local"

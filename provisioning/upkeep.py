@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from provisioning.drivers.base import Driver, placement_of
 from provisioning.durations import format_duration
-from provisioning.errors import DevdbError, NotFound
+from provisioning.errors import DevdbError
 from provisioning.jobs import retire
 from provisioning.models import POOL_OWNER, Environment, EnvironmentView, EnvState
 from provisioning.notify import Notifier
@@ -119,14 +119,12 @@ class Upkeep:
         return True
 
     async def _save(self, env: Environment) -> str | None:
-        """Dump `env` as the owner's saved snapshot `saved-NAME`; None if that fails."""
-        snapshot_id = saved_id(env.name)
+        """Dump `env` as the owner's saved snapshot; its id, or None if that fails."""
+        snapshot_id = saved_id(env.id)
         try:
             endpoint = await self.drivers[env.kind].endpoint(
                 placement_of(env), await self.secrets.get(env)
             )
-            with contextlib.suppress(NotFound):
-                await self.snapshots.delete(snapshot_id)
             await dump_snapshot(
                 endpoint.dsn,
                 self.snapshots,

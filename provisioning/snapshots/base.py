@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
+from datetime import UTC, datetime
 from pathlib import Path
 
 from provisioning.errors import NotFound
@@ -17,8 +18,10 @@ from provisioning.snapshots.manifest import Manifest
 SAVED = "saved"  # `extra.kind` of an environment saved before it was reaped
 
 
-def saved_id(env_name: str) -> str:
-    return f"saved-{env_name}"
+def saved_id(env_id: int) -> str:
+    """A saved snapshot's id: the environment's id (names are reused, by other owners too)
+    and the time, so no save ever replaces another's."""
+    return f"{SAVED}-{env_id}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
 
 class SnapshotStore(ABC):
