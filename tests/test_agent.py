@@ -9,11 +9,15 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import boto3
 import pytest
+from botocore.stub import Stubber
 
+from provisioning.aws import agent
 from provisioning.aws.agent_status import AgentState, read
 from provisioning.aws.userdata import render_user_data
 from provisioning.drivers.local import port_is_free
+from provisioning.errors import ProvisioningFailed
 from provisioning.pg.programs import stop_servers_under
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
@@ -186,3 +190,24 @@ async def test_no_data_volume_found_is_a_failure_on_the_console(
         in result.stderr
     )
     assert not root.exists(), "nothing was restored onto the root disk"
+
+
+def test_the_agent_waits_for_its_password_to_be_given_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Until the bot tags the parameter with the instance's ARN, IAM denies the read (moto
+    enforces no IAM, so botocore's Stubber plays that part): the agent waits, then reads."""
+    client = boto3.client("ssm", region_name=REGION)
+    stubber = Stubber(client)
+    for _ in range(2):
+        stubber.add_client_error("get_parameter", "AccessDeniedException", "not yet yours")
+    stubber.add_response(
+        "get_parameter", {"Parameter": {"Name": "/devdb/x-1/password", "Value": "s3cret"}}
+    )
+    stubber.add_client_error("get_parameter", "AccessDeniedException", "never yours")
+    monkeypatch.setattr(agent.boto3, "client", lambda *_a, **_k: client)
+    monkeypatch.setattr(agent.time, "sleep", lambda _s: None)
+    with stubber:
+        assert agent._password("/devdb/x-1/password") == "s3cret"
+        with pytest.raises(ProvisioningFailed, match="AccessDenied"):
+            agent._password("/devdb/x-1/password", wait=0)

@@ -129,8 +129,13 @@ async def test_refresh_on_ec2_end_to_end(cloud: Cloud, demo_snapshot: Manifest) 
         for rule in group["IpPermissions"]
     ] == [(5432, 5432, sorted(["10.20.0.0/16", vpc_cidr]))]
     assert data_volume["Ebs"]["Throughput"] == fleet.gp3_throughput(volume_size(demo_snapshot))
-    parameter = cloud.moto.client("ssm").get_parameter(Name=handle["parameter"])["Parameter"]
+    ssm = cloud.moto.client("ssm")
+    parameter = ssm.get_parameter(Name=handle["parameter"])["Parameter"]
     assert parameter["Type"] == "SecureString"
+    # Only this instance may read it: the instance policy matches this tag to its ARN.
+    bound = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=handle["parameter"])
+    arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{handle['instance_id']}"
+    assert {"Key": "devdb:instance", "Value": arn} in bound["TagList"]
 
     # Extending moves the tag the instance enforces its expiry by.
     extended = await cloud.service.extend("erin", name, timedelta(hours=2))
@@ -433,7 +438,11 @@ async def test_a_failure_before_the_agent_reports_is_read_from_the_console(
     async def misplaced(parameter: str, password: str) -> None:
         await real_write(elsewhere, password)  # the instance's parameter is never there
 
+    async def unbound(parameter: str, instance_arn: str) -> None:
+        return None  # there is nothing to give the instance
+
     monkeypatch.setattr(cloud.ssm, "write", misplaced)
+    monkeypatch.setattr(cloud.ssm, "bind", unbound)
     name = unique("denied")
     started = time.monotonic()
     with pytest.raises(ProvisioningFailed) as failure:

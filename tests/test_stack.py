@@ -92,6 +92,17 @@ def test_the_stacks_roles_grant_what_the_docs_policies_do() -> None:
         (policy,) = resources[role]["Properties"]["Policies"]
         documented = json.loads((ROOT / "docs" / doc).read_text())
         assert actions(policy["PolicyDocument"]) == actions(documented), role
+    # An instance reads only the parameters tagged with its own ARN.
+    (instance_policy,) = resources["InstanceRole"]["Properties"]["Policies"]
+    reads = next(
+        s
+        for s in instance_policy["PolicyDocument"]["Statement"]
+        if "ssm:GetParameter" in s["Action"]
+    )
+    condition = reads["Condition"]["StringEquals"]["ssm:resourceTag/devdb:instance"]
+    assert condition == "${ec2:SourceInstanceARN}"
+    documented = json.loads((ROOT / "docs" / "instance-policy.json").read_text())
+    assert any(s.get("Condition") == reads["Condition"] for s in documented["Statement"])
     # devdb connect: sessions to the developer's own instances only, by tag, port forwarding.
     connect = resources["DeveloperConnectPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     own = next(s for s in connect if s["Sid"] == "OwnInstancesOnly")

@@ -29,6 +29,7 @@ from typing import Any
 
 import asyncpg
 import boto3
+from botocore.exceptions import ClientError
 
 from provisioning.aws import agent_status
 from provisioning.aws.agent_status import AgentState
@@ -49,6 +50,7 @@ GOLDEN_MARK = "golden"  # on a golden volume: the name of its database
 PRISTINE = "pristine"  # beside the cluster: the golden data directory as it came, for resets
 NO_RESETS = "resets are not possible here"  # in the status of an instance without that copy
 WRITE_EVERY = 0.5  # seconds between status writes while bytes move
+BIND_WAIT = 30.0  # seconds the agent waits for the bot to give it its password parameter
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,13 +240,23 @@ async def keep_pristine(
     return True
 
 
-def _password(parameter: str) -> str:
+def _password(parameter: str, wait: float = BIND_WAIT) -> str:
+    """The password from SSM. The bot tags the parameter with this instance's ARN just after
+    launch, and until then the instance policy denies the read: wait for it, a while."""
     ssm = boto3.client("ssm")
-    try:
-        reply: Any = ssm.get_parameter(Name=parameter, WithDecryption=True)
-    except Exception as exc:
-        raise ProvisioningFailed(f"the password could not be read from SSM: {exc}.") from exc
-    return str(reply["Parameter"]["Value"])
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            reply: Any = ssm.get_parameter(Name=parameter, WithDecryption=True)
+        except ClientError as exc:
+            denied = exc.response.get("Error", {}).get("Code") == "AccessDeniedException"
+            if denied and time.monotonic() < deadline:
+                time.sleep(2.0)
+                continue
+            raise ProvisioningFailed(f"the password could not be read from SSM: {exc}.") from exc
+        except Exception as exc:
+            raise ProvisioningFailed(f"the password could not be read from SSM: {exc}.") from exc
+        return str(reply["Parameter"]["Value"])
 
 
 async def _restore(

@@ -366,6 +366,13 @@ def request_instance(
     raise ProvisioningFailed(launch_failure(codes, types, detail))
 
 
+def instance_arn(ec2: Any, region: str, instance_id: str) -> str:
+    """The instance's ARN, as IAM gives it in `ec2:SourceInstanceARN`."""
+    reservation = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]
+    partition = getattr(ec2.meta, "partition", "aws")
+    return f"arn:{partition}:ec2:{region}:{reservation['OwnerId']}:instance/{instance_id}"
+
+
 def spot_price(ec2: Any, instance_type: str, zone: str) -> float | None:
     """The current spot price per hour, as EC2 reports it; None if it does not."""
     try:

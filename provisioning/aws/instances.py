@@ -36,7 +36,7 @@ class InstanceWatch:
     address: Address
     poll: float
     _call: Callable[..., Awaitable[Any]]
-    interruption: Callable[[Handle], Awaitable[str | None]]
+    reclaimed: Callable[[Handle], Awaitable[str | None]]
 
     async def discard_golden(self, ebs: str) -> None:
         """A golden snapshot an environment could not start from: never used again."""
@@ -135,7 +135,7 @@ class InstanceWatch:
                     return
             if time.monotonic() - checked > 5 * self.poll:
                 checked = time.monotonic()
-                if reason := await self.interruption(placement.handle):
+                if reason := await self.reclaimed(placement.handle):
                     raise ProvisioningFailed(f"the environment's server went away: {reason}.")
                 if status is None and (failure := await self._console_failure(instance_id)):
                     raise ProvisioningFailed(failure)

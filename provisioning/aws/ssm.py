@@ -3,6 +3,10 @@
 `<env>` is the environment's name and id (`alice-42`): while a refresh replaces an
 environment, the old and the new one exist side by side, each with its own password.
 The instance reads its parameter at boot; the bot deletes it when the environment goes.
+
+As soon as the instance exists, its parameters are tagged `devdb:instance=<its ARN>`
+(`bind`), and the instance policy lets an instance read only parameters whose tag is its
+own ARN (`ec2:SourceInstanceARN`): no instance reads another environment's password.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ def _reason(exc: BotoCoreError | ClientError) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "error"))
     return str(exc)
+
+
+INSTANCE_TAG = "devdb:instance"  # on a parameter: the ARN of the one instance that may read it
 
 
 class SsmSecrets:
@@ -48,6 +55,20 @@ class SsmSecrets:
         except (BotoCoreError, ClientError) as exc:
             raise ProvisioningFailed(
                 f"the password could not be stored in SSM ({_reason(exc)})."
+            ) from exc
+
+    async def bind(self, parameter: str, instance_arn: str) -> None:
+        """Let only the instance `instance_arn` read `parameter` (see the module's note)."""
+        try:
+            await asyncio.to_thread(
+                self.client.add_tags_to_resource,
+                ResourceType="Parameter",
+                ResourceId=parameter,
+                Tags=[{"Key": INSTANCE_TAG, "Value": instance_arn}],
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise ProvisioningFailed(
+                f"the password could not be given to its instance in SSM ({_reason(exc)})."
             ) from exc
 
     async def get(self, env: Environment) -> str:

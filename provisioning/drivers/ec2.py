@@ -46,7 +46,7 @@ GP3_PER_GIB_MONTH = 0.08  # US dollars, us-east-1 list price
 GP3_PER_MIBS_MONTH = 0.04  # per MiB/s of throughput above the free 125
 HOURS_PER_MONTH = 730.0
 log = logging.getLogger("devdb.ec2")
-DRAIN_EVERY = 5.0  # seconds: one read of the warnings queue serves a whole sweep
+DRAIN_EVERY = 20.0  # seconds: one read of the warnings queue serves a whole sweep
 _RECLAIMING = (
     "marked-for-termination",
     "marked-for-stop",
@@ -208,8 +208,11 @@ class Ec2Driver(GoldenSnapshots, Driver):
                 net.subnets,
                 spot=not build,
             )
+            arn = await asyncio.to_thread(fleet.instance_arn, self.ec2, self.region, instance_id)
         except (BotoCoreError, ClientError) as exc:
             raise ProvisioningFailed(f"EC2 refused the launch ({fleet.aws_reason(exc)}).") from exc
+        # Only this instance may read its password (the agent waits for this at boot).
+        await self.passwords.bind(handle["parameter"], arn)
         step(f"instance {instance_id} ({instance_type}) is starting", 30.0)
         deadline = time.monotonic() + self.settings.boot_timeout.total_seconds()
         instance = await self._wait_running(instance_id, deadline)
@@ -220,6 +223,7 @@ class Ec2Driver(GoldenSnapshots, Driver):
             "made": "clone" if handle.get("golden_ebs") else "restore",
             "method": "ebs snapshot" if handle.get("golden_ebs") else None,
             "instance_id": instance_id,
+            "instance_arn": arn,
             "instance_type": instance_type,
             "zone": zone,
             "spot_price": price,
@@ -291,6 +295,13 @@ class Ec2Driver(GoldenSnapshots, Driver):
         parameter = reset_parameter(placement.handle["parameter"])
         await self.passwords.write(parameter, token)
         try:
+            arn = str(
+                placement.handle.get("instance_arn")
+                or await asyncio.to_thread(
+                    fleet.instance_arn, self.ec2, self.region, placement.handle["instance_id"]
+                )
+            )
+            await self.passwords.bind(parameter, arn)
             progress(ProgressEvent(step=Step.LAUNCH, message="asking the instance to reset"))
             await self._ask_reset(placement, password, token)
         finally:
@@ -314,6 +325,8 @@ class Ec2Driver(GoldenSnapshots, Driver):
         )
 
     async def interruption(self, handle: Handle) -> str | None:
+        """For the interruption sweep: the warnings queue (read once per sweep) if there is
+        one, else EC2's spot requests; and whether the instance is gone."""
         instance_id = handle.get("instance_id")
         if not instance_id:
             return None
@@ -322,13 +335,21 @@ class Ec2Driver(GoldenSnapshots, Driver):
             await self._drain(queue)
             if reason := self._warned.pop(instance_id, None):
                 return reason
+        return await self.reclaimed(handle, ask_spot=not queue)
+
+    async def reclaimed(self, handle: Handle, *, ask_spot: bool = True) -> str | None:
+        """Whether the instance is gone or, asking EC2, its spot request is being reclaimed.
+        A launch in progress looks here, not at the queue, whose reads belong to sweeps."""
+        instance_id = handle.get("instance_id")
+        if not instance_id:
+            return None
         instance = await self._describe(instance_id)
         if instance is None:
             return f"its instance {instance_id} no longer exists"
         state = instance["State"]["Name"]
         if state in GONE:
             return f"its spot instance {instance_id} is {state}"
-        if queue:
+        if not ask_spot:
             return None  # warnings come through the queue
         requests = await self._call(
             "describe_spot_instance_requests",
