@@ -8,6 +8,7 @@ pipeline's `WheelUri` parameter points.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,10 @@ from pathlib import Path
 
 from provisioning.errors import InvalidInput, ProvisioningFailed
 from provisioning.snapshots.s3 import S3SnapshotStore
+
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
+)
 
 
 def source_root() -> Path:
@@ -32,11 +37,15 @@ def source_root() -> Path:
 async def upload_wheel(store: S3SnapshotStore, say: Callable[[str], None]) -> str:
     """Build the wheel and store it; its s3:// address."""
     root = source_root()
-    with tempfile.TemporaryDirectory(prefix="devdb-wheel-") as out:
+    with tempfile.TemporaryDirectory(prefix="devdb-wheel-") as work:
+        # A clean copy: the build leaves nothing in the checkout, and nothing stale there
+        # (an old build/ directory) gets into the wheel.
+        source, out = Path(work) / "source", str(Path(work) / "out")
+        await asyncio.to_thread(shutil.copytree, root, source, ignore=_NOT_SOURCE)
         say(f"building the wheel from {root}")
         built = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q", "-w", out],
+            [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", out],
             capture_output=True,
             text=True,
             check=False,

@@ -1,23 +1,20 @@
-"""The shared server that schema and database environments live on, and its golden copies.
+"""The shared server that schema and database environments live on (golden copies of
+snapshots on it: `golden.py`).
 
 Either a configured server (`DEVDB_SHARED_URL`, a role with CREATEROLE and CREATEDB, or a
 superuser) or, in the embedded default, a PostgreSQL cluster of devdb's own under
 `DEVDB_HOME/shared`, listening on 127.0.0.1 only and made on first use. devdb's state store
 is never on it: developers get logins here.
 
-Per snapshot, once: a golden database restored from the snapshot, its objects owned by the
-role `devdb_golden` (no login) and CONNECT revoked from PUBLIC. Database environments are
-`CREATE DATABASE … TEMPLATE` copies of it. Schema environments restore an archive of that
-golden database's `public` schema renamed `devdb_golden`, and rename it once restored.
+A developer's role reaches only its own environment: new databases never admit PUBLIC
+(`create_closed`), devdb's own server keeps PUBLIC out of `postgres` and `template1` and
+writes its pg_hba, and a configured server that lets PUBLIC in elsewhere is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import re
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -25,20 +22,31 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 
 from provisioning.errors import InvalidInput, ProvisioningFailed
-from provisioning.models import ProgressEvent
 from provisioning.pg.cluster import LocalCluster
 from provisioning.pg.dsn import split_password
 from provisioning.pg.programs import PgPrograms, ServerAccount
-from provisioning.pg.restore import Target, restore_dump
+from provisioning.pg.restore import Target
 from provisioning.pg.sql import quote_ident
-from provisioning.snapshots.dump import pg_dump
-from provisioning.snapshots.manifest import Manifest
+from provisioning.shared.golden import (
+    GOLDEN_OWNER,
+    GOLDEN_SCHEMA,
+    OLD_PREFIX,
+    RESET_PREFIX,
+    SHARED_DB,
+    GoldenCopies,
+    golden_name,
+)
 
-SHARED_DB = "devdb_shared"
-GOLDEN_OWNER = "devdb_golden"
-GOLDEN_SCHEMA = "devdb_golden"
-RESET_PREFIX = "devdb_reset_"  # a shared-db reset's new copy, until it takes the name
-OLD_PREFIX = "devdb_resetold_"  # the database a shared-db reset replaced, until dropped
+__all__ = [
+    "ENV_MARK",
+    "GOLDEN_OWNER",
+    "GOLDEN_SCHEMA",
+    "OLD_PREFIX",
+    "RESET_PREFIX",
+    "SHARED_DB",
+    "SharedServer",
+    "golden_name",
+]
 ENV_MARK = "devdb environment"  # the comment on every role devdb makes for an environment
 # Serialises what must not overlap on one server: schema restores (they all restore
 # `devdb_golden` before renaming it) and copies of a template (it must have no connections).
@@ -63,19 +71,13 @@ def _split(grants: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 Privileges = Callable[[str, list[str]], Awaitable[None]]
-Progress = Callable[[ProgressEvent], None]
 
 
 async def _no_audit(role: str, statements: list[str]) -> None:
     return None
 
 
-def golden_name(snapshot_id: str) -> str:
-    cleaned = re.sub(r"[^a-z0-9]+", "_", snapshot_id.lower())[:30]
-    return f"devdb_golden_{cleaned}_{hashlib.sha256(snapshot_id.encode()).hexdigest()[:8]}"
-
-
-class SharedServer:
+class SharedServer(GoldenCopies):
     def __init__(
         self,
         *,
@@ -173,7 +175,7 @@ class SharedServer:
         try:
             if not await admin.fetchval("select 1 from pg_database where datname = $1", SHARED_DB):
                 with contextlib.suppress(asyncpg.DuplicateDatabaseError):
-                    await admin.execute(f"create database {SHARED_DB}")
+                    await admin.execute(f"create database {SHARED_DB} template template0")
             if not await admin.fetchval("select 1 from pg_roles where rolname = $1", GOLDEN_OWNER):
                 with contextlib.suppress(asyncpg.DuplicateObjectError):
                     await admin.execute(f"create role {GOLDEN_OWNER} nologin")
@@ -280,137 +282,3 @@ class SharedServer:
             f"alter database {database} allow_connections true",
         )
         return statements
-
-    # -- golden copies ---------------------------------------------------------------------
-
-    async def golden_database(
-        self,
-        manifest: Manifest,
-        dump_dir: Path,
-        jobs: int,
-        progress: Callable[[ProgressEvent], None],
-    ) -> str:
-        """The snapshot restored once, owned by `devdb_golden`, closed to PUBLIC."""
-        name = golden_name(manifest.id)
-        partial = f"{name}_partial"
-        async with self._golden.setdefault(name, asyncio.Lock()), self.exclusive():
-            admin = await self.connect("postgres")
-            try:
-                if await admin.fetchval("select 1 from pg_database where datname = $1", name):
-                    return name
-                # Restored under another name and renamed when complete, so a golden copy
-                # that exists is whole.
-                await admin.execute(f"drop database if exists {quote_ident(partial)} with (force)")
-            finally:
-                await admin.close()
-            # The golden owner restores into `public` (PostgreSQL 15 closes it by default) and
-            # makes the snapshot's other schemas.
-            revoked = await self.create_closed(partial, grants=(f"create:{GOLDEN_OWNER}",))
-            await self.execute(partial, f"grant create on schema public to {GOLDEN_OWNER}")
-            await restore_dump(
-                programs=self.programs,
-                dump_dir=dump_dir,
-                manifest=manifest,
-                target=self.target(partial, role=GOLDEN_OWNER),
-                jobs=jobs,
-                monitor=lambda: self.connect(partial),
-                progress=progress,
-            )
-            await self.execute(partial, f"revoke create on schema public from {GOLDEN_OWNER}")
-            await self.execute(
-                "postgres",
-                f"revoke create on database {quote_ident(partial)} from {GOLDEN_OWNER}",
-                f"alter database {quote_ident(partial)} rename to {quote_ident(name)}",
-            )
-            await self.audit(name, revoked[:1])
-            return name
-
-    async def golden_schema(
-        self,
-        manifest: Manifest,
-        dump_dir: Path,
-        jobs: int,
-        progress: Callable[[ProgressEvent], None],
-    ) -> Path:
-        """An archive of the snapshot's tables in a schema named `devdb_golden` (cached)."""
-        archive = self.home / "shared-golden" / golden_name(manifest.id)
-        if (archive / "toc.dat").is_file():
-            return archive
-        golden = await self.golden_database(manifest, dump_dir, jobs, progress)
-        stage = f"{golden}_stage"[:63]
-        async with self.exclusive():
-            await self.execute(
-                "postgres", f"drop database if exists {quote_ident(stage)} with (force)"
-            )
-            await self.create_closed(stage, template=golden)
-        try:
-            conn = await self.connect(stage)
-            try:
-                others = await conn.fetch(
-                    "select nspname from pg_namespace where nspname not in"
-                    " ('public', 'information_schema') and nspname not like 'pg\\_%'"
-                )
-                if others:
-                    raise ProvisioningFailed(
-                        "a schema environment holds one schema, and this snapshot has "
-                        f"tables in {', '.join(r['nspname'] for r in others)} as well: use "
-                        "`--shared` without `--schema`."
-                    )
-                await conn.execute(f"alter schema public rename to {GOLDEN_SCHEMA}")
-            finally:
-                await conn.close()
-            partial = archive.with_name(archive.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.parent.mkdir(parents=True, exist_ok=True)
-            await pg_dump(
-                self.programs,
-                self.target(stage).dsn,
-                partial,
-                jobs=max(1, jobs),
-                options=[f"--schema={GOLDEN_SCHEMA}"],
-            )
-            partial.rename(archive)
-        finally:
-            await self.execute(
-                "postgres", f"drop database if exists {quote_ident(stage)} with (force)"
-            )
-        return archive
-
-    async def prune(self, snapshot_ids: set[str]) -> list[str]:
-        """Drop golden copies whose snapshot is gone, and databases a shared-db reset left
-        when it was killed (the server is not started for it)."""
-        if not await self.running():
-            return []
-        keep = {golden_name(snapshot_id) for snapshot_id in snapshot_ids}
-        removed = []
-        async with self.exclusive():
-            admin = await self.connect("postgres")
-            try:
-                names = [
-                    r["datname"]
-                    for r in await admin.fetch(
-                        "select datname from pg_database where datname like 'devdb\\_golden\\_%'"
-                    )
-                ]
-                names += [
-                    r["datname"]
-                    for r in await admin.fetch(
-                        "select datname from pg_database where datname like 'devdb\\_reset%'"
-                    )
-                ]
-                for name in names:
-                    base = name.removesuffix("_partial").removesuffix("_stage")
-                    if base not in keep:
-                        await admin.execute(
-                            f"drop database if exists {quote_ident(name)} with (force)"
-                        )
-                        removed.append(name)
-            finally:
-                await admin.close()
-        archives = self.home / "shared-golden"
-        if archives.is_dir():
-            for entry in archives.iterdir():
-                if entry.name.removesuffix(".partial") not in keep:
-                    shutil.rmtree(entry, ignore_errors=True)
-                    removed.append(entry.name)
-        return removed
