@@ -21,7 +21,7 @@ import pytest
 from provisioning.drivers.shared import SharedDatabaseDriver
 from provisioning.drivers.shared_schema import SharedSchemaDriver
 from provisioning.errors import InvalidInput
-from provisioning.models import Endpoint, default_name
+from provisioning.models import default_name
 from provisioning.pg.cluster import LocalCluster
 from provisioning.pg.programs import ServerAccount
 from provisioning.runtime import Runtime
@@ -30,6 +30,7 @@ from provisioning.shared.server import _LOCK, SHARED_DB, SharedServer, golden_na
 from provisioning.snapshots.dump import dump_snapshot
 from provisioning.snapshots.manifest import Manifest
 from tests.conftest import unique
+from tests.test_shared import as_role
 
 CONFIGURED_PORT = 25610
 # Refused by pg_hba (devdb's own server) or by the missing CONNECT privilege (any server).
@@ -105,16 +106,6 @@ async def setup(
         return Setup("embedded", runtime.service, server)
     server = configured_server(runtime, configured)
     return Setup("configured", with_server(runtime, server), server)
-
-
-async def as_role(endpoint: Endpoint, database: str | None = None) -> asyncpg.Connection:
-    return await asyncpg.connect(
-        host=endpoint.host,
-        port=endpoint.port,
-        user=endpoint.user,
-        password=endpoint.password,
-        database=database or endpoint.database,
-    )
 
 
 async def refresh(setup: Setup, kind: str, snapshot: Manifest) -> EnvironmentView:
