@@ -19,6 +19,7 @@ from moto.ec2.models.instances import StateReason
 
 from provisioning.aws import fleet
 from provisioning.aws.checks import ec2_checks
+from provisioning.aws.settings import AwsSettings
 from provisioning.drivers.ec2 import Ec2Driver, volume_size
 from provisioning.errors import DevdbError, InvalidInput, ProvisioningFailed, QuotaExceeded
 from provisioning.jobs import JobOptions
@@ -658,3 +659,25 @@ async def test_a_base_launch_template_is_extended_by_a_version_not_copied(
     assert [v["VersionNumber"] for v in left] == [1], "only the team's own version is left"
     assert tagged(cloud, name) == NOTHING
     ec2.delete_launch_template(LaunchTemplateId=base)
+
+
+def test_a_role_boundary_is_checked_before_a_launch(cloud: Cloud) -> None:
+    """DEVDB_EC2_ROLE_BOUNDARY: a malformed value is one sentence; a policy that does not
+    exist fails preflight in one sentence; one that does passes."""
+    with pytest.raises(InvalidInput, match="must be a managed policy's ARN"):
+        AwsSettings.from_values({"ec2_role_boundary": "devdb-boundary"}.get)
+    ec2, iam = cloud.moto.client("ec2"), cloud.moto.client("iam")
+    missing = f"arn:aws:iam::{ACCOUNT}:policy/{unique('nope')}"
+    settings = replace(cloud.settings, instance_profile=None, role_boundary=missing)
+    checks = ec2_checks(ec2, cloud.moto.client("ssm"), settings, REGION, None, iam=iam)
+    failed = [c.detail for c in checks if not c.ok]
+    assert len(failed) == 1 and "could not be read (NoSuchEntity)" in failed[0]
+    arn = iam.create_policy(
+        PolicyName=unique("boundary"),
+        PolicyDocument='{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", '
+        '"Action": "s3:GetObject", "Resource": "*"}]}',
+    )["Policy"]["Arn"]
+    settings = replace(settings, role_boundary=arn)
+    checks = ec2_checks(ec2, cloud.moto.client("ssm"), settings, REGION, None, iam=iam)
+    assert [c.detail for c in checks if not c.ok] == []
+    iam.delete_policy(PolicyArn=arn)

@@ -19,7 +19,8 @@ CLIENTS = {
     "provisioning/drivers/ec2.py": {"ec2": "ec2"},
     "provisioning/aws/golden.py": {"ec2": "ec2"},
     "provisioning/aws/cleanup.py": {"ec2": "ec2"},
-    "provisioning/aws/checks.py": {"ec2": "ec2", "ssm": "ssm"},
+    "provisioning/aws/checks.py": {"ec2": "ec2", "ssm": "ssm", "iam": "iam"},
+    "provisioning/aws/roles.py": {"iam": "iam"},
     "provisioning/aws/instances.py": {"ec2": "ec2"},
     "provisioning/aws/warnings.py": {"sqs": "sqs", "ec2": "ec2"},
     "provisioning/aws/ssm.py": {"client": "ssm"},
@@ -60,9 +61,19 @@ IMPLIED = {
     "iam:PassRole",
     "ec2:CreateTags",
     "iam:CreateServiceLinkedRole",
+    "iam:TagRole",  # an instance's own role and profile are tagged as they are made
+    "iam:TagInstanceProfile",
     "kms:Decrypt",
     "kms:Encrypt",
     "kms:GenerateDataKey",
+}
+# Called by the SSM agent, not by devdb, so that `devdb connect` has Session Manager.
+SESSION_MANAGER = {
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
 }
 NOT_API = {"get_paginator", "exceptions", "meta"}
 
@@ -156,4 +167,5 @@ def test_the_instance_policy_grants_exactly_what_the_agent_calls() -> None:
     } | {S3_ACTIONS[op] for op in INSTANCE_S3}
     granted = policy_actions("instance-policy.json")
     assert needed - granted == set(), "missing from docs/instance-policy.json"
-    assert granted - needed - IMPLIED == set(), "granted but never called"
+    assert granted >= SESSION_MANAGER, "devdb connect needs Session Manager"
+    assert granted - needed - IMPLIED - SESSION_MANAGER == set(), "granted but never called"

@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 import yaml
 
 from bot.connect import forward_for
+from provisioning.aws import fleet, roles
 from provisioning.aws.settings import AwsSettings
 from provisioning.aws.ssm import SsmSecrets
+from provisioning.drivers import ec2 as ec2_driver
 from provisioning.drivers.ec2 import Ec2Driver
+from provisioning.errors import ProvisioningFailed
 from provisioning.models import EnvState
 from provisioning.service import Service
 from provisioning.snapshots.manifest import Manifest
@@ -92,6 +96,14 @@ def test_the_stacks_roles_grant_what_the_docs_policies_do() -> None:
         (policy,) = resources[role]["Properties"]["Policies"]
         documented = json.loads((ROOT / "docs" / doc).read_text())
         assert actions(policy["PolicyDocument"]) == actions(documented), role
+    # The boundary allows what the shared instance role does; each own role, no more.
+    boundary = resources["InstanceRoleBoundary"]["Properties"]["PolicyDocument"]
+    documented_instance = json.loads((ROOT / "docs" / "instance-policy.json").read_text())
+    assert actions(boundary) == actions(documented_instance)
+    own = roles.instance_policy(
+        partition="aws", region=REGION, bucket="b", snapshot_prefix="p/", parameters=["/x"]
+    )
+    assert actions(own) <= actions(boundary)
     # An instance reads only the parameters tagged with its own ARN.
     (instance_policy,) = resources["InstanceRole"]["Properties"]["Policies"]
     reads = next(
@@ -113,7 +125,7 @@ def test_the_stacks_roles_grant_what_the_docs_policies_do() -> None:
 
 
 async def test_environments_run_on_the_stacks_outputs(
-    cloud: Cloud, demo_snapshot: Manifest
+    cloud: Cloud, demo_snapshot: Manifest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ec2 = cloud.moto.client("ec2")
     vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
@@ -149,7 +161,7 @@ async def test_environments_run_on_the_stacks_outputs(
         kms_key=outputs["KeyArn"],
         ami="ami-12c6146b",
         instance_types=cloud.settings.instance_types,
-        instance_profile=outputs["InstanceProfileName"],
+        role_boundary=outputs["InstanceRoleBoundaryArn"],  # a role of its own per instance
         security_group=outputs["SecurityGroupId"],
         interruption_queue=outputs["InterruptionQueueUrl"],
         boot_timeout=cloud.settings.boot_timeout,
@@ -173,6 +185,7 @@ async def test_environments_run_on_the_stacks_outputs(
         address=cloud.host.address,
         poll_seconds=0.2,
         sqs=cloud.moto.client("sqs"),
+        iam=cloud.moto.client("iam"),
     )
     base = cloud.service
     service = Service(
@@ -184,7 +197,24 @@ async def test_environments_run_on_the_stacks_outputs(
         job_options=base.job_options,
     )
     env = unique("stacked")
+    # IAM makes a new instance profile known to EC2 after a few seconds: until then EC2
+    # refuses it (moto knows it at once), and devdb tries again.
+    real_request = fleet.request_instance
+    refused: list[str] = []
+
+    def not_yet(*args: Any, **kwargs: Any) -> Any:
+        if not refused:
+            refused.append("once")
+            raise ProvisioningFailed(
+                "EC2 refused the launch (InvalidParameterValue: Value (devdb-env-x) for "
+                "parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name)."
+            )
+        return real_request(*args, **kwargs)
+
+    monkeypatch.setattr(fleet, "request_instance", not_yet)
+    monkeypatch.setattr(ec2_driver, "PROFILE_WAIT", 0.1)
     view = await service.refresh("erin", env, snapshot=demo_snapshot.id, kind="ec2")
+    assert refused == ["once"]
     try:
         assert view.endpoint is not None
         conn = await asyncpg.connect(view.endpoint.dsn)
@@ -197,7 +227,25 @@ async def test_environments_run_on_the_stacks_outputs(
             LaunchTemplateName=f"devdb-{template}", Versions=["$Latest"]
         )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
         assert data["SecurityGroupIds"] == [outputs["SecurityGroupId"]]
-        assert data["IamInstanceProfile"]["Name"] == outputs["InstanceProfileName"]
+        # The instance's own role: this snapshot and these parameters, within the boundary.
+        own = roles.role_name(view.env.handle["token"])
+        assert data["IamInstanceProfile"]["Name"] == own
+        iam = cloud.moto.client("iam")
+        role = iam.get_role(RoleName=own)["Role"]
+        assert role["Path"] == "/devdb/"
+        assert role["PermissionsBoundary"]["PermissionsBoundaryArn"] == settings.role_boundary
+        policy = iam.get_role_policy(RoleName=own, PolicyName=roles.POLICY_NAME)
+        statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+        snapshot_prefix = store.key(demo_snapshot.id)
+        assert statements["ItsSnapshot"]["Resource"].endswith(
+            f":::{store.bucket}/{snapshot_prefix}*"
+        )
+        assert [r.rsplit("parameter", 1)[1] for r in statements["ItsParameters"]["Resource"]] == [
+            view.env.handle["parameter"],
+            view.env.handle["parameter"].rsplit("/", 1)[0] + "/reset",
+        ]
+        profiles = iam.list_instance_profiles_for_role(RoleName=own)["InstanceProfiles"]
+        assert [p["InstanceProfileName"] for p in profiles] == [own]
 
         # devdb connect: the session the developer policy allows (their own instance by its
         # devdb:owner tag, the port-forwarding document).
@@ -246,6 +294,10 @@ async def test_environments_run_on_the_stacks_outputs(
     finally:
         await service.destroy("erin", env)
     assert tagged(cloud, env) == NOTHING
+    iam = cloud.moto.client("iam")
+    assert [r for r in iam.list_roles()["Roles"] if r["RoleName"] == own] == []
+    profiles = iam.list_instance_profiles()["InstanceProfiles"]
+    assert [p for p in profiles if p["InstanceProfileName"] == own] == []
     formation.delete_stack(StackName=name)
 
 

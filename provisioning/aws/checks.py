@@ -60,8 +60,30 @@ def _base_marked(ec2: Any, settings: AwsSettings) -> bool:
     return tags.get(BASE_TAG) == "true"
 
 
+def _boundary(iam: Any | None, boundary: str) -> Check:
+    """The permissions boundary each environment's own role is made within must exist."""
+    if iam is None:
+        return Check("role boundary", False, "no IAM client to make the instances' roles with.")
+    try:
+        iam.get_policy(PolicyArn=boundary)
+    except ClientError as exc:
+        return Check(
+            "role boundary",
+            False,
+            f"the permissions boundary {boundary} could not be read ({_code(exc)}): "
+            "DEVDB_EC2_ROLE_BOUNDARY must name the stack's InstanceRoleBoundary policy.",
+        )
+    return Check("role boundary", True, boundary)
+
+
 def ec2_checks(
-    ec2: Any, ssm: Any, settings: AwsSettings, region: str, subnet: str | None
+    ec2: Any,
+    ssm: Any,
+    settings: AwsSettings,
+    region: str,
+    subnet: str | None,
+    *,
+    iam: Any | None = None,
 ) -> list[Check]:
     """Each check's outcome, in order; a failed one says what to do."""
     checks: list[Check] = []
@@ -80,9 +102,11 @@ def ec2_checks(
                 "policy allows that only on templates so marked.",
             )
         ]
+    if settings.role_boundary:
+        checks.append(_boundary(iam, settings.role_boundary))
     checks.append(
-        Check("instance profile", True, profile)
-        if profile
+        Check("instance profile", True, profile or "a role of its own for each environment")
+        if profile or settings.role_boundary
         else Check(
             "instance profile",
             False,

@@ -7,13 +7,14 @@ Mixed into `Ec2Driver` (through `GoldenSnapshots`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from provisioning.aws import fleet
+from provisioning.aws import fleet, roles
 from provisioning.aws.instances import InstanceWatch
 from provisioning.aws.resets import reset_parameter
 from provisioning.aws.ssm import SsmSecrets
@@ -27,6 +28,7 @@ log = logging.getLogger("devdb.ec2")
 class Cleanup(InstanceWatch):
     passwords: SsmSecrets
     installation: str
+    iam: Any | None
 
     async def is_running(self, handle: Handle) -> bool:
         if not handle.get("instance_id"):
@@ -97,6 +99,8 @@ class Cleanup(InstanceWatch):
                     raise
         if self.settings.launch_template:
             await self._remove_version(token)
+        if self.iam is not None:  # the instance's own role, if it had one
+            await asyncio.to_thread(roles.remove, self.iam, roles.role_name(token))
 
     async def _remove_version(self, token: str) -> None:
         """The version this launch added to the base launch template, found by its label."""

@@ -183,6 +183,7 @@ def launch_template(
     golden: str | None = None,
     init_rate: int | None = None,
     shutdown: str = "terminate",
+    profile: str | None = None,
 ) -> dict[str, str]:
     """The launch template version this environment's instance starts from.
 
@@ -216,8 +217,8 @@ def launch_template(
     data: dict[str, Any] = {}
     if settings.ami:
         data["ImageId"] = settings.ami
-    if settings.instance_profile:
-        data["IamInstanceProfile"] = {"Name": settings.instance_profile}
+    if profile or settings.instance_profile:
+        data["IamInstanceProfile"] = {"Name": profile or settings.instance_profile}
     data.update(
         UserData=base64.b64encode(user_data.encode()).decode(),
         # IMDSv2 only: a token is needed for every metadata read.

@@ -32,6 +32,8 @@ class AwsSettings:
     allow_cidr: str | None = None
     bastion_group: str | None = None
     instance_profile: str | None = None
+    # A managed policy's ARN: each environment's instance gets a role of its own within it.
+    role_boundary: str | None = None
     security_group: str | None = None  # a group of your own (a stack's): used as it is
     bastion: str | None = None  # user@host for `devdb connect` over ssh
     # An SQS queue EventBridge fills with spot interruption warnings (deploy/ makes one).
@@ -63,6 +65,7 @@ class AwsSettings:
             "ami": "ec2_ami",
             "launch_template": "ec2_launch_template",
             "instance_profile": "ec2_instance_profile",
+            "role_boundary": "ec2_role_boundary",
             "security_group": "ec2_security_group",
             "bastion": "bastion",
             "bastion_group": "ec2_bastion_group",
@@ -84,6 +87,14 @@ class AwsSettings:
                 raise InvalidInput(
                     f"DEVDB_EC2_ALLOW_CIDR must be a network like 10.0.0.0/16, not {raw!r}."
                 ) from None
+        boundary = kwargs.get("role_boundary")
+        if isinstance(boundary, str) and not re.fullmatch(
+            r"arn:[\w-]+:iam::\d{12}:policy/.+", boundary
+        ):
+            raise InvalidInput(
+                "DEVDB_EC2_ROLE_BOUNDARY must be a managed policy's ARN, like "
+                f"arn:aws:iam::123456789012:policy/devdb-instance-boundary, not {boundary!r}."
+            )
         if (raw := pick("auto_replace")) is not None:
             kwargs["auto_replace"] = raw.lower() in ("1", "true", "yes", "on")
         if (raw := pick("ec2_keep_failed")) is not None:

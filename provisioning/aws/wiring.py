@@ -57,5 +57,6 @@ def aws_parts(settings: AwsSettings, cache: Path, installation: str) -> AwsParts
         region=region,
         installation=installation,
         sqs=client("sqs") if settings.interruption_queue else None,
+        iam=client("iam") if settings.role_boundary else None,
     )
     return AwsParts(snapshots, passwords, driver)

@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from provisioning.aws import fleet, warnings
+from provisioning.aws import fleet, roles, warnings
 from provisioning.aws.agent_status import AgentState
 from provisioning.aws.checks import Check, ec2_checks
 from provisioning.aws.fleet import volume_size
@@ -46,6 +46,8 @@ GP3_PER_GIB_MONTH = 0.08  # US dollars, us-east-1 list price
 GP3_PER_MIBS_MONTH = 0.04  # per MiB/s of throughput above the free 125
 HOURS_PER_MONTH = 730.0
 log = logging.getLogger("devdb.ec2")
+PROFILE_TRIES = 12  # launches tried while EC2 does not know a new instance profile yet
+PROFILE_WAIT = 5.0  # seconds between them
 DRAIN_EVERY = 20.0  # seconds: one read of the warnings queue serves a whole sweep
 _RECLAIMING = (
     "marked-for-termination",
@@ -83,8 +85,10 @@ class Ec2Driver(GoldenSnapshots, Driver):
         address: Address = private_address,
         poll_seconds: float = 2.0,
         sqs: Any | None = None,
+        iam: Any | None = None,
     ) -> None:
         self.ec2 = ec2
+        self.iam = iam  # makes each instance's own role, with DEVDB_EC2_ROLE_BOUNDARY
         self.sqs = sqs  # reads spot warnings from DEVDB_EC2_INTERRUPTION_QUEUE
         self.settings = settings
         self.snapshots = snapshots
@@ -124,7 +128,13 @@ class Ec2Driver(GoldenSnapshots, Driver):
             return [Check("network", False, f"the network could not be found: {reason}")]
         subnet = net.subnets[0] if net.subnets else None
         return await asyncio.to_thread(
-            ec2_checks, self.ec2, self.passwords.client, self.settings, self.region, subnet
+            ec2_checks,
+            self.ec2,
+            self.passwords.client,
+            self.settings,
+            self.region,
+            subnet,
+            iam=self.iam,
         )
 
     async def diagnose(self) -> list[tuple[str, bool, str]]:
@@ -174,6 +184,7 @@ class Ec2Driver(GoldenSnapshots, Driver):
             group = await asyncio.to_thread(
                 fleet.security_group, self.ec2, self.settings, net, self.installation
             )
+            profile = await self._own_role(handle, tags)
             user_data = render_user_data(
                 region=self.region,
                 bucket=self.snapshots.bucket,
@@ -197,17 +208,28 @@ class Ec2Driver(GoldenSnapshots, Driver):
                 golden=handle.get("golden_ebs"),
                 init_rate=self.settings.volume_init_rate,
                 shutdown="stop" if build else "terminate",
+                profile=profile,
             )
             kind = "an on-demand" if build else "a spot"
             step(f"requesting {kind} instance ({', '.join(self.settings.instance_types)})", 15.0)
-            instance_id, instance_type = await asyncio.to_thread(
-                fleet.request_instance,
-                self.ec2,
-                spec,
-                self.settings.instance_types,
-                net.subnets,
-                spot=not build,
-            )
+            for attempt in range(PROFILE_TRIES):
+                try:
+                    instance_id, instance_type = await asyncio.to_thread(
+                        fleet.request_instance,
+                        self.ec2,
+                        spec,
+                        self.settings.instance_types,
+                        net.subnets,
+                        spot=not build,
+                    )
+                    break
+                except ProvisioningFailed as exc:
+                    # IAM takes a few seconds to make a new instance profile known to EC2.
+                    unknown = "instance profile" in str(exc).lower()
+                    if not (profile and unknown and attempt + 1 < PROFILE_TRIES):
+                        raise
+                    step("waiting for EC2 to know the instance's new role", 15.0)
+                    await asyncio.sleep(PROFILE_WAIT)
             arn = await asyncio.to_thread(fleet.instance_arn, self.ec2, self.region, instance_id)
         except (BotoCoreError, ClientError) as exc:
             raise ProvisioningFailed(f"EC2 refused the launch ({fleet.aws_reason(exc)}).") from exc
@@ -360,6 +382,34 @@ class Ec2Driver(GoldenSnapshots, Driver):
             if code in _RECLAIMING:
                 return f"AWS is reclaiming its spot instance {instance_id} ({code})"
         return None
+
+    async def _own_role(self, handle: Handle, tags: dict[str, str]) -> str | None:
+        """With DEVDB_EC2_ROLE_BOUNDARY, this launch's own role and instance profile
+        (`aws/roles.py`): its snapshot and its parameters, nothing else."""
+        if not self.settings.role_boundary or self.iam is None:
+            return None
+        parameter = handle["parameter"]
+        policy = roles.instance_policy(
+            partition=getattr(self.ec2.meta, "partition", "aws"),
+            region=self.region,
+            bucket=self.snapshots.bucket,
+            snapshot_prefix=self.snapshots.key(handle["snapshot"]),
+            parameters=[parameter, reset_parameter(parameter)],
+        )
+        try:
+            return await asyncio.to_thread(
+                roles.make,
+                self.iam,
+                name=roles.role_name(handle["token"]),
+                boundary=self.settings.role_boundary,
+                policy=policy,
+                tags=tags,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise ProvisioningFailed(
+                f"the instance's own role could not be made in IAM ({fleet.aws_reason(exc)}): "
+                "give devdb's role the RolesOfTheirOwn statements of docs/iam-policy.json."
+            ) from exc
 
     async def _drain(self, queue: str) -> None:
         """Read the warnings queue once per sweep (a sweep asks about each environment)."""
