@@ -612,6 +612,17 @@ async def test_a_base_launch_template_is_extended_by_a_version_not_copied(
             )["LaunchTemplate"]["LaunchTemplateId"]
         )
 
+    # A base with network interfaces cannot take devdb's subnets: refused before a launch.
+    with_nics = ec2.create_launch_template(
+        LaunchTemplateName=unique("team-nics"),
+        LaunchTemplateData={"NetworkInterfaces": [{"DeviceIndex": 0, "Groups": [team_group]}]},
+        TagSpecifications=[
+            {"ResourceType": "launch-template", "Tags": [{"Key": fleet.BASE_TAG, "Value": "true"}]}
+        ],
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    refused = fleet_checks(ec2, cloud, replace(cloud.settings, launch_template=with_nics))
+    assert "describes network interfaces" in refused[0].detail
+    ec2.delete_launch_template(LaunchTemplateId=with_nics)
     # devdb adds versions only to a template its owners marked for it.
     unmarked = base_template(team="data")
     refused = fleet_checks(ec2, cloud, replace(cloud.settings, launch_template=unmarked))

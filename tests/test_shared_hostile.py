@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from provisioning.drivers.local import create_login, set_password
 from provisioning.drivers.shared import SharedDatabaseDriver
 from provisioning.drivers.shared_schema import SharedSchemaDriver
 from provisioning.errors import InvalidInput
@@ -25,6 +26,7 @@ from provisioning.models import default_name
 from provisioning.pg.cluster import LocalCluster
 from provisioning.pg.programs import ServerAccount
 from provisioning.runtime import Runtime
+from provisioning.secrets import new_password
 from provisioning.service import EnvironmentView, Service
 from provisioning.shared.server import _LOCK, SHARED_DB, SharedServer, golden_name
 from provisioning.snapshots.dump import dump_snapshot
@@ -325,37 +327,56 @@ async def test_new_databases_never_admit_public(
 async def test_no_password_reaches_the_server_log(
     runtime: Runtime, demo_snapshot: Manifest
 ) -> None:
-    """With log_statement=all, creating, resetting and cloning environments logs verifiers,
-    never a password."""
+    """With log_statement=all, what devdb runs to make and reset logins is logged with SCRAM
+    verifiers, never a password: on the shared server (both variants, refresh and reset),
+    and on a local cluster (its login made, then given new passwords as a clone, a reset and
+    a warm handover do)."""
     server = runtime.service.drivers["shared"].server  # type: ignore[attr-defined]
     await server.ensure()
     await server.execute("postgres", "alter system set log_statement = 'all'")
     await server.execute("postgres", "select pg_reload_conf()")
-    owner = unique("dev")
-    passwords = []
+    log = server.cluster.log_file
     try:
-        for kind in ("shared", "shared-db", "local"):
+        for kind in ("shared", "shared-db"):
+            owner = unique("dev")
+            start = log.stat().st_size
             view = await runtime.service.refresh(owner, None, kind=kind, snapshot=demo_snapshot.id)
             assert view.endpoint is not None
-            passwords.append(view.endpoint.password)
-            if kind == "local":
-                cluster = runtime.service.drivers["local"]._cluster(view.env.handle)  # type: ignore[attr-defined]
-                conn = await cluster.connect()
-                await conn.execute("alter system set log_statement = 'all'")
-                await conn.execute("select pg_reload_conf()")
-                await conn.close()
             await runtime.service.reset(owner, view.env.name)
-            logs = [server.cluster.log_file]
-            if kind == "local":
-                logs.append(cluster.log_file)
-            text = "".join(path.read_text(errors="replace") for path in logs)
-            assert "SCRAM-SHA-256$4096:" in text, "the statements were logged"
-            for password in passwords:
-                assert password not in text
+            written = log.read_bytes()[start:].decode(errors="replace")
+            assert view.endpoint.user in written
+            assert "SCRAM-SHA-256$4096:" in written, "the role's statement was logged"
+            assert view.endpoint.password not in written
             await runtime.service.destroy(owner, view.env.name)
     finally:
         await server.execute("postgres", "alter system reset log_statement")
         await server.execute("postgres", "select pg_reload_conf()")
+
+    cluster = LocalCluster(
+        runtime.settings.home / unique("logged"),
+        CONFIGURED_PORT + 2,
+        programs=runtime.programs,
+        account=ServerAccount.for_current_process(runtime.settings.server_user),
+        durable=False,
+    )
+    await cluster.create()
+    await cluster.start()
+    try:
+        conn = await cluster.connect()
+        await conn.execute("alter system set log_statement = 'all'")
+        await conn.execute("select pg_reload_conf()")
+        passwords = [new_password() for _ in range(3)]
+        await create_login(conn, "dev", passwords[0])
+        for password in passwords[1:]:
+            await set_password(conn, "dev", password)
+        await conn.close()
+        await cluster.stop()  # the log is complete
+        written = cluster.log_file.read_text(errors="replace")
+        assert written.count("SCRAM-SHA-256$4096:") >= 3
+        for password in passwords:
+            assert password not in written
+    finally:
+        await cluster.remove()
 
 
 async def test_a_snapshot_with_several_schemas(runtime: Runtime, realistic_dsn: str) -> None:

@@ -260,10 +260,24 @@ async def test_environments_run_on_the_stacks_outputs(
 
         # EC2's spot warning, through the stack's EventBridge rule and queue, is acted on at
         # the next sweep; a warning about another installation's instance is left queued.
-        stranger = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)
-        other = stranger["Instances"][0]["InstanceId"]
+        others = [
+            ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, **tags)["Instances"][
+                0
+            ]["InstanceId"]
+            for tags in (
+                {  # another installation's: its warning is left for it
+                    "TagSpecifications": [
+                        {
+                            "ResourceType": "instance",
+                            "Tags": [{"Key": "devdb:installation", "Value": "staging"}],
+                        }
+                    ]
+                },
+                {},  # no devdb instance at all: its warning is deleted
+            )
+        ]
         events = cloud.moto.client("events")
-        for instance_id in (target, other):
+        for instance_id in (target, *others):
             events.put_events(
                 Entries=[
                     {
@@ -285,12 +299,12 @@ async def test_environments_run_on_the_stacks_outputs(
             QueueUrl=outputs["InterruptionQueueUrl"],
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
-        # Only the stranger's is left, out of sight for a while, then back for its owner.
+        # Only the other installation's is left, out of sight a while, then back for it.
         assert counts == {
             "ApproximateNumberOfMessages": "0",
             "ApproximateNumberOfMessagesNotVisible": "1",
         }
-        ec2.terminate_instances(InstanceIds=[other])
+        ec2.terminate_instances(InstanceIds=others)
     finally:
         await service.destroy("erin", env)
     assert tagged(cloud, env) == NOTHING

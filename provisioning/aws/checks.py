@@ -48,10 +48,16 @@ def _base_profile(ec2: Any, settings: AwsSettings) -> str | None:
     return str(profile.get("Name") or profile.get("Arn") or "") or None
 
 
-def _base_marked(ec2: Any, settings: AwsSettings) -> bool:
-    """Whether the base launch template (if any) is marked for devdb to add versions to."""
+def _base_marked(ec2: Any, settings: AwsSettings) -> bool | str:
+    """Whether the base launch template (if any) is marked for devdb to add versions to;
+    "interfaces" if it describes network interfaces, which devdb cannot launch with."""
     if not settings.launch_template:
         return True
+    versions = ec2.describe_launch_template_versions(
+        **base_template(settings.launch_template), Versions=["$Default"]
+    )["LaunchTemplateVersions"]
+    if versions[0]["LaunchTemplateData"].get("NetworkInterfaces"):
+        return "interfaces"
     key = (
         "LaunchTemplateIds" if settings.launch_template.startswith("lt-") else "LaunchTemplateNames"
     )
@@ -92,14 +98,25 @@ def ec2_checks(
         marked = _base_marked(ec2, settings)
     except (BotoCoreError, ClientError) as exc:
         return [Check("launch template", False, f"the base launch template is unreadable: {exc}.")]
+    if marked == "interfaces":
+        return [
+            Check(
+                "launch template",
+                False,
+                f"the base launch template {settings.launch_template} describes network "
+                "interfaces; devdb places instances in subnets itself, which EC2 does not "
+                "combine with them: take the interfaces out, and set DEVDB_EC2_SUBNETS.",
+            )
+        ]
     if not marked:
         return [
             Check(
                 "launch template",
                 False,
                 f"the base launch template {settings.launch_template} needs the tag "
-                f"{BASE_TAG}=true: devdb adds a version to it for each launch, and its IAM "
-                "policy allows that only on templates so marked.",
+                f"{BASE_TAG}=true: devdb adds a version to it for each launch (which becomes "
+                "its $Latest, so keep the template for devdb alone), and its IAM policy allows "
+                "that only on templates so marked.",
             )
         ]
     if settings.role_boundary:

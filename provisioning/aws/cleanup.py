@@ -117,7 +117,14 @@ class Cleanup(InstanceWatch):
                 if version.get("VersionDescription") == label and not version["DefaultVersion"]
             ]
         if numbers:
-            await self._call("delete_launch_template_versions", **base, Versions=numbers)
+            done = await self._call("delete_launch_template_versions", **base, Versions=numbers)
+            for failed in done.get("UnsuccessfullyDeletedLaunchTemplateVersions", []):
+                log.warning(
+                    "the launch template version %s of %s could not be deleted: %s",
+                    failed.get("VersionNumber"),
+                    self.settings.launch_template,
+                    failed.get("ResponseError", {}).get("Message", "no reason given"),
+                )
 
     async def inventory(self) -> list[Handle]:
         reply = await self._call(

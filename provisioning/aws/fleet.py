@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -266,15 +267,7 @@ def launch_template(
 
 
 def with_group(base: dict[str, Any], group: str) -> dict[str, Any]:
-    """devdb's security group added to the base's: on its network interfaces when it
-    describes them (EC2 takes groups in one place only), else beside its group ids."""
-    if base.get("NetworkInterfaces"):
-        return {
-            "NetworkInterfaces": [
-                {**nic, "Groups": [*(g for g in nic.get("Groups", []) if g != group), group]}
-                for nic in base["NetworkInterfaces"]
-            ]
-        }
+    """devdb's security group beside the base's own."""
     return {
         "SecurityGroupIds": [*(g for g in base.get("SecurityGroupIds", []) if g != group), group]
     }
@@ -367,11 +360,23 @@ def request_instance(
     raise ProvisioningFailed(launch_failure(codes, types, detail))
 
 
-def instance_arn(ec2: Any, region: str, instance_id: str) -> str:
-    """The instance's ARN, as IAM gives it in `ec2:SourceInstanceARN`."""
-    reservation = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]
-    partition = getattr(ec2.meta, "partition", "aws")
-    return f"arn:{partition}:ec2:{region}:{reservation['OwnerId']}:instance/{instance_id}"
+def instance_arn(ec2: Any, region: str, instance_id: str, tries: int = 10) -> str:
+    """The instance's ARN, as IAM gives it in `ec2:SourceInstanceARN`. Just after a launch
+    EC2 may not describe the instance yet (eventual consistency): asked again meanwhile."""
+    for attempt in range(tries):
+        try:
+            found = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidInstanceID.NotFound":
+                raise
+            found = []
+        if found:
+            partition = getattr(ec2.meta, "partition", "aws")
+            owner = found[0]["OwnerId"]
+            return f"arn:{partition}:ec2:{region}:{owner}:instance/{instance_id}"
+        if attempt + 1 < tries:
+            time.sleep(min(2.0, 0.25 * 2**attempt))
+    raise ProvisioningFailed(f"EC2 did not describe the new instance {instance_id} in time.")
 
 
 def spot_price(ec2: Any, instance_type: str, zone: str) -> float | None:

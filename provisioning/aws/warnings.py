@@ -7,7 +7,8 @@ queue instead of asking EC2 about every spot request.
 
 A warning about an instance of this installation is kept and its message deleted; one about
 another installation's instance is left in the queue for that installation; anything else
-in the queue is deleted, since nobody acts on it. Blocking boto3 calls, run in a thread.
+in the queue (a warning about an instance no devdb made, or not a warning) is deleted,
+since nobody acts on it. Blocking boto3 calls, run in a thread.
 """
 
 from __future__ import annotations
@@ -34,15 +35,14 @@ def _instance(body: str) -> tuple[str | None, str]:
     return detail["instance-id"], str(detail.get("instance-action") or "terminate")
 
 
-def _ours(ec2: Any, instance_ids: list[str], installation: str, tag: str) -> set[str]:
-    reply = ec2.describe_instances(
-        Filters=[
-            {"Name": "instance-id", "Values": instance_ids},
-            {"Name": f"tag:{tag}", "Values": [installation]},
-        ]
-    )
+def _owners(ec2: Any, instance_ids: list[str], tag: str) -> dict[str, str]:
+    """The installation each of these instances belongs to ("" if none); instances EC2 no
+    longer knows are left out."""
+    reply = ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": instance_ids}])
     return {
-        instance["InstanceId"]
+        instance["InstanceId"]: next(
+            (t["Value"] for t in instance.get("Tags", []) if t["Key"] == tag), ""
+        )
         for reservation in reply.get("Reservations", [])
         for instance in reservation.get("Instances", [])
     }
@@ -67,13 +67,17 @@ def drain(sqs: Any, ec2: Any, queue: str, installation: str, tag: str) -> dict[s
                 continue
             warned.setdefault(instance, []).append(message)
             actions[instance] = action
-        ours = _ours(ec2, list(warned), installation, tag) if warned else set()
-        for instance in ours:
-            found[instance] = (
-                f"AWS is reclaiming its spot instance {instance} "
-                f"(interruption warning: {actions[instance]} in two minutes)"
-            )
-            for message in warned[instance]:
+        owners = _owners(ec2, list(warned), tag) if warned else {}
+        for instance, messages_about in warned.items():
+            owner = owners.get(instance, "")
+            if owner and owner != installation:
+                continue  # another installation's: left for it
+            if owner == installation:
+                found[instance] = (
+                    f"AWS is reclaiming its spot instance {instance} "
+                    f"(interruption warning: {actions[instance]} in two minutes)"
+                )
+            for message in messages_about:
                 sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
         if not messages:
             break

@@ -41,6 +41,16 @@ DEV_USER = "dev"
 HOST = "127.0.0.1"
 
 
+async def create_login(conn: asyncpg.Connection, user: str, password: str) -> None:
+    """The login role, its password given as its SCRAM verifier (never in plain text)."""
+    statement = await conn.fetchval(
+        "select format('create role %I login password %L', $1::text, $2::text)",
+        user,
+        scram_verifier(password),
+    )
+    await conn.execute(statement)
+
+
 async def set_password(conn: asyncpg.Connection, user: str, password: str) -> None:
     """Give the login role a new password, as its SCRAM verifier (never in plain text)."""
     statement = await conn.fetchval(
@@ -148,12 +158,7 @@ class LocalDriver(Driver):
         await cluster.start()
         conn = await cluster.connect()
         try:
-            create_role = await conn.fetchval(
-                "select format('create role %I login password %L', $1::text, $2::text)",
-                placement.user,
-                scram_verifier(password),
-            )
-            await conn.execute(create_role)
+            await create_login(conn, placement.user, password)
             database, owner = quote_ident(placement.database), quote_ident(placement.user)
             await conn.execute(f"create database {database} owner {owner}")
         finally:

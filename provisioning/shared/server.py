@@ -51,7 +51,9 @@ ENV_MARK = "devdb environment"  # the comment on every role devdb makes for an e
 # Serialises what must not overlap on one server: schema restores (they all restore
 # `devdb_golden` before renaming it) and copies of a template (it must have no connections).
 _LOCK = 0x64657664  # "devd"
-LOCK_WAIT = 120.0  # seconds to wait for that lock (a golden restore may hold it a while)
+# Seconds to wait for that lock: it is held through a golden restore or a schema
+# environment's restore, which may take as long as any restore; developers cannot take it.
+LOCK_WAIT = 3600.0
 
 
 # Databases PUBLIC may connect to (no ACL means PostgreSQL's default, which lets it).
@@ -238,7 +240,8 @@ class SharedServer(GoldenCopies):
         """One schema restore or template copy at a time on this server, across processes.
 
         The lock is taken in the `postgres` database (advisory locks are per database), which
-        developer roles cannot connect to, and waited for at most LOCK_WAIT."""
+        developer roles cannot connect to, and waited for at most LOCK_WAIT (a safety net
+        against a stuck devdb process)."""
         conn = await self.connect("postgres")
         try:
             await conn.execute(f"set lock_timeout = '{int(LOCK_WAIT * 1000)}ms'")
@@ -246,8 +249,8 @@ class SharedServer(GoldenCopies):
                 await conn.execute("select pg_advisory_lock($1)", _LOCK)
             except asyncpg.LockNotAvailableError:
                 raise ProvisioningFailed(
-                    f"the shared server stayed busy with another environment for over "
-                    f"{LOCK_WAIT:.0f} seconds: try again in a minute."
+                    "the shared server stayed busy with other environments for over an hour: "
+                    "look for a stuck devdb process, then try again."
                 ) from None
             await conn.execute("reset lock_timeout")
             yield
