@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import traceback
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from rich.console import Console, RenderableType
 
 from bot import grammar, messages, pgservice
 from bot.agent import agent_command
-from bot.connect import check_tools, forward_for
+from bot.connect import check_tools, plan_connect
 from bot.doctor import doctor
 from bot.image import image_upload
 from bot.policy import policy_command
@@ -224,31 +223,16 @@ class Cli:
             scheduler.stop()
 
     async def connect(self, name: str, port: int) -> None:
-        view = await self.service.status(self.user, name)
-        env = view.env
-        if env.kind not in self.service.drivers:
-            raise InvalidInput(
-                f"{name!r} is an {env.kind} environment, not set up on this machine."
-            )
-        if view.endpoint is None:
-            raise NotAllowed(
-                f"{name!r} is {env.state.value} or not yours: only its owner or an admin can "
-                "connect to a ready environment."
-            )
-        if env.kind == "local":
-            pgservice.write_entry(self.settings.pg_service_file, env.name, view.endpoint)
-            self.emit(
-                messages.already_local(env.name, view.endpoint.port, pgservice.section_name(name)),
-                {"name": env.name, "host": view.endpoint.host, "port": view.endpoint.port},
-            )
+        plan = await plan_connect(self.service, self.settings, self.user, name, port)
+        if plan.forward is not None:
+            print(plan.forward.shown)
+            check_tools(plan.forward)  # before the entry points at a port nothing serves
+        pgservice.write_entry(self.settings.pg_service_file, name, plan.entry)
+        if plan.forward is None:
+            self.emit(plan.message, plan.data)
             return
-        forward = forward_for(env, port, self.settings.aws.bastion)
-        print(forward.shown)
-        check_tools(forward)
-        local = replace(view.endpoint, host="localhost", port=port)
-        pgservice.write_entry(self.settings.pg_service_file, env.name, local)
-        print(messages.forwarding(env.name, port, pgservice.section_name(name)), file=sys.stderr)
-        self.exec_argv = forward.argv
+        print(plan.message, file=sys.stderr)
+        self.exec_argv = plan.forward.argv
 
     async def demo(self, scale: int) -> None:
         runtime = self.runtime

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
-from provisioning.errors import MissingBinary
-from provisioning.models import Environment
+from bot import messages, pgservice
+from provisioning.errors import InvalidInput, MissingBinary, NotAllowed
+from provisioning.models import Endpoint, Environment
+from provisioning.service import Service
+from provisioning.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -68,3 +72,38 @@ def check_tools(forward: Forward) -> None:
             f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: "
             "install it, or run the command above yourself where it is."
         )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How `devdb connect` reaches an environment: the pg_service entry to write, what to
+    say, and the forward to run (None when the server is reached as it is)."""
+
+    entry: Endpoint
+    message: str
+    data: dict[str, Any]
+    forward: Forward | None
+
+
+async def plan_connect(
+    service: Service, settings: Settings, user: str, name: str, port: int
+) -> Plan:
+    view = await service.status(user, name)
+    env = view.env
+    if env.kind not in service.drivers:
+        raise InvalidInput(f"{name!r} is an {env.kind} environment, not set up on this machine.")
+    if view.endpoint is None:
+        raise NotAllowed(
+            f"{name!r} is {env.state.value} or not yours: only its owner or an admin can "
+            "connect to a ready environment."
+        )
+    endpoint, section = view.endpoint, pgservice.section_name(name)
+    data = {"name": env.name, "host": endpoint.host, "port": endpoint.port}
+    if env.kind == "local":
+        return Plan(endpoint, messages.already_local(env.name, endpoint.port, section), data, None)
+    if env.kind in ("shared", "shared-db"):  # the shared server is reached as it is
+        said = messages.reachable_directly(env.name, endpoint.host, endpoint.port, section)
+        return Plan(endpoint, said, data, None)
+    forward = forward_for(env, port, settings.aws.bastion)
+    local = replace(endpoint, host="localhost", port=port)
+    return Plan(local, messages.forwarding(env.name, port, section), data, forward)

@@ -139,8 +139,8 @@ def serving(port: int) -> str:
     return f"Serving Slack requests on port {port} at /slack/events (Ctrl-C stops)."
 
 
-def reap_warning(name: str, reason: str) -> str:
-    return f"{name} will be destroyed in 30 minutes: {reason}."
+def reap_warning(name: str, reason: str, within: str) -> str:
+    return f"{name} will be destroyed in about {within}: {reason}."
 
 
 def kept(name: str, until: str) -> str:
@@ -151,6 +151,13 @@ def already_local(name: str, port: int, service: str) -> str:
     return (
         f"{name} runs on this machine: it already listens on 127.0.0.1:{port}.\n"
         f"  psql service={service}"
+    )
+
+
+def reachable_directly(name: str, host: str, port: int, service: str) -> str:
+    return (
+        f"{name} is on the shared server, reached directly at {host}:{port}: no forward "
+        f"needed.\n  psql service={service}"
     )
 
 

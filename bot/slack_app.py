@@ -42,7 +42,7 @@ def notify_through_slack(service: Service, client: AsyncWebClient) -> None:
     service.notify = home.direct_messages(client)
 
     async def warn(env: Environment, reason: str) -> None:
-        await home.warn_owner(client, env, reason)
+        await home.warn_owner(client, env, reason, service.policy.reap.warning)
 
     service.warn = warn
 

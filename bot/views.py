@@ -188,9 +188,9 @@ def extend_modal(name: str) -> dict[str, Any]:
     }
 
 
-def reap_warning_blocks(name: str, reason: str) -> Blocks:
+def reap_warning_blocks(name: str, reason: str, within: str) -> Blocks:
     return [
-        _text(f"`{name}` will be destroyed in 30 minutes: {reason}."),
+        _text(f"`{name}` will be destroyed in about {within}: {reason}."),
         {
             "type": "actions",
             "block_id": f"reap:{name}",

@@ -11,7 +11,7 @@ from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
 from tests.cloud import REGION
 from tests.conftest import Cloud, unique
-from tests.test_cli import devdb
+from tests.test_cli import devdb, psql
 
 RECORDER = """#!/bin/sh
 printf '%s\\n' "$0" "$@" > "$RECORD"
@@ -102,6 +102,16 @@ async def test_connect_to_a_local_environment_says_it_is_already_local(
         assert f"127.0.0.1:{view.env.port}" in result.stdout
     finally:
         await runtime.service.destroy("carol", name)
+    # A shared environment needs no forward either (it was sent `--target ""` once).
+    shared = unique("sharedc")
+    await runtime.service.refresh("carol", shared, kind="shared-db")
+    try:
+        result = devdb(cli_env, "connect", shared)
+        assert result.returncode == 0, result.stderr
+        assert "reached directly" in result.stdout and "--target" not in result.stdout
+        assert psql(cli_env, f"devdb-{shared}", "select count(*) > 0 from contacts") == "t"
+    finally:
+        await runtime.service.destroy("carol", shared)
     bad = devdb(cli_env, "connect", name, "--port", "99999")
     assert bad.returncode == 2 and "--port must be a port number" in bad.stderr
 

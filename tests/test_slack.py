@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -340,9 +341,11 @@ async def test_app_home_and_reaper_warning(
     await runtime.service.notify(owner, f"Your environment {name} was interrupted.")
     notice = slack.fake.of("chat.postMessage")[-1]
     assert notice["channel"] == owner and "was interrupted" in notice["text"]
-    await warn_owner(client, view.env, "idle for 4h")
+    await warn_owner(client, view.env, "idle for 4h", timedelta(hours=2))
     warning = slack.fake.of("chat.postMessage")[-1]
     assert warning["channel"] == owner and '"action_id": "keep"' in json.dumps(warning)
+    # The warning tells the time DEVDB_REAP_WARNING gives, not a fixed one.
+    assert "in about 2h" in warning["text"] and "in about 2h" in json.dumps(warning["blocks"])
     assert (await runtime.service.status(owner, name)).env.last_active_at is None
     await slack.post(slack.click(owner, "keep", name))
     deadline = time.monotonic() + 30

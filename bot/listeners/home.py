@@ -10,7 +10,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import messages, views
-from provisioning.durations import parse_duration
+from provisioning.durations import format_duration, parse_duration
 from provisioning.errors import DevdbError, NotFound
 from provisioning.models import Environment
 from provisioning.notify import Notifier
@@ -30,12 +30,16 @@ async def publish_home(client: AsyncWebClient, service: Service, user: str) -> N
     )
 
 
-async def warn_owner(client: AsyncWebClient, env: Environment, reason: str) -> None:
-    """DM the owner that `env` is about to be reaped (the scheduler calls this)."""
+async def warn_owner(
+    client: AsyncWebClient, env: Environment, reason: str, warning: timedelta
+) -> None:
+    """DM the owner that `env` will be reaped once `warning` has passed (the scheduler
+    calls this)."""
+    within = format_duration(warning)
     await client.chat_postMessage(
         channel=env.owner,
-        text=messages.reap_warning(env.name, reason),
-        blocks=views.reap_warning_blocks(env.name, reason),
+        text=messages.reap_warning(env.name, reason, within),
+        blocks=views.reap_warning_blocks(env.name, reason, within),
     )
 
 
