@@ -295,12 +295,17 @@ class Cli:
         scheduler = Scheduler(self.runtime, announce=announce)
         scheduler.start()
         try:
-            if socket:
-                await serve_socket(app, settings.slack_app_token)
+            if socket:  # Slack's requests over the socket; /metrics on the port
+                metrics_only = asyncio.ensure_future(serve_http(None, port, service=self.service))
+                try:
+                    await serve_socket(app, settings.slack_app_token)
+                finally:
+                    metrics_only.cancel()
             else:
                 await serve_http(
                     app,
                     port,
+                    service=self.service,
                     on_listening=lambda: print(messages.serving(port), file=sys.stderr, flush=True),
                 )
         finally:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
@@ -18,6 +19,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners import actions, commands, home
+from provisioning import metrics
 from provisioning.errors import InvalidInput
 from provisioning.models import Environment
 from provisioning.service import Service
@@ -92,15 +94,31 @@ async def keep_admins_fresh(app: AsyncApp, service: Service, group: str | None) 
         await asyncio.sleep(ADMIN_GROUP_EVERY)
 
 
+def metrics_route(web_app: web.Application, service: Service) -> web.Application:
+    """Prometheus's scrape target at /metrics (`provisioning/metrics.py`)."""
+
+    async def scrape(_: web.Request) -> web.Response:
+        body = await metrics.render(service)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    web_app.router.add_get("/metrics", scrape)
+    return web_app
+
+
 async def serve_http(
-    app: AsyncApp,
+    app: AsyncApp | None,
     port: int,
     *,
+    service: Service | None = None,
     host: str = "0.0.0.0",
     on_listening: Callable[[], None] | None = None,
 ) -> None:
-    """Serve Slack's requests at /slack/events until cancelled."""
-    runner = web.AppRunner(app.web_app(path="/slack/events", port=port))
+    """Serve Slack's requests at /slack/events, and /metrics with a service, until
+    cancelled; with no app (Socket Mode takes Slack's requests), /metrics alone."""
+    web_app = app.web_app(path="/slack/events", port=port) if app else web.Application()
+    if service is not None:
+        metrics_route(web_app, service)
+    runner = web.AppRunner(web_app)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -8,6 +8,7 @@ interval. A sweep that fails is logged and tried again at its next turn.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from provisioning import sweeps
+from provisioning import metrics, sweeps
 from provisioning.errors import InvalidInput
 from provisioning.nightly import Announce, rebuild
 from provisioning.runtime import Runtime
@@ -94,14 +95,17 @@ class Scheduler:
             "interruptions": self.service.check_interruptions,
             "nightly": self._nightly,
         }
+        started = time.monotonic()
         try:
             result = await sweeps.exclusive(
                 self.service, name, self.intervals()[name], now, work[name]
             )
         except Exception:
+            metrics.FAILURES.labels(action=f"{name} sweep", reason="error").inc()
             log.exception("the %s sweep failed; it runs again at its next turn", name)
             return None
-        if result is not None:
+        if result is not None:  # None: another replica's turn
+            metrics.SWEEP_SECONDS.labels(sweep=name).observe(time.monotonic() - started)
             log.info("%s: %s", name, result)
         return result
 

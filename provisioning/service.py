@@ -7,16 +7,19 @@ action in the audit log, and raises `DevdbError`s whose message is meant for tha
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from provisioning import metrics
 from provisioning.branching import Branching
 from provisioning.drivers.base import Driver, Progress, placement_of
 from provisioning.durations import format_duration
 from provisioning.errors import (
     Conflict,
+    DevdbError,
     InvalidInput,
     NotAllowed,
     NotFound,
@@ -96,7 +99,30 @@ class Service(Upkeep, Branching):
         kind: str = "local",
         progress: Progress | None = None,
     ) -> EnvironmentView:
-        """Make `name` a fresh environment from a snapshot; the old one serves until then."""
+        """Make `name` a fresh environment from a snapshot; the old one serves until then.
+        Counted for the operator (`metrics.py`): its time to ready, or why it failed."""
+        started = time.monotonic()
+        try:
+            view = await self._refresh(
+                actor, name, snapshot=snapshot, ttl=ttl, kind=kind, progress=progress
+            )
+        except DevdbError as exc:
+            metrics.FAILURES.labels(action="refresh", reason=metrics.reason(exc)).inc()
+            raise
+        made = str(view.env.handle.get("made") or "restore")
+        metrics.REFRESH_SECONDS.labels(kind=kind, made=made).observe(time.monotonic() - started)
+        return view
+
+    async def _refresh(
+        self,
+        actor: str,
+        name: str | None,
+        *,
+        snapshot: str | None,
+        ttl: timedelta | None,
+        kind: str,
+        progress: Progress | None,
+    ) -> EnvironmentView:
         emit = progress or _ignore
         name = validate_name(name) if name else default_name(actor)
         ttl = ttl or self.policy.default_ttl

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 
+from provisioning import metrics
 from provisioning.drivers.base import Driver, placement_of
 from provisioning.durations import format_duration
 from provisioning.errors import DevdbError
@@ -114,6 +115,7 @@ class Upkeep:
                 "reaped",
                 {"environment": env.id, "reason": reason, "saved": saved},
             )
+        metrics.REAPS.labels(kind=env.kind).inc()
         back = f" `devdb refresh {env.name} --snapshot {saved}` brings it back." if saved else ""
         await self.notify(env.owner, f"Your environment {env.name} was removed: {reason}.{back}")
         return True

@@ -199,14 +199,15 @@ class Tx:
         return count
 
     async def environments_since(
-        self, kind: str, owners: Sequence[str], since: datetime
+        self, kind: str, owners: Sequence[str] | None, since: datetime
     ) -> list[Environment]:
-        """`kind` environments of `owners` that existed at any time since `since`."""
+        """`kind` environments of `owners` (everyone's: None) that existed since `since`."""
         rows = await self.conn.fetch(
             f"select {_ENV_COLUMNS} from devdb.environments where kind = $1"
-            " and owner = any($2::text[]) and (finished_at is null or finished_at >= $3)",
+            " and ($2::text[] is null or owner = any($2::text[]))"
+            " and (finished_at is null or finished_at >= $3)",
             kind,
-            list(owners),
+            None if owners is None else list(owners),
             since,
         )
         return [_environment(r) for r in rows]
