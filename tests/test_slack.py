@@ -11,7 +11,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -529,3 +529,30 @@ async def test_failed_migrations_print_to_the_requester_only(
     channel = slack.fake.of("chat.postMessage") + slack.fake.of("chat.update")
     assert any("migrations command failed" in json.dumps(m) for m in channel)
     assert not any("alice@corp.example" in json.dumps(m) for m in channel)
+
+
+async def test_two_replicas_given_the_same_delivery_act_once(
+    slack: SlackRig, runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    """Two app replicas (one state store) each receive the same command at once: the
+    delivery is taken once, through the state store, so one environment is made."""
+    port = free_port()
+    other = build_app(
+        runtime.service, token="xoxb-test", signing_secret=SECRET, api_url=slack.fake.api_url
+    )
+    runner = web.AppRunner(other.web_app(path="/slack/events", port=port))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        user, name = unique("U"), unique("twice")
+        body = slack.command(user, f"refresh {name} --snapshot {demo_snapshot.id}", unique("T"))
+        replica = replace(slack, url=f"http://127.0.0.1:{port}/slack/events")
+        first, second = await asyncio.gather(slack.post(body), replica.post(body))
+        assert first.status == second.status == 200
+        await slack.fake.wait_for("chat.postEphemeral")
+        await asyncio.sleep(0.5)
+        assert len(slack.fake.of("chat.postMessage")) == 1, "one progress message: one refresh"
+        assert [v.env.name for v in await runtime.service.list(user)] == [name]
+        await runtime.service.destroy(user, name)
+    finally:
+        await runner.cleanup()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -15,26 +14,8 @@ from provisioning.errors import DevdbError, MigrationFailed
 from provisioning.models import default_name
 from provisioning.service import Service
 
-_SEEN_FOR = 600.0  # seconds a trigger id is remembered, to drop retried deliveries
-
-
-class Deduplicator:
-    """Remembers trigger ids so a retried or doubled delivery does the work once."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, float] = {}
-
-    def first(self, key: str) -> bool:
-        now = time.monotonic()
-        self.seen = {k: t for k, t in self.seen.items() if now - t < _SEEN_FOR}
-        if key in self.seen:
-            return False
-        self.seen[key] = now
-        return True
-
 
 def register(app: AsyncApp, service: Service) -> None:
-    dedupe = Deduplicator()
 
     @app.command("/devdb")
     async def devdb(
@@ -50,7 +31,9 @@ def register(app: AsyncApp, service: Service) -> None:
         if isinstance(parsed, grammar.Help):
             await ack(response_type="ephemeral", text=messages.SLACK_HELP)
             return
-        if not dedupe.first(command.get("trigger_id") or repr(sorted(command.items()))):
+        # Once per delivery across every replica (Slack redelivers; a balancer may double).
+        key = command.get("trigger_id") or repr(sorted(command.items()))
+        if not await service.store.first_delivery(key):
             await ack()
             return
         user = command["user_id"]

@@ -124,6 +124,21 @@ class StateStore:
         async with self.pool.acquire() as conn:
             return str(await conn.fetchval("select id from devdb.installation"))
 
+    async def first_delivery(self, key: str, remember: float = 600.0) -> bool:
+        """Whether no replica has taken delivery `key` in the last `remember` seconds; it
+        is taken now if so."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "delete from devdb.deliveries where seen_at < now() - make_interval(secs => $1)",
+                remember,
+            )
+            taken = await conn.fetchval(
+                "insert into devdb.deliveries (key) values ($1) on conflict do nothing"
+                " returning true",
+                key,
+            )
+        return bool(taken)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         async with self.pool.acquire() as conn, conn.transaction():
