@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import traceback
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,26 +27,24 @@ from bot.doctor import doctor
 from bot.image import image_upload
 from bot.policy import policy_command
 from bot.scan import scan_command
+from bot.serve import serve
 from bot.slack_app import (
-    build_app,
-    keep_admins_fresh,
     notify_through_slack,
-    serve_http,
-    serve_socket,
     web_client,
 )
 from bot.terminal import (
     TerminalProgress,
+    audit_table,
     environments_table,
     manifest_dict,
     reap_table,
     snapshots_table,
 )
+from provisioning.audit import audit_page
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.drivers.local import LocalDriver
 from provisioning.errors import (
     DevdbError,
-    InvalidInput,
     MigrationFailed,
     NotAllowed,
     PolicyViolation,
@@ -135,6 +134,17 @@ class Cli:
                     messages.extended(env.name, until),
                     {"name": env.name, "expires_at": env.expires_at.isoformat()},
                 )
+            case grammar.Audit(name=name, since=since, user=who):
+                page = await audit_page(
+                    self.service.store,
+                    self.user,
+                    admin=self.service.is_admin(self.user),
+                    name=name,
+                    since=since,
+                    user=who,
+                    size=AUDIT_LINES,
+                )
+                self.emit(audit_table(page.entries), [asdict(e) for e in page.entries])
             case grammar.ImageUpload():
                 self.emit(*await image_upload(self.service.snapshots))
             case grammar.Doctor():
@@ -272,45 +282,7 @@ class Cli:
         )
 
     async def serve(self, socket: bool, port: int) -> None:
-        settings = self.settings
-        if not settings.slack_bot_token or not settings.slack_signing_secret:
-            raise InvalidInput("serving Slack needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET.")
-        app = build_app(
-            self.service,
-            token=settings.slack_bot_token,
-            signing_secret=settings.slack_signing_secret,
-            api_url=settings.slack_api_url,
-        )
-        admins = asyncio.ensure_future(
-            keep_admins_fresh(app, self.service, settings.slack_admin_group)
-        )
-        channel = settings.announce_channel
-
-        async def announce(text: str) -> None:
-            if channel:
-                await app.client.chat_postMessage(channel=channel, text=text)
-            else:
-                print(f"devdb: {text}", file=sys.stderr, flush=True)
-
-        scheduler = Scheduler(self.runtime, announce=announce)
-        scheduler.start()
-        try:
-            if socket:  # Slack's requests over the socket; /metrics on the port
-                metrics_only = asyncio.ensure_future(serve_http(None, port, service=self.service))
-                try:
-                    await serve_socket(app, settings.slack_app_token)
-                finally:
-                    metrics_only.cancel()
-            else:
-                await serve_http(
-                    app,
-                    port,
-                    service=self.service,
-                    on_listening=lambda: print(messages.serving(port), file=sys.stderr, flush=True),
-                )
-        finally:
-            scheduler.stop()
-            admins.cancel()
+        await serve(self.runtime, socket=socket, port=port)
 
     def tip_once(self, method: object) -> None:
         """Say once per home, when environments are plain copies, how to make them instant."""
@@ -343,6 +315,9 @@ async def _run(command: grammar.Command, settings: Settings, as_json: bool) -> i
         sys.stdout.flush()
         os.execvp(cli.exec_argv[0], cli.exec_argv)
     return code
+
+
+AUDIT_LINES = 500  # the newest entries the terminal shows; --since narrows further
 
 
 def _fail(message: str, as_json: bool, problems: list[str] | None = None) -> None:

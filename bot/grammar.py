@@ -7,6 +7,7 @@ destroy NAME
 reset NAME
 save NAME
 extend NAME DURATION
+audit [NAME] [--since 1d] [--user U]
 snapshots
 demo [--scale N]            (terminal only)
 scan --source DSN | --snapshot ID [--tables S.T,...] [--sample N]   (terminal only)
@@ -39,6 +40,7 @@ USAGE = {
     "reset": "reset NAME",
     "save": "save NAME",
     "extend": "extend NAME DURATION",
+    "audit": "audit [NAME] [--since 1d] [--user U]",
     "snapshots": "snapshots",
     "demo": "demo [--scale N]",
     "policy": "policy init --source DSN --out FILE | policy check --source DSN --policy FILE",
@@ -63,6 +65,7 @@ SHARED_COMMANDS = frozenset(
         "reset",
         "save",
         "extend",
+        "audit",
         "protect",
         "snapshots",
         "help",
@@ -119,6 +122,13 @@ class Reap:
 @dataclass(frozen=True)
 class RunScheduler:
     pass
+
+
+@dataclass(frozen=True)
+class Audit:
+    name: str | None = None
+    since: timedelta = timedelta(days=1)
+    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +245,7 @@ Command = (
     | Connect
     | AgentRestore
     | ImageUpload
+    | Audit
     | Protect
     | Reap
     | RunScheduler
@@ -261,6 +272,7 @@ _OPTIONS["serve"] = {"--http": False, "--socket": False, "--port": True}
 _OPTIONS["connect"] = {"--port": True}
 _OPTIONS["agent"] = {"--jobs": True}
 _OPTIONS["reap"] = {"--dry-run": False}
+_OPTIONS["audit"] = {"--since": True, "--user": True}
 _POSITIONALS = {
     "refresh": (0, 1),
     "list": (0, 0),
@@ -280,6 +292,7 @@ _POSITIONALS = {
     "connect": (1, 1),
     "agent": (1, 1),
     "image": (1, 1),
+    "audit": (0, 1),
     "protect": (2, 2),
     "reap": (0, 0),
     "scheduler": (0, 0),
@@ -401,6 +414,13 @@ def _build(
         return ListEnvironments(everyone="--all" in options)
     if verb == "status":
         return Status(name=name)
+    if verb == "audit":
+        since, user = options.get("--since"), options.get("--user")
+        return Audit(
+            name=name,
+            since=parse_duration(since) if since is not None else timedelta(days=1),
+            user=user.strip("<@>").split("|")[0] if user else None,
+        )
     if verb == "destroy":
         assert name is not None
         return Destroy(name=name)

@@ -114,6 +114,7 @@ SLACK_HELP = "*devdb* — private, throw-away PostgreSQL environments.\n" + "\n"
         "destroy",
         "extend",
         "protect",
+        "audit",
         "snapshots",
     )
 )

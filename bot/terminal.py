@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from provisioning.audit import Entry
 from provisioning.durations import format_duration
 from provisioning.models import EnvironmentView, ProgressEvent
 from provisioning.reaper import Verdict
@@ -177,3 +178,19 @@ def manifest_dict(manifest: Manifest) -> dict[str, Any]:
         "rows": manifest.rows,
         "tables": {name: entry.rows for name, entry in manifest.tables.items()},
     }
+
+
+def audit_table(entries: list[Entry]) -> Table:
+    """Audit entries, newest first."""
+    table = Table(box=None, header_style="bold")
+    for column in ("AT (UTC)", "ACTOR", "ACTION", "TARGET", "RESULT"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(
+            f"{entry.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
+            entry.actor,
+            entry.action,
+            entry.target or "",
+            entry.result,
+        )
+    return table

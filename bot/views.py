@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from bot.terminal import human_bytes
+from provisioning.audit import Page
 from provisioning.durations import format_duration
 from provisioning.models import STEPS, Endpoint, EnvironmentView, ProgressEvent, Step
 from provisioning.snapshots.manifest import Manifest
@@ -200,3 +202,24 @@ def reap_warning_blocks(name: str, reason: str, within: str) -> Blocks:
             ],
         },
     ]
+
+
+def audit_blocks(page: Page, query: dict[str, Any]) -> Blocks:
+    """One page of the audit log, newest first, with a button to the next, older page."""
+    if not page.entries:
+        return [_text("No audit entries match.")]
+    lines = [
+        f"`{e.at.astimezone(UTC):%m-%d %H:%M}` {e.actor} *{e.action}* {e.target or ''} → {e.result}"
+        for e in page.entries
+    ]
+    blocks: Blocks = [_text("\n".join(lines))]
+    if page.older is not None:
+        value = json.dumps({**query, "before": page.older}, separators=(",", ":"))
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": "audit",
+                "elements": [_button("audit_older", value, "Older entries")],
+            }
+        )
+    return blocks

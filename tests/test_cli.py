@@ -80,6 +80,21 @@ async def test_refresh_status_list_extend_destroy(
     missing = devdb(cli_env, "status", name)
     assert missing.returncode == 1 and "no environment named" in missing.stderr
 
+    # The audit log: the owner sees what was done to it, newest first; mallory's refused
+    # attempt is hers, so she sees it, and she may not read carol's entries by name.
+    audit = json.loads(devdb(cli_env, "--json", "audit", name, "--since", "1h").stdout)
+    actions = [(entry["actor"], entry["action"], entry["result"]) for entry in audit]
+    assert ("carol", "destroy", "destroyed") in actions and actions[-1][1] == "refresh"
+    assert audit == sorted(audit, key=lambda e: e["id"], reverse=True)
+    theirs = json.loads(devdb(other, "--json", "audit", name).stdout)
+    assert {entry["actor"] for entry in theirs} == {"mallory"}
+    nosy = devdb(other, "audit", "--user", "carol")
+    assert nosy.returncode == 1 and "only an admin" in nosy.stderr
+    admin = devdb({**cli_env, "DEVDB_USER": "boss"}, "audit", "--user", "carol")
+    assert admin.returncode == 0 and name in admin.stdout
+    bad = devdb(cli_env, "audit", "--since", "soon")
+    assert bad.returncode == 2 and "is not a duration" in bad.stderr
+
 
 async def test_snapshots_and_help(cli_env: dict[str, str], demo_snapshot: Manifest) -> None:
     shown = devdb(cli_env, "snapshots")

@@ -556,3 +556,55 @@ async def test_two_replicas_given_the_same_delivery_act_once(
         await runtime.service.destroy(user, name)
     finally:
         await runner.cleanup()
+
+
+async def test_audit_is_listed_and_paged_in_slack(slack: SlackRig, runtime: Runtime) -> None:
+    """/devdb audit: the newest 20 entries a user may see, then Older pages in place."""
+    user, stranger = unique("U"), unique("U")
+    async with runtime.store.connection() as tx:
+        for index in range(25):
+            await tx.audit(user, "extend", f"env-{index}", "extended")
+        await tx.audit(stranger, "destroy", "theirs", "destroyed")
+
+    def replies() -> list[dict[str, Any]]:
+        return [data for method, data in slack.fake.calls if method.startswith("respond:")]
+
+    async def reply(count: int) -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while len(replies()) < count:
+            assert time.monotonic() < deadline, slack.fake.calls
+            await asyncio.sleep(0.05)
+        return replies()[-1]
+
+    before = len(replies())
+    await slack.post(slack.command(user, "audit --since 1h"))
+    first = await reply(before + 1)
+    text = json.dumps(first)
+    assert text.count("*extend*") == 20 and "env-24" in text and "env-5 " in text
+    assert "theirs" not in text, "another user's entries are not shown"
+    older = next(e for b in first["blocks"] if b["type"] == "actions" for e in b["elements"])
+    payload = {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "user": {"id": user},
+        "channel": {"id": "C1"},
+        "trigger_id": unique("trigger"),
+        "response_url": slack.fake.response_url(unique("older")),
+        "actions": [
+            {
+                "action_id": "audit_older",
+                "block_id": "audit",
+                "value": older["value"],
+                "type": "button",
+                "action_ts": str(time.time()),
+            }
+        ],
+    }
+    await slack.post(urlencode({"payload": json.dumps(payload)}))
+    second = await reply(before + 2)
+    assert second["replace_original"] is True
+    text = json.dumps(second)
+    assert text.count("*extend*") == 5 and "env-0 " in text and "env-5 " not in text
+    assert '"audit_older"' not in text, "the last page has no Older button"
+    await slack.post(slack.command(user, f"audit --user {stranger}"))
+    assert "only an admin" in json.dumps(await reply(before + 3))

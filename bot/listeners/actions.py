@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot import messages, pgservice, views
+from bot.listeners.commands import audit_reply
 from provisioning.errors import DevdbError
 from provisioning.service import Service
 
@@ -69,3 +71,20 @@ def register(app: AsyncApp, service: Service) -> None:
 
     for kind in ("extend", "reset", "destroy", "details"):
         app.action(kind)(listener(kind))
+
+    @app.action("audit_older")
+    async def audit_older(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        user = body["user"]["id"]
+        try:
+            query = json.loads(body["actions"][0]["value"])
+            blocks = await audit_reply(service, user, query)
+        except (ValueError, KeyError, TypeError):
+            await respond(response_type="ephemeral", text="That page could not be read.")
+            return
+        except DevdbError as exc:
+            await respond(response_type="ephemeral", replace_original=False, text=str(exc))
+            return
+        await respond(
+            response_type="ephemeral", replace_original=True, text="Audit log", blocks=blocks
+        )

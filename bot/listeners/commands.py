@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -10,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import grammar, messages, pgservice, views
 from bot.slack_progress import ChannelProgress
 from bot.terminal import human_bytes
+from provisioning.audit import audit_page
 from provisioning.errors import DevdbError, MigrationFailed
 from provisioning.models import default_name
 from provisioning.service import Service
@@ -100,6 +102,13 @@ async def answer(
                 text="Environments",
                 blocks=views.list_blocks(found, created),
             )
+        case grammar.Audit(name=name, since=since, user=who):
+            query = {"name": name, "since": int(since.total_seconds()), "user": who}
+            await respond(
+                response_type="ephemeral",
+                text="Audit log",
+                blocks=await audit_reply(service, user, query),
+            )
         case grammar.Status(name=name):
             view = await service.status(user, name or default_name(user_name))
             text = messages.slack_status(view.env.name, view.env.state.value, view.env.snapshot_id)
@@ -132,3 +141,17 @@ async def answer(
             manifests = await service.list_snapshots(user)
             lines = [f"• `{m.id}` · {m.rows:,} rows · {human_bytes(m.size)}" for m in manifests]
             await respond(response_type="ephemeral", text="\n".join(lines) or "No snapshots yet.")
+
+
+async def audit_reply(service: Service, viewer: str, query: dict[str, Any]) -> views.Blocks:
+    """A page of the audit log for `viewer`; `query` rides on the Older button."""
+    page = await audit_page(
+        service.store,
+        viewer,
+        admin=service.is_admin(viewer),
+        name=query.get("name"),
+        since=timedelta(seconds=int(query["since"])),
+        user=query.get("user"),
+        before=query.get("before"),
+    )
+    return views.audit_blocks(page, {k: v for k, v in query.items() if k != "before"})

@@ -124,6 +124,37 @@ class StateStore:
         async with self.pool.acquire() as conn:
             return str(await conn.fetchval("select id from devdb.installation"))
 
+    async def audit_page(
+        self,
+        *,
+        target: str | None,
+        since: datetime,
+        actor: str | None,
+        visible_to: str | None,
+        before: int | None,
+        limit: int,
+    ) -> list[asyncpg.Record]:
+        """Audit entries, newest first; `visible_to` keeps those a user may see (theirs, and
+        those about environments they own)."""
+        async with self.pool.acquire() as conn:
+            return list(
+                await conn.fetch(
+                    "select id, at, actor, action, target, result, detail from devdb.audit_log"
+                    " where ($1::text is null or target = $1) and at >= $2"
+                    " and ($3::text is null or actor = $3)"
+                    " and ($4::text is null or actor = $4 or target in"
+                    "      (select name from devdb.environments where owner = $4))"
+                    " and ($5::bigint is null or id < $5)"
+                    " order by id desc limit $6",
+                    target,
+                    since,
+                    actor,
+                    visible_to,
+                    before,
+                    limit,
+                )
+            )
+
     async def first_delivery(self, key: str, remember: float = 600.0) -> bool:
         """Whether no replica has taken delivery `key` in the last `remember` seconds; it
         is taken now if so."""
