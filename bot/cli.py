@@ -51,6 +51,7 @@ from provisioning.errors import (
 )
 from provisioning.models import default_name
 from provisioning.nightly import Announce
+from provisioning.pg.dsn import redact
 from provisioning.runtime import Runtime, open_runtime
 from provisioning.scheduler import Scheduler
 from provisioning.settings import Settings
@@ -145,6 +146,16 @@ class Cli:
                     size=AUDIT_LINES,
                 )
                 self.emit(audit_table(page.entries), [asdict(e) for e in page.entries])
+            case grammar.RestoreInto(into=into, snapshot=snapshot, clean=clean):
+                with TerminalProgress(quiet=self.as_json) as progress:
+                    manifest = await self.service.restore_into(
+                        self.user, into, snapshot=snapshot, clean=clean, progress=progress
+                    )
+                shown = redact(into)
+                self.emit(
+                    messages.restored_into(manifest.id, shown, manifest.rows),
+                    {"snapshot": manifest.id, "into": shown, "rows": manifest.rows},
+                )
             case grammar.ImageUpload():
                 self.emit(*await image_upload(self.service.snapshots))
             case grammar.Doctor():

@@ -18,6 +18,7 @@ connect NAME [--port 15432] (terminal only)
 agent restore [--jobs N]    (on an EC2 environment's instance)
 doctor                      (terminal only)
 image upload                (terminal only)
+restore [--snapshot ID] --into URL [--clean]   (terminal only)
 help
 """
 
@@ -54,6 +55,7 @@ USAGE = {
     "agent": "agent restore [--jobs N]",
     "doctor": "doctor",
     "image": "image upload",
+    "restore": "restore [--snapshot ID] --into URL [--clean]",
     "help": "help",
 }
 SHARED_COMMANDS = frozenset(
@@ -83,6 +85,7 @@ TERMINAL_COMMANDS = SHARED_COMMANDS | {
     "scheduler",
     "doctor",
     "image",
+    "restore",
 }
 
 
@@ -129,6 +132,13 @@ class Audit:
     name: str | None = None
     since: timedelta = timedelta(days=1)
     user: str | None = None
+
+
+@dataclass(frozen=True)
+class RestoreInto:
+    into: str
+    snapshot: str | None = None
+    clean: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,6 +255,7 @@ Command = (
     | Connect
     | AgentRestore
     | ImageUpload
+    | RestoreInto
     | Audit
     | Protect
     | Reap
@@ -273,6 +284,7 @@ _OPTIONS["connect"] = {"--port": True}
 _OPTIONS["agent"] = {"--jobs": True}
 _OPTIONS["reap"] = {"--dry-run": False}
 _OPTIONS["audit"] = {"--since": True, "--user": True}
+_OPTIONS["restore"] = {"--snapshot": True, "--into": True, "--clean": False}
 _POSITIONALS = {
     "refresh": (0, 1),
     "list": (0, 0),
@@ -293,6 +305,7 @@ _POSITIONALS = {
     "agent": (1, 1),
     "image": (1, 1),
     "audit": (0, 1),
+    "restore": (0, 0),
     "protect": (2, 2),
     "reap": (0, 0),
     "scheduler": (0, 0),
@@ -381,6 +394,14 @@ def _build(
         if ("--http" in options) == ("--socket" in options):
             raise InvalidInput("serve needs exactly one of --http or --socket.")
         return Serve(socket="--socket" in options, port=_port(options.get("--port") or "3000"))
+    if verb == "restore":
+        (into,) = _required(options, "--into")
+        snapshot = options.get("--snapshot")
+        return RestoreInto(
+            into=into,
+            snapshot=validate_snapshot_id(snapshot) if snapshot is not None else None,
+            clean="--clean" in options,
+        )
     if verb == "image":
         if args[0] != "upload":
             raise InvalidInput(f"image takes upload, not {args[0][:20]!r}.")

@@ -178,3 +178,7 @@ def migration_output(name: str, output: str, limit: int = 2500) -> str:
     """What a failed migration printed, for its requester: the end of it, as code."""
     shown = output if len(output) <= limit else "…" + output[-limit:]
     return f"The migrations for {name} printed:\n```{shown.replace('```', '` ` `')}```"
+
+
+def restored_into(snapshot: str, shown: str, rows: int) -> str:
+    return f"Restored snapshot {snapshot} into {shown} ({rows:,} rows)."

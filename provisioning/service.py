@@ -41,6 +41,7 @@ from provisioning.models import (
 from provisioning.notify import Notifier, Warner, nobody
 from provisioning.pg.programs import PgPrograms
 from provisioning.policy import Policy
+from provisioning.restore_into import Exports
 from provisioning.secrets import Passwords
 from provisioning.snapshots.base import SAVED, SnapshotStore
 from provisioning.snapshots.manifest import Manifest, validate_snapshot_id
@@ -52,7 +53,7 @@ def _ignore(_: ProgressEvent) -> None:
     return None
 
 
-class Service(Upkeep, Branching):
+class Service(Upkeep, Branching, Exports):
     def __init__(
         self,
         *,

@@ -156,10 +156,12 @@ async def restore_dump(
     monitor: Callable[[], Awaitable[asyncpg.Connection]],
     progress: Callable[[ProgressEvent], None],
     only: Path | None = None,
+    clean: bool = False,
 ) -> None:
     """Run pg_restore into `target`, calling `progress` about twice a second.
 
-    `only`: a pg_restore list file (`-L`) naming the archive entries to restore."""
+    `only`: a pg_restore list file (`-L`) naming the archive entries to restore. `clean`:
+    drop the archive's objects in the target first (`--clean --if-exists`)."""
     await check_versions(programs, manifest)
     argv = [
         programs.path("pg_restore"),
@@ -179,6 +181,7 @@ async def restore_dump(
         target.database,
         *([f"--role={target.role}"] if target.role else []),
         *(["--use-list", str(only)] if only else []),
+        *(["--clean", "--if-exists"] if clean else []),
         str(dump_dir),
     ]
     env = {**os.environ, "PGAPPNAME": "devdb-restore"}
