@@ -23,6 +23,7 @@ from rich.console import Console, RenderableType
 from bot import grammar, messages, pgservice
 from bot.agent import agent_command
 from bot.connect import check_tools, plan_connect
+from bot.connect import use as use_environment
 from bot.doctor import doctor
 from bot.image import image_upload
 from bot.policy import policy_command
@@ -176,6 +177,8 @@ class Cli:
                 await self.serve(socket, port)
             case grammar.Connect(name=name, port=port):
                 await self.connect(name, port)
+            case grammar.Use(name=name, port=port):
+                await self.use(name, port)
             case grammar.Protect(name=name, duration=duration):
                 env = await self.service.protect(self.user, name, duration)
                 assert env.protected_until is not None
@@ -254,6 +257,11 @@ class Cli:
             return
         print(plan.message, file=sys.stderr)
         self.exec_argv = plan.forward.argv
+
+    async def use(self, name: str, port: int | None) -> None:
+        self.exec_argv = await use_environment(
+            self.service, self.settings, self.user, name, port, emit=self.emit
+        )
 
     async def demo(self, scale: int) -> None:
         runtime = self.runtime

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from bot import messages, pgservice
+from bot.forward import forward
 from provisioning.errors import InvalidInput, MissingBinary, NotAllowed
 from provisioning.models import Endpoint, Environment
 from provisioning.service import Service
@@ -107,3 +110,42 @@ async def plan_connect(
     forward = forward_for(env, port, settings.aws.bastion)
     local = replace(endpoint, host="localhost", port=port)
     return Plan(local, messages.forwarding(env.name, port, section), data, forward)
+
+
+async def use(
+    service: Service,
+    settings: Settings,
+    user: str,
+    name: str,
+    port: int | None,
+    *,
+    emit: Callable[[str, dict[str, Any]], None],
+) -> list[str] | None:
+    """`devdb use NAME [--port P]`: `service=devdb` reaches `name` from now on; with a port,
+    as localhost:P too (relayed here, or by the environment's SSM or ssh forward, whose argv
+    is returned for the process to become)."""
+    plan = await plan_connect(service, settings, user, name, port or 15432)
+    if port is None and plan.forward is not None:
+        raise InvalidInput(
+            f"{name!r} is reached through a forward: give it a local port "
+            f"(devdb use {name} --port 15432)."
+        )
+    entry = plan.entry if port is None else replace(plan.entry, host="localhost", port=port)
+    if plan.forward is not None:
+        print(plan.forward.shown)
+        check_tools(plan.forward)
+    pgservice.write_entry(settings.pg_service_file, name, entry, pgservice.STABLE)
+    said = messages.using(name, entry.host, entry.port)
+    if port is None:
+        emit(said, {"name": name, "host": entry.host, "port": entry.port})
+        return None
+    if plan.forward is not None:
+        print(said, file=sys.stderr)
+        return plan.forward.argv
+    await forward(
+        port,
+        plan.entry.host,
+        plan.entry.port,
+        on_listening=lambda: print(said, file=sys.stderr, flush=True),
+    )
+    return None

@@ -15,6 +15,7 @@ protect NAME DURATION
 reap [--dry-run]            (terminal only)
 scheduler                   (terminal only)
 connect NAME [--port 15432] (terminal only)
+use NAME [--port 15432]     (terminal only)
 agent restore [--jobs N]    (on an EC2 environment's instance)
 doctor                      (terminal only)
 image upload                (terminal only)
@@ -49,6 +50,7 @@ USAGE = {
     "scan": "scan --source DSN | --snapshot ID [--tables S.T,...] [--sample N]",
     "serve": "serve --http [--port 3000] | serve --socket",
     "connect": "connect NAME [--port 15432]",
+    "use": "use NAME [--port 15432]",
     "protect": "protect NAME DURATION",
     "reap": "reap [--dry-run]",
     "scheduler": "scheduler",
@@ -80,6 +82,7 @@ TERMINAL_COMMANDS = SHARED_COMMANDS | {
     "scan",
     "serve",
     "connect",
+    "use",
     "agent",
     "reap",
     "scheduler",
@@ -109,6 +112,12 @@ class Refresh:
 class Connect:
     name: str
     port: int = 15432
+
+
+@dataclass(frozen=True)
+class Use:
+    name: str
+    port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +262,7 @@ Command = (
     | Scan
     | Serve
     | Connect
+    | Use
     | AgentRestore
     | ImageUpload
     | RestoreInto
@@ -281,6 +291,7 @@ _OPTIONS["scan"] = {"--source": True, "--snapshot": True, "--tables": True, "--s
 _REPEATABLE = {"--allow"}
 _OPTIONS["serve"] = {"--http": False, "--socket": False, "--port": True}
 _OPTIONS["connect"] = {"--port": True}
+_OPTIONS["use"] = {"--port": True}
 _OPTIONS["agent"] = {"--jobs": True}
 _OPTIONS["reap"] = {"--dry-run": False}
 _OPTIONS["audit"] = {"--since": True, "--user": True}
@@ -302,6 +313,7 @@ _POSITIONALS = {
     "scan": (0, 0),
     "serve": (0, 0),
     "connect": (1, 1),
+    "use": (1, 1),
     "agent": (1, 1),
     "image": (1, 1),
     "audit": (0, 1),
@@ -431,6 +443,10 @@ def _build(
     if verb == "connect":
         assert name is not None
         return Connect(name=name, port=_port(options.get("--port") or "15432"))
+    if verb == "use":
+        assert name is not None
+        raw = options.get("--port")
+        return Use(name=name, port=_port(raw) if raw is not None else None)
     if verb == "list":
         return ListEnvironments(everyone="--all" in options)
     if verb == "status":

@@ -182,3 +182,10 @@ def migration_output(name: str, output: str, limit: int = 2500) -> str:
 
 def restored_into(snapshot: str, shown: str, rows: int) -> str:
     return f"Restored snapshot {snapshot} into {shown} ({rows:,} rows)."
+
+
+def using(name: str, host: str, port: int) -> str:
+    return (
+        f"service=devdb now reaches {name} at {host}:{port}; switch with devdb use OTHER.\n"
+        "  psql service=devdb"
+    )

@@ -1,6 +1,7 @@
-"""Entries in the user's `~/.pg_service.conf`, so `psql service=devdb-NAME` always works.
+"""Entries in the user's `~/.pg_service.conf`, so `psql service=devdb-NAME` always works,
+and `psql service=devdb` reaches whichever environment `devdb use` chose last.
 
-Only the `[devdb-NAME]` section is rewritten; everything else in the file is kept as it was.
+Only devdb's own sections are rewritten; everything else in the file is kept as it was.
 The file holds passwords, so it is written with mode 0600.
 """
 
@@ -11,9 +12,11 @@ from pathlib import Path
 
 from provisioning.models import Endpoint
 
+STABLE = "devdb"  # the section `devdb use` points at an environment
+
 
 def section_name(env_name: str) -> str:
-    return f"devdb-{env_name}"
+    return f"{STABLE}-{env_name}"
 
 
 def _without(lines: list[str], section: str) -> list[str]:
@@ -46,11 +49,11 @@ def _read(path: Path) -> list[str]:
         return []
 
 
-def snippet(env_name: str, endpoint: Endpoint) -> str:
-    """The `[devdb-NAME]` section for an endpoint."""
+def snippet(env_name: str, endpoint: Endpoint, section: str | None = None) -> str:
+    """The `[devdb-NAME]` section (or `section`) for an endpoint."""
     return "\n".join(
         [
-            f"[{section_name(env_name)}]",
+            f"[{section or section_name(env_name)}]",
             f"host={endpoint.host}",
             f"port={endpoint.port}",
             f"dbname={endpoint.database}",
@@ -60,12 +63,12 @@ def snippet(env_name: str, endpoint: Endpoint) -> str:
     )
 
 
-def write_entry(path: Path, env_name: str, endpoint: Endpoint) -> None:
-    """Add or replace the environment's section."""
-    lines = _without(_read(path), section_name(env_name))
+def write_entry(path: Path, env_name: str, endpoint: Endpoint, section: str | None = None) -> None:
+    """Add or replace the environment's section (or `section`, pointed at it)."""
+    lines = _without(_read(path), section or section_name(env_name))
     if lines:
         lines.append("")
-    lines.extend(snippet(env_name, endpoint).splitlines())
+    lines.extend(snippet(env_name, endpoint, section).splitlines())
     _write(path, lines)
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+from provisioning.drivers.local import port_is_free
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
 from tests.cloud import REGION
@@ -123,3 +129,49 @@ def test_ec2_without_aws_settings_says_what_to_set(cli_env: dict[str, str]) -> N
         result.stderr
     )
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+async def test_use_switches_one_stable_entry_between_environments(
+    runtime: Runtime, demo_snapshot: Manifest, cli_env: dict[str, str]
+) -> None:
+    """`service=devdb` reaches a local environment, then a shared one; with --port the same
+    localhost port is relayed to whichever was chosen."""
+    here, there = unique("here"), unique("there")
+    await runtime.service.refresh("carol", here, snapshot=demo_snapshot.id)
+    await runtime.service.refresh("carol", there, kind="shared-db", snapshot=demo_snapshot.id)
+    seen = "select current_database() || ':' || inet_server_port()"
+    try:
+        for name, kind in ((here, "local"), (there, "shared-db")):
+            switched = devdb(cli_env, "use", name)
+            assert switched.returncode == 0, switched.stderr
+            status = await runtime.service.status("carol", name)
+            assert status.endpoint is not None and status.env.kind == kind
+            expected = f"{status.endpoint.database}:{status.endpoint.port}"
+            assert psql(cli_env, "devdb", seen) == expected
+        # One stable local port, relayed to the environment chosen.
+        port = 25616
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "use", here, "--port", str(port)],
+            env=cli_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while port_is_free(port):
+                assert relay.poll() is None and time.monotonic() < deadline, relay.stderr
+                await asyncio.sleep(0.1)
+            local = await runtime.service.status("carol", here)
+            assert local.endpoint is not None
+            assert (
+                psql(cli_env, "devdb", seen) == f"{local.endpoint.database}:{local.endpoint.port}"
+            )
+            entry = Path(cli_env["PGSERVICEFILE"]).read_text().split("[devdb]")[1]
+            assert f"port={port}" in entry.split("[")[0]
+        finally:
+            relay.send_signal(signal.SIGTERM)
+            relay.wait(timeout=30)
+    finally:
+        for name in (here, there):
+            await runtime.service.destroy("carol", name)
