@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -222,4 +223,33 @@ def audit_blocks(page: Page, query: dict[str, Any]) -> Blocks:
                 "elements": [_button("audit_older", value, "Older entries")],
             }
         )
+    return blocks
+
+
+def team_list_blocks(
+    views: list[EnvironmentView],
+    snapshot_created: dict[str, datetime],
+    spend: dict[str, float],
+    *,
+    team_of: Callable[[str], str],
+    cap: float | None,
+) -> Blocks:
+    """`/devdb list --all`: every environment, grouped by team and owner, each team with its
+    spend this month against the monthly cap."""
+    teams: dict[str, list[EnvironmentView]] = {}
+    for view in views:
+        teams.setdefault(team_of(view.env.owner), []).append(view)
+    for team in spend:
+        teams.setdefault(team, [])  # spent this month, with nothing live now
+    if not teams:
+        return [_text("No environments. Make one with `/devdb refresh`.")]
+    blocks: Blocks = []
+    for team in sorted(teams):
+        spent = spend.get(team, 0.0)
+        of_cap = f" of ${cap:.2f}" if cap is not None else ""
+        warning = " ⚠ over the cap" if cap is not None and spent >= cap else ""
+        blocks.append(_text(f"*{team}* · ${spent:.2f}{of_cap} this month{warning}"))
+        members = sorted(teams[team], key=lambda v: (v.env.owner, v.env.name))
+        if members:
+            blocks += list_blocks(members, snapshot_created)
     return blocks

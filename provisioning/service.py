@@ -15,6 +15,7 @@ import asyncpg
 
 from provisioning import metrics
 from provisioning.branching import Branching
+from provisioning.budget import Budget
 from provisioning.drivers.base import Driver, Progress, placement_of
 from provisioning.durations import format_duration
 from provisioning.errors import (
@@ -53,7 +54,7 @@ def _ignore(_: ProgressEvent) -> None:
     return None
 
 
-class Service(Upkeep, Branching, Exports):
+class Service(Upkeep, Branching, Exports, Budget):
     def __init__(
         self,
         *,
@@ -188,32 +189,6 @@ class Service(Upkeep, Branching, Exports):
         async with self.store.connection() as tx:
             live = await tx.live_by_name(name)
         return next((e.owner for e in live if e.state in REPLACEABLE), actor)
-
-    async def spent_this_month(self, owner: str, kind: str) -> tuple[str, float]:
-        """The owner's team and its estimated spend on `kind` environments this month."""
-        team, members = self.policy.team_of(owner)
-        now = datetime.now(UTC)
-        month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        async with self.store.connection() as tx:
-            envs = await tx.environments_since(kind, sorted(members), month)
-        driver = self.drivers[kind]
-        return team, sum(driver.cost(env, month, now) for env in envs)
-
-    async def _check_budget(self, actor: str, owner: str, name: str, driver: Driver) -> None:
-        cap = self.policy.monthly_cap
-        if cap is None or driver.kind == "local":
-            return
-        team, spent = await self.spent_this_month(owner, driver.kind)
-        if spent >= cap:
-            async with self.store.connection() as audit:
-                await audit.audit(
-                    actor, "refresh", name, "refused", {"reason": "budget", "spent": spent}
-                )
-            raise QuotaExceeded(
-                f"team {team} has spent ${spent:.2f} of its ${cap:.2f} monthly cap on {driver.kind}"
-                " environments: use a local one (`devdb refresh`) or ask an admin to raise "
-                "DEVDB_MONTHLY_CAP."
-            )
 
     async def _reserve(
         self,

@@ -32,8 +32,9 @@ def psql(env: dict[str, str], service: str, sql: str) -> str:
         env=env,
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    assert result.returncode == 0, f"psql service={service}: {result.stderr.strip()}"
     return result.stdout.strip()
 
 

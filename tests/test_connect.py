@@ -110,7 +110,7 @@ async def test_connect_to_a_local_environment_says_it_is_already_local(
         await runtime.service.destroy("carol", name)
     # A shared environment needs no forward either (it was sent `--target ""` once).
     shared = unique("sharedc")
-    await runtime.service.refresh("carol", shared, kind="shared-db")
+    await runtime.service.refresh("carol", shared, kind="shared-db", snapshot=demo_snapshot.id)
     try:
         result = devdb(cli_env, "connect", shared)
         assert result.returncode == 0, result.stderr

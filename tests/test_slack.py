@@ -44,6 +44,7 @@ class FakeSlack:
     port: int
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     rate_limit_once: set[str] = field(default_factory=set)
+    socket_url: str | None = None  # what apps.connections.open answers (Socket Mode)
 
     @property
     def api_url(self) -> str:
@@ -76,6 +77,8 @@ class FakeSlack:
                 "team": "test",
                 "url": "https://test.slack.com/",
             }
+        elif method == "apps.connections.open":
+            reply |= {"url": self.socket_url}
         elif method == "usergroups.users.list":
             reply |= {"users": ["UGROUP1", "UGROUP2"]}
         elif method == "chat.postMessage":
@@ -608,3 +611,32 @@ async def test_audit_is_listed_and_paged_in_slack(slack: SlackRig, runtime: Runt
     assert '"audit_older"' not in text, "the last page has no Older button"
     await slack.post(slack.command(user, f"audit --user {stranger}"))
     assert "only an admin" in json.dumps(await reply(before + 3))
+
+
+async def test_list_all_groups_by_team_with_spend_against_the_cap(
+    slack: SlackRig, runtime: Runtime, demo_snapshot: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ann, bob, cy = unique("UA"), unique("UB"), unique("UC")
+    policy = replace(
+        runtime.service.policy, teams={"data": frozenset({ann, bob})}, monthly_cap=100.0
+    )
+    monkeypatch.setattr(runtime.service, "policy", policy)
+    made = [
+        await runtime.service.refresh(owner, None, snapshot=demo_snapshot.id)
+        for owner in (ann, bob, cy)
+    ]
+    try:
+        before = len([m for m, _ in slack.fake.calls if m.startswith("respond:")])
+        await slack.post(slack.command(cy, "list --all"))
+        deadline = time.monotonic() + 30
+        while len([m for m, _ in slack.fake.calls if m.startswith("respond:")]) <= before:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        reply = [d for m, d in slack.fake.calls if m.startswith("respond:")][-1]
+        texts = [b["text"]["text"] for b in reply["blocks"] if b["type"] == "section"]
+        data = texts.index("*data* · $0.00 of $100.00 this month")
+        assert ann in texts[data + 1] and bob in texts[data + 1], "the team's owners together"
+        assert f"*{cy}* · $0.00 of $100.00 this month" in texts, "a team of one"
+    finally:
+        for view in made:
+            await runtime.service.destroy(view.env.owner, view.env.name)

@@ -97,11 +97,18 @@ async def answer(
         case grammar.ListEnvironments(everyone=everyone):
             found = await service.list(user, everyone=everyone)
             created = {m.id: m.created for m in await service.list_snapshots(user)}
-            await respond(
-                response_type="ephemeral",
-                text="Environments",
-                blocks=views.list_blocks(found, created),
+            blocks = (
+                views.team_list_blocks(
+                    found,
+                    created,
+                    await service.spend_by_team(),
+                    team_of=lambda owner: service.policy.team_of(owner)[0],
+                    cap=service.policy.monthly_cap,
+                )
+                if everyone
+                else views.list_blocks(found, created)
             )
+            await respond(response_type="ephemeral", text="Environments", blocks=blocks)
         case grammar.Audit(name=name, since=since, user=who):
             query = {"name": name, "since": int(since.total_seconds()), "user": who}
             await respond(
