@@ -33,18 +33,22 @@ def register(app: AsyncApp, service: Service) -> None:
         if isinstance(parsed, grammar.Help):
             await ack(response_type="ephemeral", text=messages.SLACK_HELP)
             return
-        # Once per delivery across every replica (Slack redelivers; a balancer may double).
-        key = command.get("trigger_id") or repr(sorted(command.items()))
-        if not await service.store.first_delivery(key):
-            await ack()
-            return
         user = command["user_id"]
+        name = None
         if isinstance(parsed, grammar.Refresh):
             name = parsed.name or default_name(command.get("user_name") or user)
             await ack(response_type="ephemeral", text=messages.refresh_started(name))
+        else:
+            await ack()
+        # Acknowledged first (Slack keeps the first answer to a delivery and waits for it),
+        # then taken once across every replica: Slack redelivers, a balancer may double.
+        key = command.get("trigger_id") or repr(sorted(command.items()))
+        if not await service.store.first_delivery(key):
+            return
+        if isinstance(parsed, grammar.Refresh):
+            assert name is not None
             await refresh(service, client, command["channel_id"], user, name, parsed)
             return
-        await ack()
         try:
             await answer(service, parsed, user, command.get("user_name") or user, respond)
         except DevdbError as exc:
