@@ -21,7 +21,8 @@ from provisioning.aws.settings import AwsSettings
 from provisioning.aws.ssm import SsmSecrets
 from provisioning.demo import DEMO_DATABASE, generate
 from provisioning.drivers.ec2 import Ec2Driver
-from provisioning.pg.programs import stop_servers_under
+from provisioning.pg.cluster import LocalCluster
+from provisioning.pg.programs import ServerAccount, stop_servers_under
 from provisioning.runtime import Runtime, open_runtime
 from provisioning.secrets import Passwords
 from provisioning.service import Service
@@ -239,3 +240,24 @@ async def cloud(
         yield Cloud(moto, host, aws, store, ssm, driver, service)
     finally:
         host.close()
+
+
+async def started_cluster(runtime: Runtime, port: int, password: str | None = None) -> LocalCluster:
+    """A PostgreSQL cluster of the test's own on `port`, started (stop and remove it after);
+    devdb's login given `password`, for connections over TCP."""
+    cluster = LocalCluster(
+        runtime.settings.home / unique("cluster"),
+        port,
+        programs=runtime.programs,
+        account=ServerAccount.for_current_process(runtime.settings.server_user),
+        durable=False,
+    )
+    await cluster.create()
+    await cluster.start()
+    if password:
+        conn = await cluster.connect()
+        try:
+            await conn.execute(f"alter role devdb password '{password}'")
+        finally:
+            await conn.close()
+    return cluster

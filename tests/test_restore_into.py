@@ -7,11 +7,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from provisioning.pg.cluster import LocalCluster
-from provisioning.pg.programs import ServerAccount
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
-from tests.conftest import unique
+from tests.conftest import started_cluster
 from tests.test_cli import devdb
 
 PORT = 25614
@@ -21,17 +19,8 @@ SECRET = "laptop-secret-pw"
 @pytest.fixture
 async def laptop(runtime: Runtime) -> AsyncIterator[str]:
     """A developer's own PostgreSQL with an empty database; its URL, password included."""
-    cluster = LocalCluster(
-        runtime.settings.home / unique("laptop"),
-        PORT,
-        programs=runtime.programs,
-        account=ServerAccount.for_current_process(runtime.settings.server_user),
-        durable=False,
-    )
-    await cluster.create()
-    await cluster.start()
+    cluster = await started_cluster(runtime, PORT, SECRET)
     conn = await cluster.connect()
-    await conn.execute(f"alter role devdb password '{SECRET}'")
     await conn.execute("create database work")
     await conn.close()
     try:

@@ -24,14 +24,13 @@ from provisioning.drivers.shared_schema import SharedSchemaDriver
 from provisioning.errors import InvalidInput
 from provisioning.models import default_name
 from provisioning.pg.cluster import LocalCluster
-from provisioning.pg.programs import ServerAccount
 from provisioning.runtime import Runtime
 from provisioning.secrets import new_password
 from provisioning.service import EnvironmentView, Service
 from provisioning.shared.server import _LOCK, SHARED_DB, SharedServer, golden_name
 from provisioning.snapshots.dump import dump_snapshot
 from provisioning.snapshots.manifest import Manifest
-from tests.conftest import unique
+from tests.conftest import started_cluster, unique
 from tests.test_shared import as_role
 
 CONFIGURED_PORT = 25610
@@ -67,18 +66,9 @@ async def configured(runtime: Runtime, home: Path) -> AsyncIterator[LocalCluster
     """A PostgreSQL server as a DBA set it up for devdb: PostgreSQL's default pg_hba and
     grants, then the README's statements; devdb's login a superuser with a password, reached
     over TCP like any configured server."""
-    cluster = LocalCluster(
-        home / "configured",
-        CONFIGURED_PORT,
-        programs=runtime.programs,
-        account=ServerAccount.for_current_process(runtime.settings.server_user),
-        durable=False,
-    )
-    await cluster.create()
-    await cluster.start()
+    cluster = await started_cluster(runtime, CONFIGURED_PORT, "configured-admin")
     conn = await cluster.connect()
     try:
-        await conn.execute("alter role devdb password 'configured-admin'")
         for statement in DBA_STATEMENTS:  # README, Shared mode: run once by a DBA
             await conn.execute(statement)
     finally:
@@ -233,18 +223,9 @@ async def test_a_configured_server_open_to_public_is_refused_until_closed(
 ) -> None:
     """A fresh server with PostgreSQL's default grants: shared mode is refused in one
     sentence, with nothing made; after the README's statements, it works."""
-    cluster = LocalCluster(
-        runtime.settings.home / unique("fresh"),
-        CONFIGURED_PORT + 1,
-        programs=runtime.programs,
-        account=ServerAccount.for_current_process(runtime.settings.server_user),
-        durable=False,
-    )
-    await cluster.create()
-    await cluster.start()
+    cluster = await started_cluster(runtime, CONFIGURED_PORT + 1, "configured-admin")
     try:
         conn = await cluster.connect()
-        await conn.execute("alter role devdb password 'configured-admin'")
         service = with_server(runtime, configured_server(runtime, cluster))
         owner = unique("dev")
         with pytest.raises(InvalidInput, match="closed to PUBLIC, and postgres, template1 are"):
@@ -352,15 +333,7 @@ async def test_no_password_reaches_the_server_log(
         await server.execute("postgres", "alter system reset log_statement")
         await server.execute("postgres", "select pg_reload_conf()")
 
-    cluster = LocalCluster(
-        runtime.settings.home / unique("logged"),
-        CONFIGURED_PORT + 2,
-        programs=runtime.programs,
-        account=ServerAccount.for_current_process(runtime.settings.server_user),
-        durable=False,
-    )
-    await cluster.create()
-    await cluster.start()
+    cluster = await started_cluster(runtime, CONFIGURED_PORT + 2)
     try:
         conn = await cluster.connect()
         await conn.execute("alter system set log_statement = 'all'")

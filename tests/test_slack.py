@@ -85,6 +85,20 @@ class FakeSlack:
             reply |= {"ts": f"{len(self.calls)}.0001", "channel": data.get("channel")}
         return web.json_response(reply)
 
+    async def serve(self, *routes: tuple[str, str, Any]) -> web.AppRunner:
+        """Listen on this fake's port: the Web API, response_url, and any `routes`
+        (method, path, handler) a test adds; cleaned up by the caller."""
+        app = web.Application()
+        app.router.add_post("/api/{method}", self.handle)
+        app.router.add_get("/api/{method}", self.handle)
+        app.router.add_post("/respond/{key}", self.handle)
+        for method, path, handler in routes:
+            app.router.add_route(method, path, handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        return runner
+
     def of(self, method: str) -> list[dict[str, Any]]:
         return [data for name, data in self.calls if name == method]
 
@@ -142,7 +156,8 @@ class SlackRig:
             }
         )
 
-    def click(self, user: str, action: str, name: str) -> str:
+    def click(self, user: str, action: str, name: str, block: str | None = None) -> str:
+        """A button press; `name` is the button's value, `block` its block id."""
         payload = {
             "type": "block_actions",
             "team": {"id": "T1"},
@@ -153,7 +168,7 @@ class SlackRig:
             "actions": [
                 {
                     "action_id": action,
-                    "block_id": f"env:{name}",
+                    "block_id": block or f"env:{name}",
                     "value": name,
                     "type": "button",
                     "action_ts": str(time.time()),
@@ -166,13 +181,7 @@ class SlackRig:
 @pytest.fixture
 async def slack(runtime: Runtime) -> AsyncIterator[SlackRig]:
     fake = FakeSlack(free_port())
-    fake_app = web.Application()
-    fake_app.router.add_post("/api/{method}", fake.handle)
-    fake_app.router.add_get("/api/{method}", fake.handle)
-    fake_app.router.add_post("/respond/{key}", fake.handle)
-    fake_runner = web.AppRunner(fake_app)
-    await fake_runner.setup()
-    await web.TCPSite(fake_runner, "127.0.0.1", fake.port).start()
+    fake_runner = await fake.serve()
     port = free_port()
     app = build_app(runtime.service, token="xoxb-test", signing_secret=SECRET, api_url=fake.api_url)
     runner = web.AppRunner(app.web_app(path="/slack/events", port=port))
@@ -586,24 +595,7 @@ async def test_audit_is_listed_and_paged_in_slack(slack: SlackRig, runtime: Runt
     assert text.count("*extend*") == 20 and "env-24" in text and "env-5 " in text
     assert "theirs" not in text, "another user's entries are not shown"
     older = next(e for b in first["blocks"] if b["type"] == "actions" for e in b["elements"])
-    payload = {
-        "type": "block_actions",
-        "team": {"id": "T1"},
-        "user": {"id": user},
-        "channel": {"id": "C1"},
-        "trigger_id": unique("trigger"),
-        "response_url": slack.fake.response_url(unique("older")),
-        "actions": [
-            {
-                "action_id": "audit_older",
-                "block_id": "audit",
-                "value": older["value"],
-                "type": "button",
-                "action_ts": str(time.time()),
-            }
-        ],
-    }
-    await slack.post(urlencode({"payload": json.dumps(payload)}))
+    await slack.post(slack.click(user, "audit_older", older["value"], block="audit"))
     second = await reply(before + 2)
     assert second["replace_original"] is True
     text = json.dumps(second)

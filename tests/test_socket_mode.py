@@ -52,13 +52,7 @@ async def test_a_refresh_runs_end_to_end_over_socket_mode(
 ) -> None:
     slack = SlackSocket()
     fake = FakeSlack(free_port())
-    server = web.Application()
-    server.router.add_post("/api/{method}", fake.handle)
-    server.router.add_post("/respond/{key}", fake.handle)
-    server.router.add_get("/link", slack.handle)
-    runner = web.AppRunner(server)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", fake.port).start()
+    runner = await fake.serve(("GET", "/link", slack.handle))
     fake.socket_url = f"ws://127.0.0.1:{fake.port}/link"
     app = build_app(runtime.service, token="xoxb-test", signing_secret=SECRET, api_url=fake.api_url)
     handler = AsyncSocketModeHandler(app, "xapp-test")

@@ -41,24 +41,25 @@ DEV_USER = "dev"
 HOST = "127.0.0.1"
 
 
-async def create_login(conn: asyncpg.Connection, user: str, password: str) -> None:
-    """The login role, its password given as its SCRAM verifier (never in plain text)."""
-    statement = await conn.fetchval(
-        "select format('create role %I login password %L', $1::text, $2::text)",
-        user,
-        scram_verifier(password),
+async def _with_verifier(
+    conn: asyncpg.Connection, statement: str, user: str, password: str
+) -> None:
+    """`statement` (a format() template: the role, then the password) run with the password
+    as its SCRAM verifier, never in plain text; quoted by the server, never by hand."""
+    filled = await conn.fetchval(
+        f"select format('{statement}', $1::text, $2::text)", user, scram_verifier(password)
     )
-    await conn.execute(statement)
+    await conn.execute(filled)
+
+
+async def create_login(conn: asyncpg.Connection, user: str, password: str) -> None:
+    """The login role."""
+    await _with_verifier(conn, "create role %I login password %L", user, password)
 
 
 async def set_password(conn: asyncpg.Connection, user: str, password: str) -> None:
-    """Give the login role a new password, as its SCRAM verifier (never in plain text)."""
-    statement = await conn.fetchval(
-        "select format('alter role %I password %L', $1::text, $2::text)",
-        user,
-        scram_verifier(password),
-    )
-    await conn.execute(statement)
+    """Give the login role a new password."""
+    await _with_verifier(conn, "alter role %I password %L", user, password)
 
 
 def port_is_free(port: int) -> bool:
