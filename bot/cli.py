@@ -41,6 +41,7 @@ from bot.terminal import (
     reap_table,
     snapshots_table,
 )
+from bot.words import in_terminal
 from provisioning.audit import audit_page
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.drivers.local import LocalDriver
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command = grammar.parse(words, allowed=grammar.TERMINAL_COMMANDS)
     except grammar.UsageError as exc:
-        _fail(str(exc), as_json)
+        _fail(in_terminal(exc), as_json)
         print(messages.usage(exc.usage), file=sys.stderr)
         return 2
     if isinstance(command, grammar.Help):
@@ -366,10 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         return asyncio.run(_run(command, settings, as_json))
     except PolicyViolation as exc:
-        _fail(str(exc), as_json, exc.problems)
+        _fail(in_terminal(exc), as_json, exc.problems)
         return 1
     except DevdbError as exc:
-        _fail(str(exc), as_json)
+        _fail(in_terminal(exc), as_json)
         if isinstance(exc, MigrationFailed) and exc.output and not as_json:
             print(exc.output, file=sys.stderr)  # the terminal's user is the owner
         return 1

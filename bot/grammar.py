@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from provisioning.durations import parse_duration
-from provisioning.errors import InvalidInput
+from provisioning.errors import InvalidInput, Part
 from provisioning.models import validate_name
 from provisioning.snapshots.manifest import validate_snapshot_id
 
@@ -95,8 +95,8 @@ TERMINAL_COMMANDS = SHARED_COMMANDS | {
 class UsageError(InvalidInput):
     """Input that does not fit the grammar; `usage` is the line to show with it."""
 
-    def __init__(self, message: str, usage: str) -> None:
-        super().__init__(message)
+    def __init__(self, *parts: Part, usage: str) -> None:
+        super().__init__(*parts)
         self.usage = usage
 
 
@@ -329,7 +329,7 @@ def split(text: str) -> list[str]:
     try:
         return shlex.split(text)
     except ValueError as exc:
-        raise UsageError(f"could not read that command ({exc}).", "help") from exc
+        raise UsageError(f"could not read that command ({exc}).", usage="help") from exc
 
 
 def parse(words: list[str], *, allowed: frozenset[str] = TERMINAL_COMMANDS) -> Command:
@@ -342,7 +342,7 @@ def parse(words: list[str], *, allowed: frozenset[str] = TERMINAL_COMMANDS) -> C
     if verb not in allowed:
         known = ", ".join(sorted(allowed))
         shown = verb if len(verb) <= 20 else verb[:20] + "…"
-        raise UsageError(f"unknown command {shown!r}: use one of {known}.", "help")
+        raise UsageError(f"unknown command {shown!r}: use one of {known}.", usage="help")
     usage = USAGE[verb]
     options: dict[str, str | None] = {}
     repeated: list[str] = []
@@ -355,16 +355,16 @@ def parse(words: list[str], *, allowed: frozenset[str] = TERMINAL_COMMANDS) -> C
         if word.startswith("--"):
             key, eq, value = word.partition("=")
             if key not in takes:
-                raise UsageError(f"{verb} has no option {key}.", usage)
+                raise UsageError(f"{verb} has no option {key}.", usage=usage)
             if key in options and key not in _REPEATABLE:
-                raise UsageError(f"{key} is given twice.", usage)
+                raise UsageError(f"{key} is given twice.", usage=usage)
             if takes[key] and not eq:
                 if index >= len(rest):
-                    raise UsageError(f"{key} needs a value.", usage)
+                    raise UsageError(f"{key} needs a value.", usage=usage)
                 value = rest[index]
                 index += 1
             elif not takes[key] and eq:
-                raise UsageError(f"{key} takes no value.", usage)
+                raise UsageError(f"{key} takes no value.", usage=usage)
             options[key] = value if takes[key] else None
             if key in _REPEATABLE:
                 repeated.append(value)
@@ -373,13 +373,15 @@ def parse(words: list[str], *, allowed: frozenset[str] = TERMINAL_COMMANDS) -> C
     low, high = _POSITIONALS[verb]
     if not low <= len(positionals) <= high:
         expected = "no arguments" if high == 0 else usage
-        raise UsageError(f"{verb} takes {expected}; got {len(positionals)} argument(s).", usage)
+        raise UsageError(
+            f"{verb} takes {expected}; got {len(positionals)} argument(s).", usage=usage
+        )
     try:
         return _build(verb, positionals, options, tuple(repeated))
     except UsageError:
         raise
     except InvalidInput as exc:
-        raise UsageError(str(exc), usage) from exc
+        raise UsageError(*exc.parts, usage=usage) from exc
 
 
 def _required(options: dict[str, str | None], *keys: str) -> list[str]:

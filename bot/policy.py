@@ -47,7 +47,8 @@ async def policy_command(
     catalog, problems = await check_source(command.source, policy)
     if problems:
         raise PolicyViolation(
-            f"the policy does not match the database: {len(problems)} problem(s).", problems
+            f"the policy does not match the database: {len(problems)} problem(s).",
+            problems=problems,
         )
     print(
         json.dumps({"ok": True, "tables": len(catalog.tables)})

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from provisioning.drivers.base import Driver
-from provisioning.errors import QuotaExceeded
+from provisioning.errors import Next, QuotaExceeded
 from provisioning.policy import Policy
 from provisioning.state.store import StateStore
 
@@ -44,8 +44,9 @@ class Budget:
                 )
             raise QuotaExceeded(
                 f"team {team} has spent ${spent:.2f} of its ${cap:.2f} monthly cap on {driver.kind}"
-                " environments: use a local one (`devdb refresh`) or ask an admin to raise "
-                "DEVDB_MONTHLY_CAP."
+                " environments: use a local one (",
+                Next("refresh"),
+                ") or ask an admin to raise DEVDB_MONTHLY_CAP.",
             )
 
     async def spend_by_team(self) -> dict[str, float]:

@@ -2,13 +2,48 @@
 
 Errors from lower layers (asyncpg, subprocesses, the filesystem) are translated into these at
 the boundary and raised `from` the original, so front ends never show a traceback.
+
+A sentence that suggests a command names it as a `Next`, never in one front end's syntax:
+each front end words it (`bot/words.py`: `devdb snapshots` in a terminal, `/devdb snapshots`
+in Slack).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Next:
+    """A command to suggest: its verb and arguments, as the grammar has them."""
+
+    verb: str
+    args: str = ""
+    terminal_only: bool = False  # Slack has no such command: it is run in a terminal
+
+    @property
+    def line(self) -> str:
+        return f"{self.verb} {self.args}".strip()
+
+
+Part = str | Next
+
+
+def _named(step: Next) -> str:
+    return f"`{step.line}`"
+
 
 class DevdbError(Exception):
-    """Root of devdb's errors; `str(error)` is the sentence shown to the user."""
+    """Root of devdb's errors; `worded(...)` is the sentence a front end shows, and
+    `str(error)` the same with commands named plainly (for logs and the state store)."""
+
+    def __init__(self, *parts: Part) -> None:
+        self.parts = parts
+        super().__init__(self.worded(_named))
+
+    def worded(self, say: Callable[[Next], str]) -> str:
+        return "".join(part if isinstance(part, str) else say(part) for part in self.parts)
 
 
 class InvalidInput(DevdbError):
@@ -65,6 +100,6 @@ class StateStoreUnavailable(DevdbError):
 class PolicyViolation(DevdbError):
     """The masking policy and the database disagree, or the output holds personal data."""
 
-    def __init__(self, message: str, problems: list[str]) -> None:
-        super().__init__(message)
+    def __init__(self, *parts: Part, problems: list[str]) -> None:
+        super().__init__(*parts)
         self.problems = problems

@@ -22,6 +22,7 @@ from provisioning.errors import (
     Conflict,
     DevdbError,
     InvalidInput,
+    Next,
     NotAllowed,
     NotFound,
     QuotaExceeded,
@@ -209,7 +210,9 @@ class Service(Upkeep, Branching, Exports, Budget):
                 if any(e.state == EnvState.PROVISIONING for e in live):
                     raise Conflict(
                         f"a refresh of {name!r} is already in progress: wait for it "
-                        f"or follow it with `devdb status {name}`."
+                        "or follow it with ",
+                        Next("status", name),
+                        ".",
                     )
                 if any(e.state == EnvState.DESTROYING for e in live):
                     raise Conflict(f"{name!r} is being destroyed: try again in a moment.")
@@ -226,7 +229,9 @@ class Service(Upkeep, Branching, Exports, Budget):
                         await audit.audit(actor, "refresh", name, "refused", {"reason": "quota"})
                     raise QuotaExceeded(
                         f"{owner} already has {count} environment(s), the most allowed: "
-                        "destroy one first with `devdb destroy NAME`."
+                        "destroy one first with ",
+                        Next("destroy", "NAME"),
+                        ".",
                     )
                 fields = {
                     "name": name,
@@ -275,7 +280,9 @@ class Service(Upkeep, Branching, Exports, Budget):
             return ready[0]
         if live:
             return live[0]
-        raise NotFound(f"there is no environment named {name!r}: `devdb list --all` shows them.")
+        raise NotFound(
+            f"there is no environment named {name!r}: ", Next("list", "--all"), " shows them."
+        )
 
     async def status(self, actor: str, name: str) -> EnvironmentView:
         """One environment with its state, job progress and, for its owner, how to connect."""

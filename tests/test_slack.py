@@ -27,6 +27,7 @@ from provisioning.jobs import JobOptions
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
 from tests.conftest import unique
+from tests.test_cli import devdb
 
 SECRET = "test-signing-secret"
 
@@ -115,6 +116,7 @@ class SlackRig:
     fake: FakeSlack
     url: str
     session: aiohttp.ClientSession
+    answered: str = ""
 
     async def post(
         self,
@@ -138,7 +140,7 @@ class SlackRig:
         if sign:
             sent["X-Slack-Signature"] = signature
         async with self.session.post(self.url, data=body.encode(), headers=sent) as response:
-            await response.read()
+            self.answered = await response.text()  # the ack's body
             return response
 
     def command(self, user: str, text: str, trigger: str | None = None) -> str:
@@ -632,3 +634,26 @@ async def test_list_all_groups_by_team_with_spend_against_the_cap(
     finally:
         for view in made:
             await runtime.service.destroy(view.env.owner, view.env.name)
+
+
+async def test_a_refusal_names_the_command_in_each_front_ends_words(
+    slack: SlackRig, cli_env: dict[str, str]
+) -> None:
+    """The core names a command to suggest; Slack says `/devdb …`, the terminal `devdb …`."""
+    user = unique("U")
+    before = len([m for m, _ in slack.fake.calls if m.startswith("respond:")])
+    await slack.post(slack.command(user, "status no-such-env"))
+    deadline = time.monotonic() + 10
+    while len([m for m, _ in slack.fake.calls if m.startswith("respond:")]) <= before:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    said = [d for m, d in slack.fake.calls if m.startswith("respond:")][-1]["text"]
+    assert "`/devdb list --all` shows them" in said and "`devdb " not in said
+    # A malformed snapshot id is refused while parsing: in Slack's words too.
+    response = await slack.post(slack.command(user, "refresh x --snapshot ../../etc"))
+    assert response.status == 200 and "run `/devdb snapshots` to see them" in slack.answered
+    terminal = devdb(cli_env, "status", "no-such-env")
+    assert terminal.returncode == 1
+    assert "`devdb list --all` shows them" in terminal.stderr and "/devdb" not in terminal.stderr
+    usage = devdb(cli_env, "refresh", "x", "--snapshot", "../../etc")
+    assert usage.returncode == 2 and "run `devdb snapshots` to see them" in usage.stderr

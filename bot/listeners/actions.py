@@ -11,6 +11,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot import messages, pgservice, views
 from bot.listeners.commands import audit_reply
+from bot.words import in_slack
 from provisioning.errors import DevdbError
 from provisioning.service import Service
 
@@ -58,7 +59,7 @@ def register(app: AsyncApp, service: Service) -> None:
                     ),
                 )
         except DevdbError as exc:
-            await respond(response_type="ephemeral", replace_original=False, text=str(exc))
+            await respond(response_type="ephemeral", replace_original=False, text=in_slack(exc))
 
     def listener(kind: str) -> Callable[..., Awaitable[None]]:
         # Bolt passes arguments by parameter name, so the kind travels in a closure, not as
@@ -83,7 +84,7 @@ def register(app: AsyncApp, service: Service) -> None:
             await respond(response_type="ephemeral", text="That page could not be read.")
             return
         except DevdbError as exc:
-            await respond(response_type="ephemeral", replace_original=False, text=str(exc))
+            await respond(response_type="ephemeral", replace_original=False, text=in_slack(exc))
             return
         await respond(
             response_type="ephemeral", replace_original=True, text="Audit log", blocks=blocks

@@ -11,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import grammar, messages, pgservice, views
 from bot.slack_progress import ChannelProgress
 from bot.terminal import human_bytes
+from bot.words import in_slack
 from provisioning.audit import audit_page
 from provisioning.errors import DevdbError, MigrationFailed
 from provisioning.models import default_name
@@ -28,7 +29,10 @@ def register(app: AsyncApp, service: Service) -> None:
                 grammar.split(command.get("text", "")), allowed=grammar.SHARED_COMMANDS
             )
         except grammar.UsageError as exc:
-            await ack(response_type="ephemeral", text=f"{exc}\n{messages.slack_usage(exc.usage)}")
+            await ack(
+                response_type="ephemeral",
+                text=f"{in_slack(exc)}\n{messages.slack_usage(exc.usage)}",
+            )
             return
         if isinstance(parsed, grammar.Help):
             await ack(response_type="ephemeral", text=messages.SLACK_HELP)
@@ -52,7 +56,7 @@ def register(app: AsyncApp, service: Service) -> None:
         try:
             await answer(service, parsed, user, command.get("user_name") or user, respond)
         except DevdbError as exc:
-            await respond(response_type="ephemeral", text=str(exc))
+            await respond(response_type="ephemeral", text=in_slack(exc))
 
 
 async def refresh(
@@ -75,9 +79,9 @@ async def refresh(
         )
     except DevdbError as exc:
         if progress.event is None:
-            await client.chat_postEphemeral(channel=channel, user=user, text=str(exc))
+            await client.chat_postEphemeral(channel=channel, user=user, text=in_slack(exc))
         else:
-            await progress.finish(failed=str(exc))
+            await progress.finish(failed=in_slack(exc))
         if isinstance(exc, MigrationFailed) and exc.output:
             # What the migrations printed may hold anything: the requester sees it alone.
             await client.chat_postEphemeral(

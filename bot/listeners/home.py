@@ -10,6 +10,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import messages, views
+from bot.words import in_slack
 from provisioning.durations import format_duration, parse_duration
 from provisioning.errors import DevdbError, NotFound
 from provisioning.models import Environment
@@ -75,7 +76,7 @@ def register(app: AsyncApp, service: Service) -> None:
             env = await service.extend(user, name, parse_duration(raw))
         except DevdbError as exc:
             # Shown under the field, and the modal stays open to correct it.
-            await ack(response_action="errors", errors={"duration": str(exc)})
+            await ack(response_action="errors", errors={"duration": in_slack(exc)})
             return
         await ack()
         await client.chat_postMessage(
@@ -91,5 +92,5 @@ def register(app: AsyncApp, service: Service) -> None:
             env = await service.keep(user, name, KEEP_FOR)
             text = messages.kept(env.name, f"{env.expires_at:%Y-%m-%d %H:%M} UTC")
         except DevdbError as exc:
-            text = str(exc)
+            text = in_slack(exc)
         await respond(replace_original=True, text=text)

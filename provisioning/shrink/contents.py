@@ -70,6 +70,6 @@ def account(listing: str, dump_dir: Path, catalog: Catalog, policy: Policy) -> C
         raise PolicyViolation(
             f"the dump holds {len(problems)} entr{'y' if len(problems) == 1 else 'ies'} devdb "
             f"cannot account for, so nothing was published: {problems[0]}",
-            problems,
+            problems=problems,
         )
     return Contents(data=tuple(data), large_objects=tuple(blobs))

@@ -27,7 +27,7 @@ from typing import Any
 
 import asyncpg
 
-from provisioning.errors import InvalidInput, PolicyViolation, ProvisioningFailed
+from provisioning.errors import InvalidInput, Next, PolicyViolation, ProvisioningFailed
 from provisioning.models import ProgressEvent
 from provisioning.pg.dsn import redact
 from provisioning.pg.programs import PgPrograms
@@ -208,14 +208,14 @@ async def _mask_and_scan(
         raise PolicyViolation(
             f"the scan found personal data in {len(report)} place(s), so nothing was "
             f"published: {report[0]}",
-            report,
+            problems=report,
         )
     broken = closure.problems()
     if broken:
         raise PolicyViolation(
             "the snapshot would not restore, so nothing was published: "
             f"{broken[0]}; add the missing link under `references` or change the subset.",
-            broken,
+            problems=broken,
         )
     return _Output(rows=rows, files={p.relation: p.target.name for p in plans.values()})
 
@@ -264,8 +264,10 @@ async def shrink(
             if problems:
                 raise PolicyViolation(
                     f"the policy does not match the source ({len(problems)} problem(s)): "
-                    f"{problems[0]}; run `devdb policy check` for the list.",
-                    problems,
+                    f"{problems[0]}; run ",
+                    Next("policy check", terminal_only=True),
+                    " for the list.",
+                    problems=problems,
                 )
             emit(ProgressEvent(step=ShrinkStep.SUBSET, message="choosing rows"))
             selection = await select_subset(conn, policy, catalog, tenant)

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from pathlib import Path
 
-from provisioning.errors import NotFound
+from provisioning.errors import Next, NotFound
 from provisioning.snapshots.manifest import Manifest
 
 SAVED = "saved"  # `extra.kind` of an environment saved before it was reaped
@@ -56,8 +56,9 @@ class SnapshotStore(ABC):
         snapshots = [m for m in await self.list() if m.extra.get("kind") != SAVED]
         if not snapshots:
             raise NotFound(
-                "no snapshot has been published yet: run `devdb demo` to make one from "
-                "generated data."
+                "no snapshot has been published yet: run ",
+                Next("demo", terminal_only=True),
+                " to make one from generated data.",
             )
         return snapshots[0]
 

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from provisioning.errors import NotFound, SnapshotInvalid
+from provisioning.errors import Next, NotFound, SnapshotInvalid
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest, validate_snapshot_id, verify
 
@@ -43,7 +43,7 @@ class LocalSnapshotStore(SnapshotStore):
             text = await asyncio.to_thread(path.read_text)
         except FileNotFoundError:
             raise NotFound(
-                f"there is no snapshot {snapshot_id!r}: run `devdb snapshots` to see them."
+                f"there is no snapshot {snapshot_id!r}: run ", Next("snapshots"), " to see them."
             ) from None
         except OSError as exc:
             raise SnapshotInvalid(

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from provisioning.errors import InvalidInput, SnapshotInvalid
+from provisioning.errors import InvalidInput, Next, SnapshotInvalid
 
 FORMAT = 1
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
@@ -35,7 +35,7 @@ def validate_snapshot_id(snapshot_id: str) -> str:
     if _ID.fullmatch(snapshot_id) and ".." not in snapshot_id:
         return snapshot_id
     shown = snapshot_id if len(snapshot_id) <= 24 else snapshot_id[:24] + "…"
-    raise InvalidInput(f"{shown!r} is not a snapshot id: run `devdb snapshots` to see them.")
+    raise InvalidInput(f"{shown!r} is not a snapshot id: run ", Next("snapshots"), " to see them.")
 
 
 def new_snapshot_id(now: datetime | None = None) -> str:

@@ -24,7 +24,7 @@ from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.subscribers import BaseSubscriber
 
-from provisioning.errors import NotFound, SnapshotInvalid
+from provisioning.errors import Next, NotFound, SnapshotInvalid
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest, validate_snapshot_id, verify
 
@@ -93,7 +93,9 @@ class S3SnapshotStore(SnapshotStore):
         except ClientError as exc:
             if _missing(exc):
                 raise NotFound(
-                    f"there is no snapshot {snapshot_id!r}: run `devdb snapshots` to see them."
+                    f"there is no snapshot {snapshot_id!r}: run ",
+                    Next("snapshots"),
+                    " to see them.",
                 ) from None
             raise s3_error(exc, f"read snapshot {snapshot_id}") from exc
         except BotoCoreError as exc:
