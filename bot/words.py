@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from provisioning.errors import DevdbError, Next
+from collections.abc import Callable, Sequence
+
+from provisioning.errors import DevdbError, Next, Part
 
 
 def terminal(step: Next) -> str:
@@ -21,3 +23,8 @@ def in_terminal(exc: DevdbError) -> str:
 
 def in_slack(exc: DevdbError) -> str:
     return exc.worded(slack)
+
+
+def said(parts: Sequence[Part], say: Callable[[Next], str] = terminal) -> str:
+    """A notice's parts as one front end's sentence."""
+    return "".join(part if isinstance(part, str) else say(part) for part in parts)

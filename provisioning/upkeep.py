@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from provisioning import metrics
 from provisioning.drivers.base import Driver, placement_of
 from provisioning.durations import format_duration
-from provisioning.errors import DevdbError
+from provisioning.errors import DevdbError, Next, Part
 from provisioning.jobs import retire
 from provisioning.models import POOL_OWNER, Environment, EnvironmentView, EnvState
 from provisioning.notify import Notifier
@@ -20,6 +20,9 @@ from provisioning.secrets import Passwords
 from provisioning.snapshots.base import SAVED, SnapshotStore, saved_id
 from provisioning.snapshots.dump import dump_snapshot
 from provisioning.state.store import StateStore
+
+# How a refresh names each kind of environment.
+KIND_FLAGS = {"ec2": "--ec2", "shared-db": "--shared", "shared": "--shared --schema"}
 
 
 class Upkeep:
@@ -67,8 +70,9 @@ class Upkeep:
             if not self.policy.auto_replace:
                 await self.notify(
                     env.owner,
-                    f"Your environment {env.name} was interrupted: {reason}. Run "
-                    f"`devdb refresh {env.name} --{env.kind}` for a new one.",
+                    f"Your environment {env.name} was interrupted: {reason}. Run ",
+                    Next("refresh", f"{env.name} {KIND_FLAGS.get(env.kind, '')}"),
+                    " for a new one.",
                 )
                 continue
             await self.notify(
@@ -79,11 +83,13 @@ class Upkeep:
             try:
                 await self.refresh(env.owner, env.name, snapshot=env.snapshot_id, kind=env.kind)
             except DevdbError as exc:
-                await self.notify(env.owner, f"{env.name} could not be replaced: {exc}")
+                await self.notify(env.owner, f"{env.name} could not be replaced: ", *exc.parts)
             else:
                 await self.notify(
                     env.owner,
-                    f"{env.name} is back: `devdb status {env.name}` shows how to reach it.",
+                    f"{env.name} is back: ",
+                    Next("status", env.name),
+                    " shows how to reach it.",
                 )
         return found
 
@@ -91,8 +97,11 @@ class Upkeep:
         await self.notify(
             env.owner,
             f"Your environment {env.name} will be removed in about "
-            f"{format_duration(self.policy.reap.warning)}: {reason}. Use it, run "
-            f"`devdb extend {env.name} 4h`, or `devdb protect {env.name} 1d` to keep it.",
+            f"{format_duration(self.policy.reap.warning)}: {reason}. Use it, run ",
+            Next("extend", f"{env.name} 4h"),
+            ", or ",
+            Next("protect", f"{env.name} 1d"),
+            " to keep it.",
         )
 
     async def reap(self, env: Environment, reason: str, *, save: bool = False) -> bool:
@@ -116,8 +125,12 @@ class Upkeep:
                 {"environment": env.id, "reason": reason, "saved": saved},
             )
         metrics.REAPS.labels(kind=env.kind).inc()
-        back = f" `devdb refresh {env.name} --snapshot {saved}` brings it back." if saved else ""
-        await self.notify(env.owner, f"Your environment {env.name} was removed: {reason}.{back}")
+        back: tuple[Part, ...] = (
+            (" ", Next("refresh", f"{env.name} --snapshot {saved}"), " brings it back.")
+            if saved
+            else ()
+        )
+        await self.notify(env.owner, f"Your environment {env.name} was removed: {reason}.", *back)
         return True
 
     async def _save(self, env: Environment) -> str | None:
@@ -154,6 +167,7 @@ class Upkeep:
             return
         await self.notify(
             env.owner,
-            f"Your environment {env.name} is lost: {reason}. Run `devdb refresh {env.name}` "
-            "for a new one.",
+            f"Your environment {env.name} is lost: {reason}. Run ",
+            Next("refresh", env.name),
+            " for a new one.",
         )

@@ -17,11 +17,12 @@ from botocore.exceptions import ClientError
 from moto.backends import get_backend
 from moto.ec2.models.instances import StateReason
 
+from bot.words import said
 from provisioning.aws import fleet
 from provisioning.aws.checks import ec2_checks
 from provisioning.aws.settings import AwsSettings
 from provisioning.drivers.ec2 import Ec2Driver, volume_size
-from provisioning.errors import DevdbError, InvalidInput, ProvisioningFailed, QuotaExceeded
+from provisioning.errors import DevdbError, InvalidInput, Part, ProvisioningFailed, QuotaExceeded
 from provisioning.jobs import JobOptions
 from provisioning.models import EnvState, ProgressEvent
 from provisioning.runtime import Runtime
@@ -303,8 +304,8 @@ async def test_an_interrupted_environment_is_reported_and_replaced(
 ) -> None:
     told: list[tuple[str, str]] = []
 
-    async def notify(owner: str, text: str) -> None:
-        told.append((owner, text))
+    async def notify(owner: str, *parts: Part) -> None:
+        told.append((owner, said(parts)))
 
     service = Service(
         store=cloud.service.store,

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
+from provisioning.errors import Part
 from provisioning.models import Endpoint, Environment
 from provisioning.policy import Policy
 from provisioning.runtime import Runtime
@@ -175,7 +176,7 @@ async def test_the_reaper_never_reaps_what_is_used_and_always_reaps_what_is_due(
     async def warn(env: Environment, reason: str) -> None:
         world.warned.setdefault(env.name, []).append(world.now)
 
-    async def notify(owner: str, text: str) -> None:
+    async def notify(owner: str, *parts: Part) -> None:
         return None
 
     service.warn = warn

@@ -17,8 +17,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bot.words import said
 from provisioning.drivers.local import LocalDriver
-from provisioning.errors import InvalidInput, NotAllowed
+from provisioning.errors import InvalidInput, NotAllowed, Part
 from provisioning.models import POOL_OWNER, EnvState
 from provisioning.nightly import rebuild
 from provisioning.pg.cluster import LocalCluster
@@ -168,8 +169,8 @@ async def test_reconciliation_resumes_marks_lost_and_removes_orphans(
 ) -> None:
     told: list[tuple[str, str]] = []
 
-    async def notify(owner: str, text: str) -> None:
-        told.append((owner, text))
+    async def notify(owner: str, *parts: Part) -> None:
+        told.append((owner, said(parts)))
 
     service = service_with(runtime)
     service.notify = notify
@@ -266,8 +267,8 @@ async def test_a_reaped_environment_can_be_saved_and_brought_back(
 ) -> None:
     told: list[str] = []
 
-    async def notify(owner: str, text: str) -> None:
-        told.append(text)
+    async def notify(owner: str, *parts: Part) -> None:
+        told.append(said(parts))
 
     service = service_with(runtime, idle_ttl=timedelta(minutes=1), save_before_reap=True)
     service.notify = notify

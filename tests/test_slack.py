@@ -23,6 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners.home import warn_owner
 from bot.slack_app import build_app, refresh_admins
+from provisioning.errors import Next
 from provisioning.jobs import JobOptions
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
@@ -355,6 +356,9 @@ async def test_app_home_and_reaper_warning(
     await runtime.service.notify(owner, f"Your environment {name} was interrupted.")
     notice = slack.fake.of("chat.postMessage")[-1]
     assert notice["channel"] == owner and "was interrupted" in notice["text"]
+    # A notice's suggested command, in Slack's words.
+    await runtime.service.notify(owner, "Run ", Next("status", name), " to see it.")
+    assert slack.fake.of("chat.postMessage")[-1]["text"] == f"Run `/devdb status {name}` to see it."
     await warn_owner(client, view.env, "idle for 4h", timedelta(hours=2))
     warning = slack.fake.of("chat.postMessage")[-1]
     assert warning["channel"] == owner and '"action_id": "keep"' in json.dumps(warning)

@@ -10,9 +10,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import messages, views
-from bot.words import in_slack
+from bot.words import in_slack, said, slack
 from provisioning.durations import format_duration, parse_duration
-from provisioning.errors import DevdbError, NotFound
+from provisioning.errors import DevdbError, NotFound, Part
 from provisioning.models import Environment
 from provisioning.notify import Notifier
 from provisioning.service import Service
@@ -47,8 +47,8 @@ async def warn_owner(
 def direct_messages(client: AsyncWebClient) -> Notifier:
     """The core's notifier over Slack: a direct message to the owner (a Slack user id)."""
 
-    async def notify(owner: str, text: str) -> None:
-        await client.chat_postMessage(channel=owner, text=text)
+    async def notify(owner: str, *parts: Part) -> None:
+        await client.chat_postMessage(channel=owner, text=said(parts, slack))
 
     return notify
 
