@@ -93,6 +93,18 @@ async def test_connect_forwards_a_cloud_environment_through_ssm_or_a_bastion(
 
         stranger = devdb({**env, "DEVDB_USER": "mallory"}, "connect", name)
         assert stranger.returncode == 1 and "only its owner" in stranger.stderr
+
+        # devdb use: the stable entry, through the same SSM forward on the port given.
+        used = devdb(env, "use", name, "--port", "15998")
+        assert used.returncode == 0, used.stderr
+        argv = (tools / "record.txt").read_text().splitlines()
+        parameters = json.loads(argv[argv.index("--parameters") + 1])
+        assert parameters == {"portNumber": [str(view.env.port)], "localPortNumber": ["15998"]}
+        text = Path(env["PGSERVICEFILE"]).read_text()
+        stable = text.split("[devdb]\n", 1)[1].split("\n[", 1)[0]
+        assert "host=localhost" in stable and "port=15998" in stable
+        without = devdb(env, "use", name)
+        assert without.returncode == 1 and "give it a local port" in without.stderr
     finally:
         await cloud.service.destroy("carol", name)
 
