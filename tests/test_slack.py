@@ -144,6 +144,20 @@ class SlackRig:
             self.answered = await response.text()  # the ack's body
             return response
 
+    async def answer(self, text: str, user: str, timeout: float = 30) -> dict[str, Any]:
+        """Post `/devdb text` as `user` and wait for the reply to its response_url."""
+
+        def replies() -> list[dict[str, Any]]:
+            return [data for name, data in self.fake.calls if name.startswith("respond:")]
+
+        before = len(replies())
+        await self.post(self.command(user, text))
+        deadline = time.monotonic() + timeout
+        while len(replies()) <= before:
+            assert time.monotonic() < deadline, f"no reply to {text!r}"
+            await asyncio.sleep(0.05)
+        return replies()[-1]
+
     def command(self, user: str, text: str, trigger: str | None = None) -> str:
         return urlencode(
             {
@@ -624,13 +638,7 @@ async def test_list_all_groups_by_team_with_spend_against_the_cap(
         for owner in (ann, bob, cy)
     ]
     try:
-        before = len([m for m, _ in slack.fake.calls if m.startswith("respond:")])
-        await slack.post(slack.command(cy, "list --all"))
-        deadline = time.monotonic() + 30
-        while len([m for m, _ in slack.fake.calls if m.startswith("respond:")]) <= before:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-        reply = [d for m, d in slack.fake.calls if m.startswith("respond:")][-1]
+        reply = await slack.answer("list --all", cy)
         texts = [b["text"]["text"] for b in reply["blocks"] if b["type"] == "section"]
         data = texts.index("*data* · $0.00 of $100.00 this month")
         assert ann in texts[data + 1] and bob in texts[data + 1], "the team's owners together"
@@ -645,13 +653,7 @@ async def test_a_refusal_names_the_command_in_each_front_ends_words(
 ) -> None:
     """The core names a command to suggest; Slack says `/devdb …`, the terminal `devdb …`."""
     user = unique("U")
-    before = len([m for m, _ in slack.fake.calls if m.startswith("respond:")])
-    await slack.post(slack.command(user, "status no-such-env"))
-    deadline = time.monotonic() + 10
-    while len([m for m, _ in slack.fake.calls if m.startswith("respond:")]) <= before:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    said = [d for m, d in slack.fake.calls if m.startswith("respond:")][-1]["text"]
+    said = (await slack.answer("status no-such-env", user))["text"]
     assert "`/devdb list --all` shows them" in said and "`devdb " not in said
     # A malformed snapshot id is refused while parsing: in Slack's words too.
     response = await slack.post(slack.command(user, "refresh x --snapshot ../../etc"))
