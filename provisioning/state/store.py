@@ -1,4 +1,5 @@
-"""The state store: environments, refresh jobs and their steps, and the audit log, in PostgreSQL.
+"""The state store: environments, refresh jobs and their steps, and the audit log, in PostgreSQL
+(the jobs' queries in `job_rows.py`, the audit log's and deliveries' in `audit_rows.py`).
 
 `StateStore` owns the connection pool and applies the versioned migrations on open.
 Queries live on `Tx`, a thin wrapper over one connection, so callers compose them inside
@@ -17,7 +18,9 @@ from typing import Any
 import asyncpg
 
 from provisioning.errors import StateStoreUnavailable
-from provisioning.models import LIVE_STATES, POOL_OWNER, Environment, EnvState, JobState, Step
+from provisioning.models import LIVE_STATES, POOL_OWNER, Environment, EnvState
+from provisioning.state.audit_rows import AuditRows, DeliveriesAndAuditPages
+from provisioning.state.job_rows import JobRows
 
 _MIGRATION_LOCK = 0x6465_7664_62  # "devdb"
 _ENV_COLUMNS = (
@@ -70,7 +73,7 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-class StateStore:
+class StateStore(DeliveriesAndAuditPages):
     """A pool of connections to the state store database."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -124,52 +127,6 @@ class StateStore:
         async with self.pool.acquire() as conn:
             return str(await conn.fetchval("select id from devdb.installation"))
 
-    async def audit_page(
-        self,
-        *,
-        target: str | None,
-        since: datetime,
-        actor: str | None,
-        visible_to: str | None,
-        before: int | None,
-        limit: int,
-    ) -> list[asyncpg.Record]:
-        """Audit entries, newest first; `visible_to` keeps those a user may see (theirs, and
-        those about environments they own)."""
-        async with self.pool.acquire() as conn:
-            return list(
-                await conn.fetch(
-                    "select id, at, actor, action, target, result, detail from devdb.audit_log"
-                    " where ($1::text is null or target = $1) and at >= $2"
-                    " and ($3::text is null or actor = $3)"
-                    " and ($4::text is null or actor = $4 or target in"
-                    "      (select name from devdb.environments where owner = $4))"
-                    " and ($5::bigint is null or id < $5)"
-                    " order by id desc limit $6",
-                    target,
-                    since,
-                    actor,
-                    visible_to,
-                    before,
-                    limit,
-                )
-            )
-
-    async def first_delivery(self, key: str, remember: float = 600.0) -> bool:
-        """Whether no replica has taken delivery `key` in the last `remember` seconds; it
-        is taken now if so."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "delete from devdb.deliveries where seen_at < now() - make_interval(secs => $1)",
-                remember,
-            )
-            taken = await conn.fetchval(
-                "insert into devdb.deliveries (key) values ($1) on conflict do nothing"
-                " returning true",
-                key,
-            )
-        return bool(taken)
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -195,7 +152,7 @@ class StateStore:
                     await conn.execute("select pg_advisory_unlock(hashtext('devdb:' || $1))", name)
 
 
-class Tx:
+class Tx(JobRows, AuditRows):
     """The state store's queries, run on one connection."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
@@ -437,118 +394,3 @@ class Tx:
             " for update skip locked"
         )
         return [_environment(r) for r in rows]
-
-    # jobs ---------------------------------------------------------------------------------
-
-    async def insert_job(
-        self, *, kind: str, env_id: int, requested_by: str, worker: str, lease_until: datetime
-    ) -> int:
-        job_id: int = await self.conn.fetchval(
-            "insert into devdb.jobs (kind, environment_id, requested_by, state, worker,"
-            " lease_until) values ($1, $2, $3, 'running', $4, $5) returning id",
-            kind,
-            env_id,
-            requested_by,
-            worker,
-            lease_until,
-        )
-        return job_id
-
-    async def step_started(self, job_id: int, step: Step) -> None:
-        await self.conn.execute(
-            "insert into devdb.job_steps (job_id, step, state) values ($1, $2, 'started')"
-            " on conflict (job_id, step) do update set state = 'started', started_at = now(),"
-            " finished_at = null",
-            job_id,
-            step.value,
-        )
-        await self.conn.execute("update devdb.jobs set step = $2 where id = $1", job_id, step.value)
-
-    async def step_finished(
-        self, job_id: int, step: Step, *, ok: bool, detail: dict[str, Any] | None = None
-    ) -> None:
-        await self.conn.execute(
-            "update devdb.job_steps set state = $3, finished_at = now(), detail = $4"
-            " where job_id = $1 and step = $2",
-            job_id,
-            step.value,
-            "done" if ok else "failed",
-            detail,
-        )
-
-    async def job_steps(self, job_id: int) -> list[tuple[str, str]]:
-        rows = await self.conn.fetch(
-            "select step, state from devdb.job_steps where job_id = $1 order by started_at",
-            job_id,
-        )
-        return [(r["step"], r["state"]) for r in rows]
-
-    async def renew_lease(self, job_id: int, lease_until: datetime, progress: Any) -> None:
-        await self.conn.execute(
-            "update devdb.jobs set lease_until = $2, progress = coalesce($3, progress)"
-            " where id = $1 and state = 'running'",
-            job_id,
-            lease_until,
-            progress,
-        )
-
-    async def finish_job(self, job_id: int, state: JobState, error: str | None = None) -> None:
-        await self.conn.execute(
-            "update devdb.jobs set state = $2, error = $3, finished_at = now() where id = $1",
-            job_id,
-            state.value,
-            error,
-        )
-
-    async def running_jobs(self) -> list[asyncpg.Record]:
-        """Running jobs, locked for this transaction; jobs another recovery holds are skipped."""
-        return list(
-            await self.conn.fetch(
-                "select id, environment_id, worker, lease_until, lease_until < now() as expired"
-                " from devdb.jobs where state = 'running' for update skip locked"
-            )
-        )
-
-    async def claim_job(self, job_id: int, worker: str, lease_until: datetime) -> None:
-        await self.conn.execute(
-            "update devdb.jobs set worker = $2, lease_until = $3 where id = $1",
-            job_id,
-            worker,
-            lease_until,
-        )
-
-    async def latest_job(self, env_id: int) -> asyncpg.Record | None:
-        return await self.conn.fetchrow(
-            "select id, state, step, error, progress from devdb.jobs where environment_id = $1"
-            " order by id desc limit 1",
-            env_id,
-        )
-
-    # audit --------------------------------------------------------------------------------
-
-    async def audit(
-        self,
-        actor: str,
-        action: str,
-        target: str | None,
-        result: str,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        await self.conn.execute(
-            "insert into devdb.audit_log (actor, action, target, result, detail)"
-            " values ($1, $2, $3, $4, $5)",
-            actor,
-            action,
-            target,
-            result,
-            detail,
-        )
-
-    async def audit_entries(self, target: str | None = None) -> list[asyncpg.Record]:
-        return list(
-            await self.conn.fetch(
-                "select at, actor, action, target, result, detail from devdb.audit_log"
-                " where $1::text is null or target = $1 order by id",
-                target,
-            )
-        )
