@@ -14,13 +14,13 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 
 from provisioning.drivers.base import Progress
-from provisioning.errors import InvalidInput, NotAllowed, ProvisioningFailed
+from provisioning.errors import InvalidInput
 from provisioning.jobs import JobOptions
 from provisioning.models import ProgressEvent, Step
 from provisioning.pg.dsn import redact, split_password
 from provisioning.pg.programs import PgPrograms
 from provisioning.pg.restore import Target, restore_dump, restored
-from provisioning.snapshots.base import SAVED, SnapshotStore
+from provisioning.snapshots.base import SnapshotStore, check_saved
 from provisioning.snapshots.manifest import Manifest, validate_snapshot_id
 from provisioning.state.store import StateStore
 
@@ -51,7 +51,7 @@ def target_of(url: str) -> Target:
     )
 
 
-class Exports:
+class RestoreInto:
     """Mixed into `Service`: snapshots restored into servers devdb does not manage."""
 
     store: StateStore
@@ -74,21 +74,10 @@ class Exports:
         target = target_of(url)
         shown = redact(url)
         manifest = await self.snapshots.resolve(snapshot and validate_snapshot_id(snapshot))
-        owner = manifest.extra.get("owner")
-        if manifest.extra.get("kind") == SAVED and actor != owner and not self.is_admin(actor):
-            raise NotAllowed(f"snapshot {manifest.id} is {owner}'s saved work.")
+        check_saved(manifest, actor, admin=self.is_admin(actor))
 
         async def connect() -> asyncpg.Connection:
-            try:
-                return await asyncpg.connect(
-                    host=target.host,
-                    port=target.port,
-                    user=target.user,
-                    password=target.password,
-                    database=target.database,
-                )
-            except (OSError, asyncpg.PostgresError) as exc:
-                raise ProvisioningFailed(f"{shown} could not be reached: {exc}.") from exc
+            return await target.connect(app="devdb-restore", called=shown)
 
         conn = await connect()
         try:

@@ -43,9 +43,9 @@ from provisioning.models import (
 from provisioning.notify import Notifier, Warner, nobody
 from provisioning.pg.programs import PgPrograms
 from provisioning.policy import Policy
-from provisioning.restore_into import Exports
+from provisioning.restore_into import RestoreInto
 from provisioning.secrets import Passwords
-from provisioning.snapshots.base import SAVED, SnapshotStore
+from provisioning.snapshots.base import SAVED, SnapshotStore, check_saved
 from provisioning.snapshots.manifest import Manifest, validate_snapshot_id
 from provisioning.state.store import StateStore, Tx
 from provisioning.upkeep import Upkeep
@@ -55,7 +55,7 @@ def _ignore(_: ProgressEvent) -> None:
     return None
 
 
-class Service(Upkeep, Branching, Exports, Budget):
+class Service(Upkeep, Branching, RestoreInto, Budget):
     def __init__(
         self,
         *,
@@ -146,9 +146,7 @@ class Service(Upkeep, Branching, Exports, Budget):
         owner = await self._owner_for(actor, name)
         await self._check_budget(actor, owner, name, driver)
         manifest = await self.snapshots.resolve(snapshot and validate_snapshot_id(snapshot))
-        saved_by = manifest.extra.get("owner")
-        if manifest.extra.get("kind") == SAVED and actor != saved_by and not self.is_admin(actor):
-            raise NotAllowed(f"snapshot {manifest.id} is {saved_by}'s saved work.")
+        check_saved(manifest, actor, admin=self.is_admin(actor))
         dump_dir = None
         reserved = None
         if actor != POOL_OWNER:

@@ -49,6 +49,20 @@ class Target:
     password: str | None = None
     role: str | None = None  # restore as this role (SET ROLE), so it owns what is made
 
+    async def connect(self, *, app: str, called: str) -> asyncpg.Connection:
+        """A connection to this place; `called` names it in the sentence if it fails."""
+        try:
+            return await asyncpg.connect(
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                password=self.password,
+                database=self.database,
+                server_settings={"application_name": app},
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ProvisioningFailed(f"{called} could not be reached: {exc}.") from exc
+
     @property
     def dsn(self) -> str:
         """The same place as a postgresql:// URL (the host may be a socket directory)."""

@@ -137,18 +137,7 @@ class SharedServer(GoldenCopies):
         )
 
     async def connect(self, database: str = SHARED_DB) -> asyncpg.Connection:
-        target = self.target(database)
-        try:
-            return await asyncpg.connect(
-                host=target.host,
-                port=target.port,
-                user=target.user,
-                password=target.password,
-                database=database,
-                server_settings={"application_name": "devdb-admin"},
-            )
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise ProvisioningFailed(f"the shared server could not be reached: {exc}.") from exc
+        return await self.target(database).connect(app="devdb-admin", called="the shared server")
 
     async def execute(self, database: str, *statements: str) -> None:
         """Run `statements` in order on `database`, as devdb's administrative login."""

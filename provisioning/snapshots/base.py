@@ -12,10 +12,17 @@ from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from pathlib import Path
 
-from provisioning.errors import Next, NotFound
+from provisioning.errors import Next, NotAllowed, NotFound
 from provisioning.snapshots.manifest import Manifest
 
 SAVED = "saved"  # `extra.kind` of an environment saved before it was reaped
+
+
+def check_saved(manifest: Manifest, actor: str, *, admin: bool) -> None:
+    """A saved snapshot is its owner's work: anyone else but an admin is refused."""
+    owner = manifest.extra.get("owner")
+    if manifest.extra.get("kind") == SAVED and actor != owner and not admin:
+        raise NotAllowed(f"snapshot {manifest.id} is {owner}'s saved work.")
 
 
 def saved_id(env_id: int) -> str:
