@@ -1,1 +1,1 @@
-"""devdb's front ends: the terminal CLI (and, later, the Slack app) over one command grammar."""
+"""devdb's front ends: the terminal CLI and the Slack app, over one command grammar."""

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 from rich.console import Console, RenderableType
 
-from bot import grammar, messages, pgservice
+from bot import grammar, messages, pgservice, usage
 from bot.agent import agent_command
 from bot.connect import check_tools, plan_connect
 from bot.connect import use as use_environment
@@ -354,13 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     as_json = "--json" in words
     words = [word for word in words if word != "--json"]
     try:
-        command = grammar.parse(words, allowed=grammar.TERMINAL_COMMANDS)
+        command = grammar.parse(words)
     except grammar.UsageError as exc:
         _fail(in_terminal(exc), as_json)
-        print(messages.usage(exc.usage), file=sys.stderr)
+        print(usage.terminal_usage(exc.usage), file=sys.stderr)
         return 2
     if isinstance(command, grammar.Help):
-        print(messages.HELP)
+        print(usage.terminal_help(command.topic))
         return 0
     settings: Settings | None = None
     try:

@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-from bot.grammar import USAGE
 from provisioning.models import Endpoint
-
-HELP = (
-    "devdb: private, throw-away PostgreSQL environments from dev-safe snapshots.\n\n"
-    + "\n".join(f"  devdb {line}" for line in USAGE.values())
-    + "\n\nAdd --json before the command for machine-readable output."
-)
-
-
-def usage(line: str) -> str:
-    return f"usage: devdb {USAGE.get(line, line)}"
 
 
 def connection_details(name: str, endpoint: Endpoint, service: str) -> str:
@@ -101,27 +90,6 @@ def interrupted() -> str:
 
 def unexpected(log: str) -> str:
     return f"something unexpected went wrong; the details are in {log}."
-
-
-SLACK_HELP = "*devdb* — private, throw-away PostgreSQL environments.\n" + "\n".join(
-    f"• `/devdb {USAGE[verb]}`"
-    for verb in (
-        "refresh",
-        "list",
-        "status",
-        "reset",
-        "save",
-        "destroy",
-        "extend",
-        "protect",
-        "audit",
-        "snapshots",
-    )
-)
-
-
-def slack_usage(line: str) -> str:
-    return f"Usage: `/devdb {USAGE.get(line, line)}`"
 
 
 def refresh_started(name: str) -> str:

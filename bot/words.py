@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from bot.grammar import verbs
 from provisioning.errors import DevdbError, Next, Part
 
 
@@ -12,8 +13,8 @@ def terminal(step: Next) -> str:
 
 
 def slack(step: Next) -> str:
-    if step.terminal_only:
-        return f"`devdb {step.line}` in a terminal"
+    if step.verb.split()[0] not in verbs(slack=True):
+        return f"`devdb {step.line}` in a terminal"  # Slack has no such command
     return f"`/devdb {step.line}`"
 
 

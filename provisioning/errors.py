@@ -20,7 +20,6 @@ class Next:
 
     verb: str
     args: str = ""
-    terminal_only: bool = False  # Slack has no such command: it is run in a terminal
 
     @property
     def line(self) -> str:

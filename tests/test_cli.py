@@ -104,6 +104,14 @@ async def test_snapshots_and_help(cli_env: dict[str, str], demo_snapshot: Manife
     assert demo_snapshot.id in {entry["id"] for entry in listed}
     helped = devdb(cli_env, "help")
     assert helped.returncode == 0 and "refresh [NAME]" in helped.stdout
+    one = devdb(cli_env, "help", "restore")
+    assert one.returncode == 0 and "--clean" in one.stdout and "replace what" in one.stdout
+    usage = devdb(cli_env, "restore", "--clean")
+    assert usage.returncode == 2
+    assert usage.stderr.splitlines() == [
+        "devdb: restore needs --into URL.",
+        "usage: devdb restore [--snapshot ID] --into URL [--clean]",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -210,7 +218,7 @@ async def test_shrink_from_the_terminal(cli_env: dict[str, str], chinook_dsn: st
     ("args", "sentence"),
     [
         (["shrink", "--source", "x", "--policy", "/nonexistent.yml"], "cannot be read"),
-        (["shrink", "--policy", "p.yml"], "--source is required"),
+        (["shrink", "--policy", "p.yml"], "shrink needs --source DSN."),
         (
             [
                 "policy",
@@ -222,7 +230,7 @@ async def test_shrink_from_the_terminal(cli_env: dict[str, str], chinook_dsn: st
             ],
             "could not be reached",
         ),
-        (["policy", "bless"], "policy takes init or check"),
+        (["policy", "bless"], "policy takes check or init, not 'bless'."),
     ],
 )
 async def test_shrink_and_policy_bad_input(

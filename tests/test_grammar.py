@@ -1,12 +1,16 @@
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 
-from bot import grammar
+from bot import grammar, usage, words
 from bot.grammar import UsageError, parse
 from provisioning.durations import format_duration, parse_duration
-from provisioning.errors import InvalidInput
+from provisioning.errors import InvalidInput, Next
 from provisioning.models import default_name, validate_name
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_refresh_with_everything() -> None:
@@ -16,6 +20,12 @@ def test_refresh_with_everything() -> None:
     )
 
 
+def kind(words: list[str]) -> str:
+    command = parse(words)
+    assert isinstance(command, grammar.Refresh)
+    return command.kind
+
+
 def test_bare_words() -> None:
     assert parse([]) == grammar.Help()
     assert parse(["refresh"]) == grammar.Refresh()
@@ -23,10 +33,11 @@ def test_bare_words() -> None:
     assert parse(["list"]) == grammar.ListEnvironments(everyone=False)
     assert parse(["extend", "x1", "1d12h"]) == grammar.Extend(name="x1", by=timedelta(hours=36))
     assert parse(["demo", "--scale", "3"]) == grammar.Demo(scale=3)
-    assert parse(["refresh", "big", "--ec2"]) == grammar.Refresh(name="big", kind="ec2")
+    assert kind(["refresh", "big", "--ec2"]) == "ec2"
+    assert kind(["refresh", "big"]) == "local"
     # A database of its own is the shared default; a schema is asked for.
-    assert parse(["refresh", "--shared"]) == grammar.Refresh(kind="shared-db")
-    assert parse(["refresh", "--shared", "--schema"]) == grammar.Refresh(kind="shared")
+    assert kind(["refresh", "--shared"]) == "shared-db"
+    assert kind(["refresh", "--shared", "--schema"]) == "shared"
     assert parse(["image", "upload"]) == grammar.ImageUpload()
     assert parse(["use", "big"]) == grammar.Use(name="big", port=None)
     assert parse(["use", "big", "--port", "15432"]) == grammar.Use(name="big", port=15432)
@@ -34,6 +45,14 @@ def test_bare_words() -> None:
     assert parse(["connect", "big"]) == grammar.Connect(name="big", port=15432)
     assert parse(["connect", "big", "--port=6000"]) == grammar.Connect(name="big", port=6000)
     assert parse(["agent", "restore", "--jobs", "8"]) == grammar.AgentRestore(jobs=8)
+    assert parse(["Policy", "CHECK", "--source", "s", "--policy", "p"]) == grammar.PolicyCheck(
+        source="s", policy="p"
+    )
+    assert parse(["shrink", "--source", "s", "--policy", "p", "--allow", "a", "--allow", "b"]) == (
+        grammar.Shrink(source="s", policy="p", allow=("a", "b"))
+    )
+    assert parse(["audit", "--user", "<@U1|ann>"]) == grammar.Audit(user="U1")
+    assert parse(["help", "refresh"]) == grammar.Help(topic="refresh")
 
 
 @pytest.mark.parametrize(
@@ -44,22 +63,29 @@ def test_bare_words() -> None:
         (["refresh", "a;drop table"], "not a valid environment name"),
         (["refresh", "x" * 200], "not a valid environment name"),
         (["refresh", ""], "not a valid environment name"),
-        (["refresh", "--color"], "refresh has no option --color"),
-        (["refresh", "--snapshot"], "--snapshot needs a value"),
+        (["refresh", "--color"], "refresh has no option --color."),
+        (["refresh", "--snap", "x"], "refresh has no option --snap; did you mean --snapshot?"),
+        (["refresh", "--snapshot"], "'--snapshot' requires an argument"),
         (["refresh", "--snapshot", "../../etc"], "not a snapshot id"),
         (["refresh", "--ttl", "soon"], "'soon' is not a duration"),
-        (["destroy"], "destroy takes"),
-        (["extend", "x"], "extend takes"),
+        (["destroy"], "destroy needs NAME."),
+        (["extend", "x"], "extend needs DURATION."),
         (["extend", "x", "4 hours"], "is not a duration"),
-        (["list", "--all=yes"], "--all takes no value"),
-        (["list", "--all", "--all"], "given twice"),
-        (["snapshots", "extra"], "snapshots takes no arguments"),
+        (["list", "--all=yes"], "'--all' does not take a value"),
+        (["snapshots", "extra"], "unexpected extra argument (extra)"),
         (["demo", "--scale", "0"], "--scale must be"),
-        (["connect"], "connect takes"),
+        (["connect"], "connect needs NAME."),
+        (["restore"], "restore needs --into URL."),
+        (["policy"], "policy takes check or init."),
+        (["policy", "drop"], "policy takes check or init, not 'drop'."),
+        (["serve", "--http", "--socket"], "exactly one of --http or --socket"),
+        (["scan"], "exactly one of --source and --snapshot"),
+        (["refresh", "--schema"], "--schema goes with --shared"),
+        (["refresh", "--ec2", "--shared"], "choose one of --ec2 and --shared"),
         (["connect", "x", "--port", "0"], "--port must be a port number"),
         (["agent", "start"], "agent takes restore"),
         (["agent", "restore", "--jobs", "many"], "--jobs must be"),
-        (["refresh", "--ec2=yes"], "--ec2 takes no value"),
+        (["refresh", "--ec2=yes"], "'--ec2' does not take a value"),
     ],
 )
 def test_bad_input_names_the_problem(words: list[str], fragment: str) -> None:
@@ -71,9 +97,12 @@ def test_bad_input_names_the_problem(words: list[str], fragment: str) -> None:
 
 def test_slack_does_not_get_terminal_only_commands() -> None:
     with pytest.raises(UsageError, match="unknown command 'demo'"):
-        parse(["demo"], allowed=grammar.SHARED_COMMANDS)
+        parse(["demo"], slack=True)
     with pytest.raises(UsageError, match="unknown command 'connect'"):
-        parse(["connect", "x"], allowed=grammar.SHARED_COMMANDS)
+        parse(["connect", "x"], slack=True)
+    assert parse(["extend", "x", "4h"], slack=True) == grammar.Extend(
+        name="x", by=timedelta(hours=4)
+    )
 
 
 def test_split_reports_unbalanced_quotes() -> None:
@@ -97,3 +126,59 @@ def test_names() -> None:
     assert default_name("Jane.Doe") == "jane-doe"
     assert default_name("42") == "env-42"
     assert validate_name(default_name("ÜBER user!" * 10))
+
+
+def test_what_people_read_is_derived_from_the_declarations() -> None:
+    """Usage lines, help, the README's command list and the manifest's hint come from the one
+    declaration of each command, so a new option shows up everywhere at once."""
+    readme = (ROOT / "README.md").read_text()
+    listed = readme.split("## Commands\n\n```\n", 1)[1].split("```", 1)[0]
+    assert listed.rstrip("\n") == usage.command_list()
+    manifest = yaml.safe_load((ROOT / "manifest.yml").read_text())
+    (slash,) = manifest["features"]["slash_commands"]
+    assert slash["usage_hint"] == usage.manifest_hint()
+    assert usage.terminal_usage("extend") == "usage: devdb extend NAME DURATION"
+    assert usage.terminal_usage("policy") == (
+        "usage: devdb policy init --source DSN --out FILE | "
+        "devdb policy check --source DSN --policy FILE"
+    )
+    assert usage.slack_usage("list") == "Usage: `/devdb list [--all]`"
+    helped = usage.terminal_help()
+    assert "devdb shrink --source DSN --policy FILE [--tenant ID] [--allow REGEX ...]" in helped
+    assert "devdb agent restore [--jobs N]" in helped
+    slack_help = usage.slack_help()
+    assert "`/devdb extend NAME DURATION`" in slack_help and "demo" not in slack_help
+    detail = usage.terminal_help("refresh")
+    assert "--schema" in detail and "with --shared: a role and a schema" in detail
+    assert "no command 'bogus'" in usage.terminal_help("bogus")
+    assert "has no command 'demo'" in usage.slack_help("demo")
+
+
+def test_every_usage_line_parses() -> None:
+    """Each derived usage line, with its placeholders filled in, is accepted by the parser."""
+    fill = {
+        "NAME": "app",
+        "DURATION": "4h",
+        "COMMAND": "refresh",
+        "N": "2",
+        "ID": "20261201-000000-abcd",
+    }
+    for path, command in usage.commands():
+        words = []
+        for part in usage.line(path, command).replace(" ...", "").split():
+            bare = part.strip("[]")
+            words.append(fill.get(bare, "x" if bare.isupper() else bare))
+        if path == "scan":  # exactly one of --source and --snapshot
+            words = ["scan", "--source", "x"]
+        if path == "serve":  # exactly one of --http and --socket
+            words = ["serve", "--http"]
+        if path == "refresh":  # --ec2 and --shared are alternatives
+            words.remove("--ec2")
+        parse(words)
+
+
+def test_slack_words_commands_it_has_and_sends_the_rest_to_a_terminal() -> None:
+    assert words.slack(Next("status", "app")) == "`/devdb status app`"
+    assert words.slack(Next("demo")) == "`devdb demo` in a terminal"
+    assert words.slack(Next("policy check")) == "`devdb policy check` in a terminal"
+    assert words.terminal(Next("status", "app")) == "`devdb status app`"

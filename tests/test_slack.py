@@ -229,6 +229,13 @@ async def test_bad_input_gets_an_ephemeral_sentence_and_usage(slack: SlackRig) -
     unknown = slack.command("U1", "demo")
     async with slack.session.post(slack.url, data=unknown.encode(), headers=_signed(unknown)) as r:
         assert "unknown command 'demo'" in (await r.json())["text"]
+    # help on one command: its Slack usage and what each option means, to the asker alone
+    helped = slack.command("U1", "help audit")
+    async with slack.session.post(slack.url, data=helped.encode(), headers=_signed(helped)) as r:
+        reply = await r.json()
+    assert reply["response_type"] == "ephemeral"
+    assert "/devdb audit [NAME] [--since 1d] [--user U]" in reply["text"]
+    assert "--user U" in reply["text"] and "only this user's actions" in reply["text"]
 
 
 def _signed(body: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import grammar, messages, pgservice, views
+from bot import grammar, messages, pgservice, usage, views
 from bot.slack_progress import ChannelProgress
 from bot.terminal import human_bytes
 from bot.words import in_slack
@@ -25,17 +25,14 @@ def register(app: AsyncApp, service: Service) -> None:
         ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
         try:
-            parsed = grammar.parse(
-                grammar.split(command.get("text", "")), allowed=grammar.SHARED_COMMANDS
-            )
+            parsed = grammar.parse(grammar.split(command.get("text", "")), slack=True)
         except grammar.UsageError as exc:
             await ack(
-                response_type="ephemeral",
-                text=f"{in_slack(exc)}\n{messages.slack_usage(exc.usage)}",
+                response_type="ephemeral", text=f"{in_slack(exc)}\n{usage.slack_usage(exc.usage)}"
             )
             return
         if isinstance(parsed, grammar.Help):
-            await ack(response_type="ephemeral", text=messages.SLACK_HELP)
+            await ack(response_type="ephemeral", text=usage.slack_help(parsed.topic))
             return
         user = command["user_id"]
         name = None

@@ -265,7 +265,7 @@ async def shrink(
                 raise PolicyViolation(
                     f"the policy does not match the source ({len(problems)} problem(s)): "
                     f"{problems[0]}; run ",
-                    Next("policy check", terminal_only=True),
+                    Next("policy check"),
                     " for the list.",
                     problems=problems,
                 )

@@ -64,7 +64,7 @@ class SnapshotStore(ABC):
         if not snapshots:
             raise NotFound(
                 "no snapshot has been published yet: run ",
-                Next("demo", terminal_only=True),
+                Next("demo"),
                 " to make one from generated data.",
             )
         return snapshots[0]
