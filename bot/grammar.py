@@ -84,7 +84,7 @@ class Refresh:
     "connect",
     "forward localhost:PORT to a cloud environment (SSM or the ssh bastion)",
     argument("name", type=NAME),
-    option("--port", "the local port", metavar="15432", type=PORT, default=15432),
+    option("--port", "the local port", metavar="15432", type=PORT),
 )
 @dataclass(frozen=True)
 class Connect:
@@ -186,7 +186,7 @@ class Protect:
     "audit",
     "the audit log: yours and your environments', or anyone's for admins",
     argument("name", required=False, type=NAME),
-    option("--since", "how far back", metavar="1d", type=DURATION, default=timedelta(days=1)),
+    option("--since", "how far back", metavar="1d", type=DURATION),
     option("--user", "only this user's actions", metavar="U", type=USER),
     slack=True,
 )
@@ -244,7 +244,7 @@ class RunScheduler:
     "answer Slack (over HTTP, or Socket Mode) and run the scheduler",
     option("--http", "receive Slack's requests over HTTP"),
     option("--socket", "connect to Slack in Socket Mode"),
-    option("--port", "the HTTP port (and /metrics)", metavar="3000", type=PORT, default=3000),
+    option("--port", "the HTTP port (and /metrics)", metavar="3000", type=PORT),
 )
 @dataclass(frozen=True)
 class Serve:
@@ -260,7 +260,7 @@ class Serve:
 @command(
     "demo",
     "generate demo data (~22 MB per scale unit), publish a dev-safe snapshot of it",
-    option("--scale", "how much", metavar="N", type=whole("--scale", 1, 1000), default=1),
+    option("--scale", "how much", metavar="N", type=whole("--scale", 1, 1000)),
 )
 @dataclass(frozen=True)
 class Demo:
@@ -317,7 +317,7 @@ class Shrink:
     "which columns hold personal data; exit 1 if any do",
     option("--source", "a database", metavar="DSN"),
     option("--snapshot", "or a snapshot", metavar="ID", type=SNAPSHOT),
-    option("--tables", "only these tables", metavar="S.T,...", type=TABLES, default=()),
+    option("--tables", "only these tables", metavar="S.T,...", type=TABLES),
     option("--sample", "rows read per table", metavar="N", type=whole("--sample", 1, 10**9)),
 )
 @dataclass(frozen=True)

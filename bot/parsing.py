@@ -169,7 +169,9 @@ def invoke(path: str, command: Verb, words: list[str]) -> object:
     try:
         context = command.make_context(path, words, token_normalize_func=str.lower)
         with context:
-            return context.invoke(command.callback, **context.params)
+            # What was not given is left out, so the dataclass's default is the one default.
+            given = {key: value for key, value in context.params.items() if value is not None}
+            return context.invoke(command.callback, **given)
     except click.UsageError as exc:
         raise UsageError(_sentence(exc, path), usage=path) from exc
     except UsageError:
