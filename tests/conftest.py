@@ -39,8 +39,32 @@ PORTS = (25100, 25399)
 SHARED_PORT = 25460
 
 
+# Settings read the environment and devdb.toml: the suite sees neither the developer's
+# DEVDB_* variables nor their config file (a test that wants some asks `configured`).
+for _key in [key for key in os.environ if key.startswith("DEVDB_")]:
+    del os.environ[_key]
+os.environ["DEVDB_CONFIG"] = os.devnull
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+Configured = Callable[[dict[str, str]], Settings]
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch) -> Configured:
+    """`Settings.from_env()` in a process whose DEVDB_* variables are exactly these."""
+
+    def read(env: dict[str, str]) -> Settings:
+        for key in [key for key in os.environ if key.startswith("DEVDB_")]:
+            monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        return Settings.from_env()
+
+    return read
 
 
 @pytest.fixture(scope="session")

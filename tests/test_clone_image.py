@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,7 +40,7 @@ async def test_clusters_live_on_the_image_and_it_is_mounted_again_at_start(
         pytest.skip("needs root and xfsprogs (scripts/bootstrap --test installs it)")
     home = Path(tempfile.mkdtemp(prefix="devdb-img-", dir="/tmp"))
     os.chmod(home, 0o755)
-    mine = replace(settings, home=home, clone_image=parse_size("1G"))
+    mine = settings.model_copy(update=dict(home=home, clone_image=parse_size("1G")))
     mount = home / MOUNT
     try:
         async with open_runtime(mine) as rt:

@@ -20,7 +20,6 @@ from moto.ec2.models.instances import StateReason
 from bot.words import said
 from provisioning.aws import fleet
 from provisioning.aws.checks import ec2_checks
-from provisioning.aws.settings import AwsSettings
 from provisioning.drivers.ec2 import Ec2Driver, volume_size
 from provisioning.errors import DevdbError, InvalidInput, Part, ProvisioningFailed, QuotaExceeded
 from provisioning.jobs import JobOptions
@@ -31,7 +30,7 @@ from provisioning.service import Service
 from provisioning.snapshots.local import LocalSnapshotStore
 from provisioning.snapshots.manifest import Manifest
 from tests.cloud import ACCOUNT, REGION
-from tests.conftest import Cloud, unique
+from tests.conftest import Cloud, Configured, unique
 from tests.test_cli import devdb
 
 
@@ -495,7 +494,7 @@ async def test_the_security_group_is_brought_to_the_settings_at_every_launch(
     assert fleet.security_group(ec2, cloud.settings, net, installation) == group
     assert rules() == wanted
     # The office network changes: the old one goes, the new one and the VPC stay.
-    moved = replace(cloud.settings, allow_cidr="192.168.7.0/24")
+    moved = cloud.settings.model_copy(update=dict(allow_cidr="192.168.7.0/24"))
     fleet.security_group(ec2, moved, net, installation)
     assert rules() == {(5432, net.cidr), (5432, "192.168.7.0/24")}
     ec2.delete_security_group(GroupId=group)
@@ -515,7 +514,7 @@ async def test_preflight_and_doctor_check_what_a_launch_needs(
     def with_settings(**changes: Any) -> Ec2Driver:
         return Ec2Driver(
             cloud.driver.ec2,
-            replace(cloud.settings, **changes),
+            cloud.settings.model_copy(update=changes),
             snapshots=cloud.store,
             passwords=cloud.ssm,
             region=REGION,
@@ -555,7 +554,9 @@ async def test_a_failed_instance_can_be_kept_for_debugging(
 ) -> None:
     """DEVDB_EC2_KEEP_FAILED: the instance of a failed refresh stays (tagged devdb:kept, left
     alone by reconciliation, still bound by its own expiry); its template and password go."""
-    monkeypatch.setattr(cloud.driver, "settings", replace(cloud.settings, keep_failed=True))
+    monkeypatch.setattr(
+        cloud.driver, "settings", cloud.settings.model_copy(update=dict(keep_failed=True))
+    )
     corrupt = await publish_corrupt(cloud, demo_snapshot)
     name = unique("kept")
     with pytest.raises(ProvisioningFailed, match="could not restore"):
@@ -621,16 +622,20 @@ async def test_a_base_launch_template_is_extended_by_a_version_not_copied(
             {"ResourceType": "launch-template", "Tags": [{"Key": fleet.BASE_TAG, "Value": "true"}]}
         ],
     )["LaunchTemplate"]["LaunchTemplateId"]
-    refused = fleet_checks(ec2, cloud, replace(cloud.settings, launch_template=with_nics))
+    refused = fleet_checks(
+        ec2, cloud, cloud.settings.model_copy(update=dict(launch_template=with_nics))
+    )
     assert "describes network interfaces" in refused[0].detail
     ec2.delete_launch_template(LaunchTemplateId=with_nics)
     # devdb adds versions only to a template its owners marked for it.
     unmarked = base_template(team="data")
-    refused = fleet_checks(ec2, cloud, replace(cloud.settings, launch_template=unmarked))
+    refused = fleet_checks(
+        ec2, cloud, cloud.settings.model_copy(update=dict(launch_template=unmarked))
+    )
     assert f"needs the tag {fleet.BASE_TAG}=true" in refused[0].detail
     ec2.delete_launch_template(LaunchTemplateId=unmarked)
     base = base_template(team="data", **{fleet.BASE_TAG: "true"})
-    based = replace(cloud.settings, launch_template=base, ami=None)
+    based = cloud.settings.model_copy(update=dict(launch_template=base, ami=None))
     assert [c.detail for c in fleet_checks(ec2, cloud, based) if not c.ok] == []
     monkeypatch.setattr(cloud.driver, "settings", based)
     name = unique("based")
@@ -673,14 +678,14 @@ async def test_a_base_launch_template_is_extended_by_a_version_not_copied(
     ec2.delete_launch_template(LaunchTemplateId=base)
 
 
-def test_a_role_boundary_is_checked_before_a_launch(cloud: Cloud) -> None:
+def test_a_role_boundary_is_checked_before_a_launch(cloud: Cloud, configured: Configured) -> None:
     """DEVDB_EC2_ROLE_BOUNDARY: a malformed value is one sentence; a policy that does not
     exist fails preflight in one sentence; one that does passes."""
     with pytest.raises(InvalidInput, match="must be a managed policy's ARN"):
-        AwsSettings.from_values({"ec2_role_boundary": "devdb-boundary"}.get)
+        configured({"DEVDB_EC2_ROLE_BOUNDARY": "devdb-boundary"})
     ec2, iam = cloud.moto.client("ec2"), cloud.moto.client("iam")
     missing = f"arn:aws:iam::{ACCOUNT}:policy/{unique('nope')}"
-    settings = replace(cloud.settings, instance_profile=None, role_boundary=missing)
+    settings = cloud.settings.model_copy(update=dict(instance_profile=None, role_boundary=missing))
     checks = ec2_checks(ec2, cloud.moto.client("ssm"), settings, REGION, None, iam=iam)
     failed = [c.detail for c in checks if not c.ok]
     assert len(failed) == 1 and "could not be read (NoSuchEntity)" in failed[0]
@@ -689,7 +694,7 @@ def test_a_role_boundary_is_checked_before_a_launch(cloud: Cloud) -> None:
         PolicyDocument='{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", '
         '"Action": "s3:GetObject", "Resource": "*"}]}',
     )["Policy"]["Arn"]
-    settings = replace(settings, role_boundary=arn)
+    settings = settings.model_copy(update=dict(role_boundary=arn))
     checks = ec2_checks(ec2, cloud.moto.client("ssm"), settings, REGION, None, iam=iam)
     assert [c.detail for c in checks if not c.ok] == []
     iam.delete_policy(PolicyArn=arn)

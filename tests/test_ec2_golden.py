@@ -4,7 +4,6 @@ environments whose data volume is made from it; against moto, instances played h
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from datetime import timedelta
 
 import asyncpg
@@ -12,12 +11,11 @@ import pytest
 
 from provisioning.aws import fleet
 from provisioning.aws.golden import BUILD_TAG, SNAPSHOT_TAG, builder_parameter
-from provisioning.aws.settings import AwsSettings
 from provisioning.drivers.base import Placement
 from provisioning.errors import InvalidInput, ProvisioningFailed
 from provisioning.models import ProgressEvent
 from provisioning.snapshots.manifest import Manifest
-from tests.conftest import Cloud, unique
+from tests.conftest import Cloud, Configured, unique
 from tests.test_ec2 import NOTHING, publish_corrupt, tagged
 
 
@@ -33,7 +31,9 @@ async def test_environments_are_made_from_the_golden_ebs_snapshot(
     cloud: Cloud, demo_snapshot: Manifest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ec2, ssm = cloud.moto.client("ec2"), cloud.moto.client("ssm")
-    monkeypatch.setattr(cloud.driver, "settings", replace(cloud.settings, volume_init_rate=200))
+    monkeypatch.setattr(
+        cloud.driver, "settings", cloud.settings.model_copy(update=dict(volume_init_rate=200))
+    )
     built: list[ProgressEvent] = []
     ebs = await cloud.driver.build_golden(demo_snapshot, built.append)
     try:
@@ -125,10 +125,12 @@ async def test_environments_are_made_from_the_golden_ebs_snapshot(
     assert golden_snapshots(cloud) == []
 
 
-def test_the_volume_initialization_rate_is_checked() -> None:
-    with pytest.raises(InvalidInput, match="DEVDB_EC2_VOLUME_INIT_RATE must be 100 to 300"):
-        AwsSettings.from_values({"ec2_volume_init_rate": "50"}.get)
-    assert AwsSettings.from_values({"ec2_volume_init_rate": "300"}.get).volume_init_rate == 300
+def test_the_volume_initialization_rate_is_checked(
+    configured: Configured,
+) -> None:
+    with pytest.raises(InvalidInput, match="DEVDB_EC2_VOLUME_INIT_RATE must be a whole number"):
+        configured({"DEVDB_EC2_VOLUME_INIT_RATE": "50"})
+    assert configured({"DEVDB_EC2_VOLUME_INIT_RATE": "300"}).aws.volume_init_rate == 300
 
 
 async def test_a_failed_golden_build_leaves_nothing_and_a_leaked_builder_is_pruned(
@@ -195,7 +197,9 @@ async def test_a_failed_golden_build_leaves_nothing_and_a_leaked_builder_is_prun
     monkeypatch.setattr(
         cloud.driver,
         "settings",
-        replace(cloud.settings, boot_timeout=timedelta(0), ready_timeout=timedelta(0)),
+        cloud.settings.model_copy(
+            update=dict(boot_timeout=timedelta(0), ready_timeout=timedelta(0))
+        ),
     )
     assert await cloud.driver.prune({demo_snapshot.id}) == [launched.handle["instance_id"]]
     assert leftovers() == empty

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from provisioning.errors import InvalidInput
-from provisioning.settings import Settings
 from provisioning.shrink.catalog import JSON, TEXT
 from provisioning.shrink.copytext import decode, encode
 from provisioning.shrink.detect import DEFAULT_REGIONS, PiiDetector
 from provisioning.shrink.rewrite import TablePlan, lines, process, split_spans
 from provisioning.shrink.rules import Rule, digest
 from provisioning.shrink.scan import Findings, redact
+from tests.conftest import Configured
 
 SALT = b"unit-salt"
 DETECT = PiiDetector()
@@ -203,12 +203,12 @@ def test_each_regions_phones_and_ids_are_found_and_lookalikes_pass(region: str) 
         assert list(PiiDetector().find(f"ref {value} ok")) == [], (region, value)
 
 
-def test_regions_are_a_setting(tmp_path: Path) -> None:
-    settings = Settings.from_env({"DEVDB_HOME": str(tmp_path), "DEVDB_PII_REGIONS": "in, br"})
+def test_regions_are_a_setting(tmp_path: Path, configured: Configured) -> None:
+    settings = configured({"DEVDB_HOME": str(tmp_path), "DEVDB_PII_REGIONS": "in, br"})
     assert settings.pii_regions == ("IN", "BR")
-    assert Settings.from_env({"DEVDB_HOME": str(tmp_path)}).pii_regions == DEFAULT_REGIONS
+    assert configured({"DEVDB_HOME": str(tmp_path)}).pii_regions == DEFAULT_REGIONS
     with pytest.raises(InvalidInput, match="DEVDB_PII_REGIONS: 'XX' is not a region code"):
-        Settings.from_env({"DEVDB_HOME": str(tmp_path), "DEVDB_PII_REGIONS": "US,XX"})
+        configured({"DEVDB_HOME": str(tmp_path), "DEVDB_PII_REGIONS": "US,XX"})
     # Only the configured regions' national formats and ids; international ones always.
     us_only = PiiDetector(["US"])
     assert list(us_only.find("ruf 030-0074321 an")) == []
