@@ -22,6 +22,7 @@ from bot.parsing import (
     SNAPSHOT,
     TABLES,
     USER,
+    Checked,
     UsageError,
     Verb,
     argument,
@@ -43,6 +44,13 @@ devdb = click.Group(
 command = partial(verb, group=devdb)
 
 
+def _command(word: str) -> str:
+    """A command's name, for `help COMMAND`."""
+    if word.lower() not in devdb.commands:
+        raise InvalidInput(f"there is no command {word[:20]!r}.")
+    return word.lower()
+
+
 # --- The commands, in the order help lists them. ---------------------------------------
 
 
@@ -56,6 +64,7 @@ command = partial(verb, group=devdb)
     option("--shared", "a role and a database of its own on the shared server"),
     option("--schema", "with --shared: a role and a schema in the shared database"),
     slack=True,
+    at_most_one=("--ec2", "--shared"),
 )
 @dataclass(frozen=True)
 class Refresh:
@@ -69,8 +78,6 @@ class Refresh:
     def __post_init__(self) -> None:
         if self.schema and not self.shared:
             raise InvalidInput("--schema goes with --shared (a schema on the shared server).")
-        if self.ec2 and self.shared:
-            raise InvalidInput("choose one of --ec2 and --shared.")
 
     @property
     def kind(self) -> str:
@@ -245,6 +252,7 @@ class RunScheduler:
     option("--http", "receive Slack's requests over HTTP"),
     option("--socket", "connect to Slack in Socket Mode"),
     option("--port", "the HTTP port (and /metrics)", metavar="3000", type=PORT),
+    one_of=("--http", "--socket"),
 )
 @dataclass(frozen=True)
 class Serve:
@@ -252,15 +260,11 @@ class Serve:
     socket: bool = False
     port: int = 3000
 
-    def __post_init__(self) -> None:
-        if self.http == self.socket:
-            raise InvalidInput("serve needs exactly one of --http or --socket.")
-
 
 @command(
     "demo",
     "generate demo data (~22 MB per scale unit), publish a dev-safe snapshot of it",
-    option("--scale", "how much", metavar="N", type=whole("--scale", 1, 1000)),
+    option("--scale", "how much", metavar="N", type=whole(1, 1000)),
 )
 @dataclass(frozen=True)
 class Demo:
@@ -318,7 +322,8 @@ class Shrink:
     option("--source", "a database", metavar="DSN"),
     option("--snapshot", "or a snapshot", metavar="ID", type=SNAPSHOT),
     option("--tables", "only these tables", metavar="S.T,...", type=TABLES),
-    option("--sample", "rows read per table", metavar="N", type=whole("--sample", 1, 10**9)),
+    option("--sample", "rows read per table", metavar="N", type=whole(1, 10**9)),
+    one_of=("--source", "--snapshot"),
 )
 @dataclass(frozen=True)
 class Scan:
@@ -326,10 +331,6 @@ class Scan:
     snapshot: str | None = None
     tables: tuple[str, ...] = ()
     sample: int | None = None
-
-    def __post_init__(self) -> None:
-        if (self.source is None) == (self.snapshot is None):
-            raise InvalidInput("scan needs exactly one of --source and --snapshot.")
 
 
 image_group = subgroup(devdb, "image")
@@ -347,7 +348,7 @@ agent_group = subgroup(devdb, "agent")
 @command(
     "restore",
     "on an EC2 environment's instance: restore its snapshot",
-    option("--jobs", "pg_restore --jobs", metavar="N", type=whole("--jobs", 1, 256)),
+    option("--jobs", "pg_restore --jobs", metavar="N", type=whole(1, 256)),
     group=agent_group,
 )
 @dataclass(frozen=True)
@@ -358,7 +359,7 @@ class AgentRestore:
 @command(
     "help",
     "this list, or one command's options",
-    argument("topic", required=False, metavar="COMMAND"),
+    argument("topic", required=False, metavar="COMMAND", type=Checked("command", _command)),
     slack=True,
 )
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from provisioning.config import whole_number, words
 from provisioning.durations import parse_duration
 from provisioning.errors import InvalidInput, Part
 from provisioning.models import validate_name
@@ -30,31 +31,46 @@ class UsageError(InvalidInput):
 
 
 class Verb(click.Command):
-    """A devdb command; `slack` says whether `/devdb` has it too (else: terminal only)."""
+    """A devdb command; `slack` says whether `/devdb` has it too (else: terminal only);
+    `one_of` names options of which exactly one is given, `at_most_one` those that exclude
+    each other."""
 
-    def __init__(self, *args: Any, slack: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        slack: bool = False,
+        one_of: tuple[str, ...] = (),
+        at_most_one: tuple[str, ...] = (),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.slack = slack
+        self.one_of = one_of
+        self.at_most_one = at_most_one
 
 
 class Checked(click.ParamType[Any, str]):
-    """A value checked by one of devdb's own validators, whose sentence is kept as it is."""
+    """A value checked by one of devdb's own validators: its InvalidInput is kept as it is,
+    its ValueError ("must be …") is said of the option. An option's value is never empty."""
 
     def __init__(self, name: str, check: Callable[[str], Any]) -> None:
         self.name = name
         self.check = check
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        return self.check(value) if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        flag = param.opts[0] if isinstance(param, click.Option) else self.name
+        if isinstance(param, click.Option) and not value.strip():
+            raise InvalidInput(f"{flag} needs a value.")
+        try:
+            return self.check(value)
+        except ValueError as exc:
+            raise InvalidInput(f"{flag} {exc}.") from None
 
 
-def whole(option: str, low: int, high: int, what: str = "a whole number") -> Checked:
-    def check(raw: str) -> int:
-        if not raw.isdigit() or not low <= int(raw) <= high:
-            raise InvalidInput(f"{option} must be {what} from {low} to {high}, not {raw[:20]!r}.")
-        return int(raw)
-
-    return Checked("integer", check)
+def whole(low: int, high: int, what: str = "a whole number") -> Checked:
+    return Checked("integer", lambda raw: whole_number(raw, low, high, what))
 
 
 def _slack_user(raw: str) -> str:
@@ -62,16 +78,22 @@ def _slack_user(raw: str) -> str:
     return raw.strip("<@>").split("|")[0]
 
 
-def _tables(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
 NAME = Checked("name", validate_name)
 SNAPSHOT = Checked("snapshot", validate_snapshot_id)
 DURATION = Checked("duration", parse_duration)
-PORT = whole("--port", 1, 65535, "a port number")
+PORT = whole(1, 65535, "a port number")
 USER = Checked("user", _slack_user)
-TABLES = Checked("tables", _tables)
+TABLES = Checked("tables", words)
+TEXT = Checked("text", str)
+
+
+def shown(param: click.Parameter) -> str:
+    """How a parameter is written: `NAME`, `--all`, `--snapshot ID`, `--allow REGEX ...`."""
+    if isinstance(param, click.Argument):
+        return param.metavar or (param.name or "").upper()
+    assert isinstance(param, click.Option)
+    text = param.opts[0] if param.is_flag else f"{param.opts[0]} {param.metavar}"
+    return text + " ..." if param.multiple else text
 
 
 def argument(
@@ -89,23 +111,24 @@ def option(
     field: str | None = None,
     **kwargs: Any,
 ) -> click.Option:
-    """An option; with no metavar it is a flag (`--all`), with one it takes a value. `field`
-    names the dataclass field it fills, when that is not the option's own name."""
+    """An option; with no metavar it is a flag (`--all`), with one it takes a value (never
+    an empty one). `field` names the dataclass field it fills, when that is not the option's
+    own name."""
     names = [flag, field] if field else [flag]
     if metavar is None:
         return click.Option(names, is_flag=True, help=help)
-    return click.Option(names, metavar=metavar, type=type, help=help, **kwargs)
+    return click.Option(names, metavar=metavar, type=type or TEXT, help=help, **kwargs)
 
 
 def verb(
     name: str,
     summary: str,
     *params: click.Parameter,
-    slack: bool = False,
     group: click.Group,
+    **traits: Any,
 ) -> Callable[[Built], Built]:
     """Declare a command in `group`: what it parses into is what the decorated callable
-    returns (a dataclass, so the front ends match on its fields)."""
+    returns (a dataclass, so the front ends match on its fields); `traits` are `Verb`'s."""
 
     def declare(build: Built) -> Built:
         group.add_command(
@@ -115,7 +138,7 @@ def verb(
                 params=list(params),
                 help=summary,
                 add_help_option=False,
-                slack=slack,
+                **traits,
             )
         )
         return build
@@ -166,11 +189,20 @@ def resolve(known: dict[str, click.Command], words: list[str]) -> tuple[str, Ver
 def invoke(path: str, command: Verb, words: list[str]) -> object:
     """What `command` builds from `words`; `UsageError` names the exact problem."""
     assert command.callback is not None
+    _once_each(path, command, words)
     try:
-        context = command.make_context(path, words, token_normalize_func=str.lower)
+        context = command.make_context(
+            path, words, token_normalize_func=str.lower, allow_extra_args=True
+        )
         with context:
+            if context.args:
+                extra = (
+                    context.args[0] if len(context.args[0]) <= 20 else context.args[0][:20] + "…"
+                )
+                raise UsageError(f"{path} does not take {extra!r}.", usage=path)
             # What was not given is left out, so the dataclass's default is the one default.
             given = {key: value for key, value in context.params.items() if value is not None}
+            _alternatives(path, command, given)
             return context.invoke(command.callback, **given)
     except click.UsageError as exc:
         raise UsageError(_sentence(exc, path), usage=path) from exc
@@ -180,18 +212,44 @@ def invoke(path: str, command: Verb, words: list[str]) -> object:
         raise UsageError(*exc.parts, usage=path) from exc
 
 
+def _once_each(path: str, command: Verb, words: list[str]) -> None:
+    """An option that takes one value is given once: a second one is a mistake to point out."""
+    single = {
+        flag
+        for param in command.params
+        if isinstance(param, click.Option) and not param.multiple
+        for flag in param.opts
+    }
+    seen: set[str] = set()
+    for word in words:
+        if word == "--":
+            break
+        flag = word.split("=", 1)[0].lower()
+        if flag in single and flag in seen:
+            raise UsageError(f"{flag} is given twice.", usage=path)
+        seen.add(flag)
+
+
+def _alternatives(path: str, command: Verb, given: dict[str, Any]) -> None:
+    names = {flag: param.name for param in command.params for flag in param.opts}
+    for flags, exactly in ((command.one_of, True), (command.at_most_one, False)):
+        chosen = [flag for flag in flags if given.get(names[flag]) not in (None, False)]
+        if len(chosen) > 1 or (exactly and flags and not chosen):
+            choices = " and ".join(flags)
+            wanted = (
+                f"{path} needs exactly one of {choices}."
+                if exactly
+                else f"choose one of {choices}."
+            )
+            raise UsageError(wanted, usage=path)
+
+
 def _sentence(exc: click.UsageError, path: str) -> str:
     """One sentence for click's complaint, in devdb's words where they say more."""
     if isinstance(exc, click.NoSuchOption):
         guess = f"; did you mean {' or '.join(exc.possibilities)}?" if exc.possibilities else "."
         return f"{path} has no option {exc.option_name}{guess}"
     if isinstance(exc, click.MissingParameter) and exc.param is not None:
-        return f"{path} needs {_wanted(exc.param)}."
+        return f"{path} needs {shown(exc.param)}."
     text = " ".join(exc.format_message().split())
     return text if text.endswith((".", "?")) else text + "."
-
-
-def _wanted(param: click.Parameter) -> str:
-    if isinstance(param, click.Option):
-        return f"{param.opts[0]} {param.metavar}"
-    return param.metavar or (param.name or "").upper()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import click
 
 from bot.grammar import devdb, verbs
-from bot.parsing import Verb
+from bot.parsing import Verb, shown
 
 JSON_NOTE = "Put --json before the command for machine-readable output."
 SUMMARY_COLUMN = 50  # where the terminal's summaries start
@@ -26,25 +26,27 @@ def commands(*, slack: bool = False) -> Iterator[tuple[str, Verb]]:
             yield name, command
 
 
-def _bare(param: click.Parameter) -> str:
-    """`NAME`, `--all`, `--snapshot ID`, `--allow REGEX ...`."""
-    if isinstance(param, click.Argument):
-        return param.metavar or (param.name or "").upper()
-    assert isinstance(param, click.Option)
-    shown = param.opts[0] if param.is_flag else f"{param.opts[0]} {param.metavar}"
-    return shown + " ..." if param.multiple else shown
-
-
-def _param(param: click.Parameter, *, options: bool = True) -> str | None:
-    if not options and isinstance(param, click.Option):
-        return None
-    return _bare(param) if param.required else f"[{_bare(param)}]"
+def _param(param: click.Parameter) -> str:
+    return shown(param) if param.required else f"[{shown(param)}]"
 
 
 def line(path: str, command: Verb, *, options: bool = True) -> str:
-    """`refresh [NAME] [--snapshot ID] …`: the command's words, from its parameters."""
-    shown = (_param(p, options=options) for p in command.params)
-    return " ".join([path, *(part for part in shown if part)])
+    """`refresh [NAME] [--snapshot ID] …`: the command's words, from its parameters, with
+    alternatives together: `(--http | --socket)` for exactly one, `[--ec2 | --shared]`."""
+    parts = [path]
+    for param in command.params:
+        if isinstance(param, click.Option) and not options:
+            continue
+        flag = param.opts[0] if isinstance(param, click.Option) else None
+        for group, brackets in ((command.one_of, "()"), (command.at_most_one, "[]")):
+            if flag in group:
+                if flag == group[0]:
+                    alternatives = (shown(p) for f in group for p in command.params if f in p.opts)
+                    parts.append(brackets[0] + " | ".join(alternatives) + brackets[1])
+                break
+        else:
+            parts.append(_param(param))
+    return " ".join(parts)
 
 
 def usage_lines(path: str, *, slack: bool = False) -> list[str]:
@@ -85,7 +87,8 @@ def terminal_help(topic: str | None = None) -> str:
 
 def slack_help(topic: str | None = None) -> str:
     if topic:
-        return _details(topic, slack=True) or f"`/devdb` has no command {topic[:20]!r}."
+        terminal = f"`{topic}` is run in a terminal: `devdb help {topic}`."
+        return _details(topic, slack=True) or terminal
     rows = (f"• `/devdb {line(p, c)}`: {c.help}" for p, c in commands(slack=True))
     return f"*devdb*: {devdb.help}\n" + "\n".join(rows)
 
@@ -105,7 +108,7 @@ def _details(topic: str, *, slack: bool) -> str | None:
         out.append(f"{prefix} {line(path, command)}\n  {command.help}")
         for param in command.params:
             if isinstance(param, click.Option) and param.help:
-                out.append(f"    {_bare(param):<22} {param.help}")
+                out.append(f"    {shown(param):<22} {param.help}")
     text = "\n".join(out)
     return f"```{text}```" if slack else text
 

@@ -26,10 +26,9 @@ from provisioning.config import (
     PortRange,
     Words,
     default_home,
-    env_only,
     load,
     parsed,
-    renamed,
+    setting,
     whole,
 )
 from provisioning.pg.volume import parse_size
@@ -46,7 +45,7 @@ def _login_name() -> str:
 class Settings(DevdbSettings):
     """Everything configurable about one devdb installation."""
 
-    home: Place = env_only(default_factory=default_home)
+    home: Place = setting(env_only=True, default_factory=default_home)
     database_url: str | None = None
     user: str = Field(default_factory=_login_name)
     admins: Names = frozenset()
@@ -54,23 +53,23 @@ class Settings(DevdbSettings):
     default_ttl: Duration = timedelta(hours=8)
     max_lifetime: Duration = timedelta(days=7)
     restore_jobs: Count = 2
-    migrations_dir: Place | None = renamed(None, "migrations")
+    migrations_dir: Place | None = setting(None, key="migrations")
     migrations_command: str | None = None
     migrations_env: Words = ()  # what the migrations command may see besides
     pg_bin: Place | None = None
     server_user: str | None = None
     port_range: PortRange = (54330, 54999)
-    mask_salt: str | None = env_only()  # a salt does not belong in a file
+    mask_salt: str | None = setting(env_only=True)  # a salt does not belong in a file
     snapshot_retention: Count = 7
     # whose phone numbers and ids the scan knows
     pii_regions: Annotated[tuple[str, ...], NoDecode, parsed(parse_regions)] = DEFAULT_REGIONS
-    slack_bot_token: str | None = env_only(alias="slack_bot_token")
-    slack_signing_secret: str | None = env_only(alias="slack_signing_secret")
-    slack_app_token: str | None = env_only(alias="slack_app_token")
+    slack_bot_token: str | None = setting(env="SLACK_BOT_TOKEN", env_only=True)
+    slack_signing_secret: str | None = setting(env="SLACK_SIGNING_SECRET", env_only=True)
+    slack_app_token: str | None = setting(env="SLACK_APP_TOKEN", env_only=True)
     slack_api_url: str | None = None
-    slack_admin_group: str | None = renamed(None, "admin_group")
-    pg_service_file: Place = env_only(
-        alias="pgservicefile", default_factory=lambda: Path.home() / ".pg_service.conf"
+    slack_admin_group: str | None = setting(None, key="admin_group")
+    pg_service_file: Place = setting(
+        env="PGSERVICEFILE", env_only=True, default_factory=lambda: Path.home() / ".pg_service.conf"
     )
     aws: AwsSettings = Field(default_factory=AwsSettings)
     # The scheduler (`devdb serve`, `devdb scheduler`).
@@ -88,7 +87,7 @@ class Settings(DevdbSettings):
     interruption_every: Duration = timedelta(minutes=1)  # spot warnings come 2 minutes ahead
     nightly_cron: str = "0 3 * * *"
     source_url: str | None = None  # the production database the nightly rebuild shrinks
-    policy_file: Place | None = renamed(None, "policy")
+    policy_file: Place | None = setting(None, key="policy")
     announce_channel: str | None = None  # where new snapshots are announced (a Slack channel)
     # Shared mode: the server schema and database environments live on (else an embedded one).
     shared_url: str | None = None

@@ -101,16 +101,27 @@ def test_the_config_file(tmp_path: Path, configured: Configured) -> None:
                 'ec2_instance_types = "m7i.large"',  # an AWS key, read into settings.aws
                 "monthly_cap = 90",
                 "save_before_reap = true",
+                'ec2_ami = "ami-from-file"',
+                'migrations = ""',  # empty: unset, as an empty variable is
             ]
         )
     )
-    settings = configured({"DEVDB_HOME": str(tmp_path), "DEVDB_RESTORE_JOBS": "3"})
+    settings = configured(
+        {
+            "DEVDB_HOME": str(tmp_path),
+            "DEVDB_RESTORE_JOBS": "3",  # the environment wins, for a renamed key too
+            "DEVDB_EC2_AMI": "ami-from-env",
+            "DEVDB_BUCKET": "not-a-setting",  # only DEVDB_S3_BUCKET names the bucket
+            "DEVDB_AWS": "x",  # nor is the group of AWS settings one
+        }
+    )
     assert settings.idle_ttl == timedelta(hours=2) and settings.restore_jobs == 3
     assert settings.admins == {"ann", "bob"} and settings.save_before_reap
-    assert settings.policy_file == Path.home() / "policy.yml"
+    assert settings.policy_file == Path.home() / "policy.yml" and settings.migrations_dir is None
     assert settings.aws.instance_types == ("m7i.large",) and settings.aws.monthly_cap == 90
-    # A setting's default is where it is declared: one place, read by a bare Settings too.
-    assert Settings(home=tmp_path).quota == Settings.model_fields["quota"].default == 2
+    assert settings.aws.ami == "ami-from-env" and settings.aws.bucket is None
+    # Built with arguments (a test's, a benchmark's), settings read no variable and no file.
+    assert Settings(home=tmp_path).quota == 2 and Settings(home=tmp_path).restore_jobs == 2
     for text, message in [
         ("restore_jobs = 0", "DEVDB_RESTORE_JOBS must be a whole number of at least 1, not '0'"),
         ("qouta = 3", "has a setting devdb does not know: 'qouta'"),
@@ -122,6 +133,7 @@ def test_the_config_file(tmp_path: Path, configured: Configured) -> None:
         ('home = "/elsewhere"', "set DEVDB_HOME in the environment"),
         ('idle_ttl = "soon"', "DEVDB_IDLE_TTL must be a duration like 30m"),
         ('save_before_reap = "maybe"', "DEVDB_SAVE_BEFORE_REAP: input should be a valid boolean"),
+        ('quota = "²"', "DEVDB_QUOTA must be a whole number of at least 1, not '²'"),
     ]:
         config.write_text(text)
         with pytest.raises(InvalidInput, match=message):

@@ -21,7 +21,7 @@ from provisioning.config import (
     Network,
     Words,
     parsed,
-    renamed,
+    setting,
     whole,
 )
 
@@ -61,39 +61,41 @@ def _teams(raw: str) -> dict[str, frozenset[str]]:
 
 
 class AwsSettings(DevdbSettings):
-    region: str | None = renamed(None, "aws_region")
-    bucket: str | None = renamed(None, "s3_bucket")
-    prefix: Annotated[str, parsed(_prefix)] = renamed("devdb/", "s3_prefix")
+    region: str | None = setting(None, key="aws_region")
+    bucket: str | None = setting(None, key="s3_bucket")
+    prefix: Annotated[str, parsed(_prefix)] = setting("devdb/", key="s3_prefix")
     kms_key: str | None = None
-    ami: str | None = renamed(None, "ec2_ami")
-    launch_template: str | None = renamed(None, "ec2_launch_template")
-    instance_types: Words = renamed(DEFAULT_INSTANCE_TYPES, "ec2_instance_types")
-    subnets: Words = renamed((), "ec2_subnets")
-    allow_cidr: Network | None = renamed(None, "ec2_allow_cidr")
-    bastion_group: str | None = renamed(None, "ec2_bastion_group")
-    instance_profile: str | None = renamed(None, "ec2_instance_profile")
+    ami: str | None = setting(None, key="ec2_ami")
+    launch_template: str | None = setting(None, key="ec2_launch_template")
+    instance_types: Words = setting(DEFAULT_INSTANCE_TYPES, key="ec2_instance_types")
+    subnets: Words = setting((), key="ec2_subnets")
+    allow_cidr: Network | None = setting(None, key="ec2_allow_cidr")
+    bastion_group: str | None = setting(None, key="ec2_bastion_group")
+    instance_profile: str | None = setting(None, key="ec2_instance_profile")
     # A managed policy's ARN: each environment's instance gets a role of its own within it.
-    role_boundary: Annotated[str | None, parsed(_role_boundary)] = renamed(
-        None, "ec2_role_boundary"
+    role_boundary: Annotated[str | None, parsed(_role_boundary)] = setting(
+        None, key="ec2_role_boundary"
     )
     # a group of your own (a stack's): used as it is
-    security_group: str | None = renamed(None, "ec2_security_group")
+    security_group: str | None = setting(None, key="ec2_security_group")
     bastion: str | None = None  # user@host for `devdb connect` over ssh
     # An SQS queue EventBridge fills with spot interruption warnings (deploy/ makes one).
-    interruption_queue: str | None = renamed(None, "ec2_interruption_queue")
+    interruption_queue: str | None = setting(None, key="ec2_interruption_queue")
     auto_replace: bool = False
-    keep_failed: bool = renamed(False, "ec2_keep_failed")  # keep a failed instance to debug
+    keep_failed: bool = setting(False, key="ec2_keep_failed")  # keep a failed instance to debug
     monthly_cap: Dollars | None = None  # US dollars of cloud spend per team per month
     teams: Annotated[dict[str, frozenset[str]], NoDecode, parsed(_teams)] = Field(
         default_factory=dict
     )
-    boot_timeout: Duration = renamed(timedelta(minutes=10), "ec2_boot_timeout")
-    ready_timeout: Duration = renamed(timedelta(minutes=60), "ec2_ready_timeout")
+    boot_timeout: Duration = setting(timedelta(minutes=10), key="ec2_boot_timeout")
+    ready_timeout: Duration = setting(timedelta(minutes=60), key="ec2_ready_timeout")
     # An instance past its expiry by this much powers itself off (the bot may be down).
-    expiry_grace: Duration = renamed(timedelta(hours=1), "ec2_expiry_grace")
+    expiry_grace: Duration = setting(timedelta(hours=1), key="ec2_expiry_grace")
     # MiB/s at which a volume made from a golden EBS snapshot is filled (EBS Provisioned Rate
     # for Volume Initialization, 100-300); None leaves EBS's default, lazy loading.
-    volume_init_rate: Annotated[int | None, whole(100, 300)] = renamed(None, "ec2_volume_init_rate")
+    volume_init_rate: Annotated[int | None, whole(100, 300)] = setting(
+        None, key="ec2_volume_init_rate"
+    )
     # Tags everything this installation makes; default: an id made once in the state store.
     installation: Annotated[str | None, parsed(_installation)] = None
 
