@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import hmac
 import multiprocessing
@@ -139,6 +140,7 @@ async def main(count: int) -> None:
                 api_url=f"http://127.0.0.1:{fake_port}/api/",
             )
             app_runner, app_port = await serve(app.web_app(path="/slack/events", port=0))
+            gc.freeze()  # as devdb serve does once it has started
             bare = web.Application()
             bare.router.add_post("/", ok)
             bare_runner, bare_port = await serve(bare)

@@ -1,9 +1,11 @@
 """What people read about the commands, derived from the grammar's one declaration of each:
-usage lines, `help` (terminal and Slack), the README's command list and the manifest's hint."""
+usage lines, `help` (terminal and Slack), the README's command list and the manifest's hint.
+The declarations do not change while devdb runs, so what is derived is derived once."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
 
 import click
 
@@ -49,10 +51,11 @@ def line(path: str, command: Verb, *, options: bool = True) -> str:
     return " ".join(parts)
 
 
-def usage_lines(path: str, *, slack: bool = False) -> list[str]:
+@cache
+def usage_lines(path: str, *, slack: bool = False) -> tuple[str, ...]:
     """The usage of a command, or of every command under a group (`policy`)."""
     found = [line(p, c) for p, c in commands(slack=slack) if p == path or p.startswith(path + " ")]
-    return found or ["help"]
+    return tuple(found) or ("help",)
 
 
 def terminal_usage(path: str) -> str:
@@ -78,6 +81,7 @@ def command_list() -> str:
     return "\n".join(rows)
 
 
+@cache
 def terminal_help(topic: str | None = None) -> str:
     if topic:
         return _details(topic, slack=False) or f"devdb has no command {topic[:20]!r}."
@@ -85,6 +89,7 @@ def terminal_help(topic: str | None = None) -> str:
     return f"devdb: {devdb.help}\n\n{command_list()}\n\n{JSON_NOTE} {more}"
 
 
+@cache
 def slack_help(topic: str | None = None) -> str:
     if topic:
         terminal = f"`{topic}` is run in a terminal: `devdb help {topic}`."
