@@ -347,9 +347,15 @@ async def shrink(
             await conn.close()
 
 
-async def apply_retention(store: SnapshotStore, keep_last: int) -> list[str]:
-    """Delete the oldest shrink-made snapshots beyond the newest `keep_last`."""
-    made = [m for m in await store.list() if m.extra.get("kind") == "shrink"]
+async def apply_retention(
+    store: SnapshotStore, keep_last: int, *, engine: str = "postgresql"
+) -> list[str]:
+    """Delete the oldest shrink-made snapshots of one engine beyond the newest `keep_last`."""
+    made = [
+        m
+        for m in await store.list()
+        if m.extra.get("kind") == "shrink" and m.extra.get("engine", "postgresql") == engine
+    ]
     doomed = [m.id for m in made[keep_last:]]
     for snapshot_id in doomed:
         await store.delete(snapshot_id)

@@ -8,6 +8,7 @@ with another salt. `fake` seeds Faker from the digest.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import re
 import threading
@@ -213,38 +214,59 @@ def json_paths(paths: Any) -> list[tuple[Path, Rule]]:
     return parsed
 
 
-def _json(paths: Any, salt: bytes = b"") -> Mask:
+def mask_leaves(value: Any, inner: Mask, salt: bytes) -> Any:
+    """Mask every scalar under `value` (a document's node, or a DynamoDB attribute: maps,
+    lists, sets and binary too), each keyed by its own digest, so the same value masks the
+    same inside a document as in a column. Numbers stay numbers where the mask allows."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, dict):
+        return {k: mask_leaves(v, inner, salt) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_leaves(v, inner, salt) for v in value]
+    if isinstance(value, set | frozenset):
+        masked_set = {m for v in value if (m := mask_leaves(v, inner, salt)) is not None}
+        return masked_set or None  # an empty set is no value
+    if isinstance(value, bytes | bytearray):
+        text = base64.b64encode(value).decode()
+        masked_bytes = inner(text, digest(salt, text))
+        return None if masked_bytes is None else masked_bytes.encode()
+    text = str(value)
+    masked = inner(text, digest(salt, text))
+    if masked is not None and not isinstance(value, str):
+        try:
+            return Decimal(masked)
+        except InvalidOperation:
+            return masked
+    return masked
+
+
+def mask_document(paths: Any, salt: bytes) -> Callable[[Any], Any]:
+    """A `json` rule over a parsed document (or a DynamoDB map): what each path reaches is
+    masked by that path's rule; what no path names is kept."""
     compiled = [(path, rule.masker(salt=salt)) for path, rule in json_paths(paths)]
 
-    def leaf(value: Any, inner: Mask) -> Any:
-        if value is None or isinstance(value, bool):
-            return value
-        if isinstance(value, dict):
-            return {k: leaf(v, inner) for k, v in value.items()}
-        if isinstance(value, list):
-            return [leaf(v, inner) for v in value]
-        text = str(value)
-        # The same value masks the same inside a document as in a column.
-        masked = inner(text, digest(salt, text))
-        if masked is not None and not isinstance(value, str):
-            try:
-                return Decimal(masked)
-            except InvalidOperation:
-                return masked
-        return masked
+    def mask(document: Any) -> Any:
+        for path, inner in compiled:
+
+            def visit(node: Any, inner: Mask = inner) -> Any:
+                return mask_leaves(node, inner, salt)
+
+            document = documents.apply(document, path, visit)
+        return document
+
+    return mask
+
+
+def _json(paths: Any, salt: bytes = b"") -> Mask:
+    masker = mask_document(paths, salt)
 
     def mask(value: str, key: bytes) -> str:
         try:
             document = documents.loads(value)
         except ValueError:
             return mask_error(value)
-        for path, inner in compiled:
-
-            def visit(node: Any, inner: Mask = inner) -> Any:
-                return leaf(node, inner)
-
-            document = documents.apply(document, path, visit)
-        return documents.dumps(document)
+        return documents.dumps(masker(document))
 
     return mask
 

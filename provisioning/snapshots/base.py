@@ -12,10 +12,16 @@ from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from pathlib import Path
 
-from provisioning.errors import Next, NotAllowed, NotFound
+from provisioning.errors import InvalidInput, Next, NotAllowed, NotFound
 from provisioning.snapshots.manifest import Manifest
 
 SAVED = "saved"  # `extra.kind` of an environment saved before it was reaped
+POSTGRESQL = "postgresql"  # `extra.engine`: what a snapshot's tables are; this when unset
+ENGINES = {POSTGRESQL: "PostgreSQL", "dynamodb": "DynamoDB"}
+
+
+def engine_of(manifest: Manifest) -> str:
+    return str(manifest.extra.get("engine") or POSTGRESQL)
 
 
 def check_saved(manifest: Manifest, actor: str, *, admin: bool) -> None:
@@ -58,9 +64,12 @@ class SnapshotStore(ABC):
     async def delete(self, snapshot_id: str) -> None:
         """Remove a snapshot; `NotFound` if absent."""
 
-    async def latest(self) -> Manifest:
-        """The newest shared snapshot (not someone's saved one); `NotFound` if none yet."""
-        snapshots = [m for m in await self.list() if m.extra.get("kind") != SAVED]
+    async def latest(self, engine: str = POSTGRESQL) -> Manifest:
+        """The newest shared snapshot of an engine (not someone's saved one); `NotFound` if
+        none yet."""
+        snapshots = [
+            m for m in await self.list() if m.extra.get("kind") != SAVED and engine_of(m) == engine
+        ]
         if not snapshots:
             raise NotFound(
                 "no snapshot has been published yet: run ",
@@ -69,6 +78,15 @@ class SnapshotStore(ABC):
             )
         return snapshots[0]
 
-    async def resolve(self, snapshot_id: str | None) -> Manifest:
-        """The named snapshot, or the latest when no id is given."""
-        return await (self.get(snapshot_id) if snapshot_id else self.latest())
+    async def resolve(self, snapshot_id: str | None, engine: str = POSTGRESQL) -> Manifest:
+        """The named snapshot, or the latest when no id is given; one of another engine (a
+        DynamoDB snapshot for a PostgreSQL environment) is refused in one sentence."""
+        manifest = await (self.get(snapshot_id) if snapshot_id else self.latest(engine))
+        if engine_of(manifest) != engine:
+            raise InvalidInput(
+                f"snapshot {manifest.id} holds {ENGINES[engine_of(manifest)]} tables, not "
+                f"{ENGINES[engine]} ones: run ",
+                Next("snapshots"),
+                " to see them.",
+            )
+        return manifest

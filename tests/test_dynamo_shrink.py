@@ -1,0 +1,316 @@
+"""Dev-safe snapshots of a DynamoDB source, against moto's server.
+
+The "production" here looks like real DynamoDB data: tables under a prefix with mixed-case
+names, a composite key, a global and a local secondary index, a TTL attribute, personal
+data nested in maps and lists, string and number sets, binary values, ISO and epoch times.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioning.dynamo.policy import parse_dynamo_policy
+from provisioning.dynamo.shrink import ITEM_LIMIT, shrink_dynamo
+from provisioning.dynamo.source import parse_source
+from provisioning.errors import InvalidInput, NotFound, PolicyViolation
+from provisioning.snapshots.local import LocalSnapshotStore
+from tests.cloud import REGION, Moto
+from tests.conftest import unique
+
+NOW = datetime.now(UTC)
+POLICY: dict[str, Any] = {
+    "version": 1,
+    "engine": "dynamodb",
+    "tenant": {"table": "Accounts", "attribute": "tenantId"},
+    "tables": {
+        "Accounts": {
+            "action": "subset",
+            "where": {"sandbox": True},
+            "attributes": {
+                "tenantId": "internal",
+                "accountId": "internal",
+                "sandbox": "internal",
+                "username": {"class": "pii", "rule": "fake", "kind": "user_name"},
+                "email": {"class": "pii", "rule": "fake", "kind": "email"},
+                "picture": {"class": "pii", "rule": "null"},
+                "aliases": {"class": "pii", "rule": "fake", "kind": "name"},
+                "scores": "internal",
+                "notes": "internal",
+                "profile": {
+                    "class": "pii",
+                    "rule": "json",
+                    "paths": {
+                        "$.name": {"rule": "fake", "kind": "name"},
+                        "$.contacts[*].phone": {"rule": "fake", "kind": "phone"},
+                        "$.contacts[*].email": {"rule": "fake", "kind": "email"},
+                        "$..ssn": {"rule": "fake", "kind": "ssn"},
+                    },
+                },
+                "expiresAt": "internal",
+            },
+        },
+        "Events": {
+            "action": "subset",
+            "follow": {"attribute": "accountId", "table": "Accounts", "key": "accountId"},
+            "window": {"attribute": "occurredAt", "last": "30d"},
+            "attributes": {
+                "accountId": "internal",
+                "occurredAt": "internal",
+                "kind": "public",
+                "payload": {
+                    "class": "pii",
+                    "rule": "json",
+                    "paths": {"$.ip": {"rule": "fake", "kind": "ipv4"}},
+                },
+            },
+        },
+        "AuditTrail": {"action": "drop"},
+    },
+}
+
+
+def production(moto: Moto, prefix: str) -> Any:
+    """Tables under `prefix`, with items that look like a real service's."""
+    client = moto.client("dynamodb")
+    client.create_table(
+        TableName=f"{prefix}Accounts",
+        KeySchema=[
+            {"AttributeName": "tenantId", "KeyType": "HASH"},
+            {"AttributeName": "accountId", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "tenantId", "AttributeType": "S"},
+            {"AttributeName": "accountId", "AttributeType": "S"},
+            {"AttributeName": "email", "AttributeType": "S"},
+            {"AttributeName": "username", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "byEmail",
+                "KeySchema": [{"AttributeName": "email", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        LocalSecondaryIndexes=[
+            {
+                "IndexName": "byUsername",
+                "KeySchema": [
+                    {"AttributeName": "tenantId", "KeyType": "HASH"},
+                    {"AttributeName": "username", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.update_time_to_live(
+        TableName=f"{prefix}Accounts",
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"},
+    )
+    client.create_table(
+        TableName=f"{prefix}Events",
+        KeySchema=[
+            {"AttributeName": "accountId", "KeyType": "HASH"},
+            {"AttributeName": "occurredAt", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "accountId", "AttributeType": "S"},
+            {"AttributeName": "occurredAt", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.create_table(
+        TableName=f"{prefix}AuditTrail",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for n in range(40):
+        tenant = f"t{n % 4}"
+        sandbox = n % 4 == 0
+        account = {
+            "tenantId": {"S": tenant},
+            "accountId": {"S": f"acct-{n:03d}"},
+            "sandbox": {"BOOL": sandbox},
+            "username": {"S": f"real.user{n}"},
+            "email": {"S": f"real.person{n}@corp-mail.com"},
+            "picture": {"B": b"\x89PNG" + bytes([n])},
+            "aliases": {"SS": [f"Ann Real{n}", f"A. Real{n}"]},
+            "scores": {"NS": ["1", "2.5"]},
+            "notes": {"S": "prefers email contact"},
+            "profile": {
+                "M": {
+                    "name": {"S": f"Ann Real{n}"},
+                    "contacts": {
+                        "L": [
+                            {
+                                "M": {
+                                    "phone": {"S": "+1 415 555 2671"},
+                                    "email": {"S": f"home{n}@corp-mail.com"},
+                                }
+                            }
+                        ]
+                    },
+                    "identity": {"M": {"ssn": {"S": "536-22-8465"}}},
+                    "plan": {"S": "gold"},
+                }
+            },
+            "expiresAt": {"N": str(int((NOW + timedelta(days=90)).timestamp()))},
+        }
+        client.put_item(TableName=f"{prefix}Accounts", Item=account)
+        for age in (1, 45):  # one recent event, one outside the window
+            client.put_item(
+                TableName=f"{prefix}Events",
+                Item={
+                    "accountId": {"S": f"acct-{n:03d}"},
+                    "occurredAt": {"S": (NOW - timedelta(days=age)).isoformat()},
+                    "kind": {"S": "login"},
+                    "payload": {"M": {"ip": {"S": f"203.0.113.{n}"}, "ok": {"BOOL": True}}},
+                },
+            )
+    client.put_item(TableName=f"{prefix}AuditTrail", Item={"id": {"S": "x"}})
+    return client
+
+
+def items(store_root: Path, snapshot_id: str, table: str) -> list[dict[str, Any]]:
+    path = store_root / snapshot_id / "dump" / f"{table}.json.gz"
+    with gzip.open(path, "rt") as lines:
+        return [json.loads(line)["Item"] for line in lines]
+
+
+async def test_a_dynamodb_source_is_subset_masked_and_published(moto: Moto, tmp_path: Path) -> None:
+    prefix = unique("prod").replace("-", "_") + "_"
+    client = production(moto, prefix)
+    store = LocalSnapshotStore(tmp_path / "snapshots")
+    source = parse_source(f"dynamodb://{REGION}/{prefix}")
+    policy = parse_dynamo_policy(POLICY)
+    first = await shrink_dynamo(client, source, policy, store, salt=b"salt-one")
+    again = await shrink_dynamo(client, source, policy, store, salt=b"salt-one")
+    other = await shrink_dynamo(client, source, policy, store, salt=b"salt-two")
+
+    assert set(first.tables) == {"Accounts", "Events"}  # AuditTrail dropped
+    assert first.tables["Accounts"].rows == 10  # the sandbox tenant's accounts
+    assert first.tables["Events"].rows == 10  # their events inside the 30-day window
+    shape = first.extra["tables"]["Accounts"]
+    assert [k["AttributeName"] for k in shape["KeySchema"]] == ["tenantId", "accountId"]
+    assert shape["GlobalSecondaryIndexes"][0]["IndexName"] == "byEmail"
+    assert shape["LocalSecondaryIndexes"][0]["IndexName"] == "byUsername"
+    assert shape["TimeToLiveAttribute"] == "expiresAt"
+    assert first.extra["engine"] == "dynamodb"
+
+    accounts = items(store.root, first.id, "Accounts")
+    text = json.dumps(accounts) + json.dumps(items(store.root, first.id, "Events"))
+    for real in (
+        "real.person",
+        "real.user",
+        "Ann Real",
+        "corp-mail.com",
+        "536-22-8465",
+        "555 2671",
+    ):
+        assert real not in text, real
+    assert "203.0.113." not in text
+    assert all("picture" not in item for item in accounts)  # rule null: no attribute
+    sample = next(item for item in accounts if item["accountId"]["S"] == "acct-000")
+    assert sample["tenantId"] == {"S": "t0"} and sample["scores"] == {"NS": ["1", "2.5"]}
+    assert len(sample["aliases"]["SS"]) == 2
+    nested = sample["profile"]["M"]
+    assert nested["plan"] == {"S": "gold"}  # what no path names is kept
+    assert nested["identity"]["M"]["ssn"]["S"] != "536-22-8465"
+    # Deterministic: the same salt gives the same items, another salt other ones.
+    assert items(store.root, again.id, "Accounts") == accounts
+    assert items(store.root, other.id, "Accounts") != accounts
+    # Events still point at the accounts kept.
+    kept = {item["accountId"]["S"] for item in accounts}
+    assert {e["accountId"]["S"] for e in items(store.root, first.id, "Events")} <= kept
+
+
+async def test_the_scan_gate_blocks_a_planted_ssn(moto: Moto, tmp_path: Path) -> None:
+    prefix = unique("leak").replace("-", "_") + "_"
+    client = production(moto, prefix)
+    client.put_item(
+        TableName=f"{prefix}Accounts",
+        Item={
+            "tenantId": {"S": "t0"},
+            "accountId": {"S": "acct-planted"},
+            "sandbox": {"BOOL": True},
+            "notes": {"S": "customer gave SSN 536-22-8465 on the phone"},
+        },
+    )
+    store = LocalSnapshotStore(tmp_path / "snapshots")
+    with pytest.raises(PolicyViolation, match=r"Accounts\.notes: 1 national_id:US\.ssn") as caught:
+        await shrink_dynamo(
+            client,
+            parse_source(f"dynamodb://{REGION}/{prefix}"),
+            parse_dynamo_policy(POLICY),
+            store,
+            salt=b"s",
+        )
+    assert "Nothing was published" in str(caught.value) and "536-22-8465" not in str(caught.value)
+    assert await store.list() == []
+    assert [p for p in (tmp_path / "snapshots").iterdir() if not p.name.startswith(".")] == []
+
+
+async def test_bad_sources_and_policies_get_one_sentence(moto: Moto, tmp_path: Path) -> None:
+    store = LocalSnapshotStore(tmp_path / "snapshots")
+    client = moto.client("dynamodb")
+    policy = parse_dynamo_policy(POLICY)
+    with pytest.raises(NotFound, match=f"no DynamoDB table in {REGION} starts with 'nothing_'"):
+        await shrink_dynamo(
+            client, parse_source(f"dynamodb://{REGION}/nothing_"), policy, store, salt=b"s"
+        )
+    with pytest.raises(InvalidInput, match="is not a DynamoDB source"):
+        parse_source("dynamodb://nowhere")
+    with pytest.raises(InvalidInput, match="Events follows 'Users'"):
+        parse_dynamo_policy(
+            {
+                **POLICY,
+                "tables": {
+                    "Events": {"action": "subset", "follow": {"attribute": "a", "table": "Users"}}
+                },
+            }
+        )
+    prefix = unique("wide").replace("-", "_") + "_"
+    client = production(moto, prefix)
+    client.put_item(
+        TableName=f"{prefix}Accounts",
+        Item={
+            "tenantId": {"S": "t0"},
+            "accountId": {"S": "acct-new"},
+            "sandbox": {"BOOL": True},
+            "nickname": {"S": "Annie"},  # an attribute nobody classified
+        },
+    )
+    source = parse_source(f"dynamodb://{REGION}/{prefix}")
+    with pytest.raises(PolicyViolation, match=r"Accounts\.nickname"):
+        await shrink_dynamo(client, source, policy, store, salt=b"s")
+    client.delete_item(
+        TableName=f"{prefix}Accounts",
+        Key={"tenantId": {"S": "t0"}, "accountId": {"S": "acct-new"}},
+    )
+    # A masked item over DynamoDB's 400 KB limit is refused, not published.
+    client.put_item(
+        TableName=f"{prefix}Accounts",
+        Item={
+            "tenantId": {"S": "t0"},
+            "accountId": {"S": "acct-big"},
+            "sandbox": {"BOOL": True},
+            "notes": {"S": "x" * (ITEM_LIMIT // 2)},
+        },
+    )
+    grown = json.loads(json.dumps(POLICY))
+    grown["tables"]["Accounts"]["attributes"]["notes"] = {
+        "class": "internal",
+        "rule": "regex",
+        "pattern": "x",
+        "replace": "xxx",
+    }
+    with pytest.raises(InvalidInput, match="KB after masking, over DynamoDB's 400 KB"):
+        await shrink_dynamo(client, source, parse_dynamo_policy(grown), store, salt=b"s")
+    assert await store.list() == []
