@@ -45,6 +45,8 @@ from bot.words import in_terminal
 from provisioning.audit import audit_page
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.drivers.local import LocalDriver
+from provisioning.dynamo.shrink import shrink_dynamo_source
+from provisioning.dynamo.source import is_dynamo
 from provisioning.errors import (
     DevdbError,
     MigrationFailed,
@@ -281,21 +283,29 @@ class Cli:
         self.emit(messages.demo_published(manifest.id, manifest.rows), manifest_dict(manifest))
 
     async def shrink(self, command: grammar.Shrink) -> None:
-        policy = load_policy(Path(command.policy))
+        options: dict[str, Any] = {
+            "salt": self.salt(),
+            "tenant": command.tenant,
+            "allow": command.allow,
+            "keep_last": self.settings.snapshot_retention,
+            "detector": PiiDetector(self.settings.pii_regions),
+        }
+        store, policy = self.runtime.snapshots, Path(command.policy)
         with TerminalProgress(quiet=self.as_json) as progress:
-            manifest = await shrink(
-                command.source,
-                policy,
-                self.runtime.snapshots,
-                self.runtime.programs,
-                salt=self.salt(),
-                tenant=command.tenant,
-                allow=command.allow,
-                jobs=self.settings.restore_jobs,
-                keep_last=self.settings.snapshot_retention,
-                progress=progress,
-                detector=PiiDetector(self.settings.pii_regions),
-            )
+            if is_dynamo(command.source):
+                manifest = await shrink_dynamo_source(
+                    command.source, policy, store, progress=progress, **options
+                )
+            else:
+                manifest = await shrink(
+                    command.source,
+                    load_policy(policy),
+                    store,
+                    self.runtime.programs,
+                    jobs=self.settings.restore_jobs,
+                    progress=progress,
+                    **options,
+                )
         self.emit(
             messages.shrunk(manifest.id, manifest.rows, len(manifest.tables)),
             manifest_dict(manifest),

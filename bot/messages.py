@@ -80,6 +80,10 @@ def scanned(where: str, tables: int, rows: int, places: int) -> str:
     return f"Scanned {where}: {tables} table(s), {rows:,} row(s); {found}."
 
 
+def policy_ok_dynamo() -> str:
+    return "The policy covers every table and every attribute seen in the sampled items."
+
+
 def policy_ok(tables: int) -> str:
     return f"The policy covers all {tables} tables and every column."
 

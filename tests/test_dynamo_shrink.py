@@ -14,14 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from provisioning.dynamo.items import ITEM_LIMIT
 from provisioning.dynamo.policy import parse_dynamo_policy
-from provisioning.dynamo.shrink import ITEM_LIMIT, shrink_dynamo
+from provisioning.dynamo.shrink import shrink_dynamo
 from provisioning.dynamo.source import parse_source
 from provisioning.errors import InvalidInput, NotFound, PolicyViolation
+from provisioning.runtime import Runtime
 from provisioning.snapshots.local import LocalSnapshotStore
+from provisioning.snapshots.manifest import Manifest
 from tests.cloud import REGION, Moto
 from tests.conftest import unique
+from tests.test_cli import devdb
 
 NOW = datetime.now(UTC)
 POLICY: dict[str, Any] = {
@@ -314,3 +319,47 @@ async def test_bad_sources_and_policies_get_one_sentence(moto: Moto, tmp_path: P
     with pytest.raises(InvalidInput, match="KB after masking, over DynamoDB's 400 KB"):
         await shrink_dynamo(client, source, parse_dynamo_policy(grown), store, salt=b"s")
     assert await store.list() == []
+
+
+async def test_the_terminal_drafts_checks_and_shrinks_a_dynamodb_source(
+    moto: Moto, tmp_path: Path, cli_env: dict[str, str], runtime: Runtime, demo_snapshot: Manifest
+) -> None:
+    """policy init, policy check and shrink take a dynamodb:// source; the snapshot made is
+    listed, never taken as a PostgreSQL one, and refused by a PostgreSQL refresh."""
+    prefix = unique("cli").replace("-", "_") + "_"
+    production(moto, prefix)
+    env = {**cli_env, **moto.env, "AWS_DEFAULT_REGION": REGION, "DEVDB_MASK_SALT": "cli-salt"}
+    url = f"dynamodb://{REGION}/{prefix}"
+    draft = tmp_path / "draft.yml"
+    drafted = devdb(env, "policy", "init", "--source", url, "--out", str(draft))
+    assert drafted.returncode == 0, drafted.stderr
+    body = yaml.safe_load(draft.read_text())
+    assert body["engine"] == "dynamodb" and set(body["tables"]) == {
+        "Accounts",
+        "Events",
+        "AuditTrail",
+    }
+    assert body["tables"]["Accounts"]["attributes"]["email"]["class"] == "pii"
+    policy = tmp_path / "policy.yml"
+    short = json.loads(json.dumps(POLICY))
+    del short["tables"]["Accounts"]["attributes"]["notes"]
+    policy.write_text(yaml.safe_dump(short))
+    checked = devdb(env, "policy", "check", "--source", url, "--policy", str(policy))
+    assert checked.returncode == 1 and "Accounts.notes is not classified" in checked.stdout
+    policy.write_text(yaml.safe_dump(POLICY))
+    assert devdb(env, "policy", "check", "--source", url, "--policy", str(policy)).returncode == 0
+    shrunk = devdb(env, "--json", "shrink", "--source", url, "--policy", str(policy))
+    assert shrunk.returncode == 0, shrunk.stderr
+    made = json.loads(shrunk.stdout)["id"]
+    try:
+        assert made in devdb(env, "snapshots").stdout
+        assert (await runtime.snapshots.latest()).id != made
+        refused = devdb(env, "refresh", unique("dyn"), "--snapshot", made)
+        assert refused.returncode == 1
+        assert f"snapshot {made} holds DynamoDB tables, not PostgreSQL ones" in refused.stderr
+    finally:
+        await runtime.snapshots.delete(made)
+    bad = devdb(env, "shrink", "--source", f"dynamodb://{REGION}/none_", "--policy", str(policy))
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    last = bad.stderr.splitlines()[-1]
+    assert last.startswith(f"devdb: no DynamoDB table in {REGION} starts with 'none_'")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -29,6 +30,12 @@ class DynamoSource:
     @property
     def url(self) -> str:
         return f"dynamodb://{self.region}/{self.prefix}"
+
+
+def dynamo_client(source: DynamoSource) -> Any:
+    """A DynamoDB client for the source's region; credentials and AWS_ENDPOINT_URL as boto3
+    finds them."""
+    return boto3.client("dynamodb", region_name=source.region, config=RETRIES)
 
 
 def is_dynamo(source: str) -> bool:

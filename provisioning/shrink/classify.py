@@ -89,14 +89,14 @@ def snake(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", spaced.lower()).strip("_")
 
 
-def _by_name(name: str) -> dict[str, Any] | None:
+def by_name(name: str) -> dict[str, Any] | None:
     for pattern, classification, rule in _BY_NAME:
         if re.search(pattern, name):
             return {"class": classification, **rule}
     return None
 
 
-def _by_values(samples: list[str], detector: PiiDetector) -> dict[str, Any] | None:
+def by_values(samples: list[str], detector: PiiDetector) -> dict[str, Any] | None:
     """A rule that fits what the detectors find in sampled values (`phone:DE` is a phone)."""
     kinds = Counter(kind.split(":")[0] for kind, _ in detector.find("\n".join(samples)))
     if not kinds:
@@ -148,7 +148,7 @@ def _json_paths(samples: list[str], detector: PiiDetector) -> dict[str, dict[str
     paths: dict[str, dict[str, Any]] = {}
     for path, found in values.items():
         key = snake(re.split(r"[.\[\]]", path.rstrip("[*]"))[-1].strip('"'))
-        entry = _by_name(key) or _by_values(found, detector)
+        entry = by_name(key) or by_values(found, detector)
         if entry is None and _IP.search(key):
             entry = {"class": "pii", "rule": "fake", "kind": "ipv4"}
         if entry is not None:
@@ -179,12 +179,12 @@ def classify_column(
         # A bare `name` is a person's only in a table of people (not an artist's or genre's).
         if _PEOPLE.search(table.rpartition(".")[2]):
             return {"class": "pii", "rule": "fake", "kind": "name"}
-        return _by_values(samples, detector) or "internal"
+        return by_values(samples, detector) or "internal"
     typed = _typed(name, column, address_nearby)
     if typed is not None:
         return typed
     if column.is_text:
-        return _by_name(name) or _by_values(samples, detector) or "internal"
+        return by_name(name) or by_values(samples, detector) or "internal"
     return "internal"
 
 

@@ -1,0 +1,216 @@
+"""What happens to each item of a DynamoDB source on its way into a snapshot: chosen by the
+policy's subset, masked, checked against DynamoDB's size limit, scanned, written as a line
+of DynamoDB JSON (binary in base64, as DynamoDB's exports write it)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
+
+from provisioning.dynamo.policy import DynamoPolicy, Follow, TablePolicy
+from provisioning.dynamo.source import TableShape
+from provisioning.dynamo.survey import texts
+from provisioning.errors import InvalidInput
+from provisioning.shrink.detect import PiiDetector
+from provisioning.shrink.rules import mask_document, mask_leaves
+from provisioning.shrink.scan import Findings
+
+ITEM_LIMIT = 400 * 1024  # DynamoDB's largest item, in bytes
+_from_dynamo = TypeDeserializer()
+_to_dynamo = TypeSerializer()
+
+
+@dataclass
+class Outcome:
+    """What one table gave: items kept, and the values of the attributes others follow."""
+
+    items: int = 0
+    values: dict[str, set[str]] = field(default_factory=dict)
+
+
+def data_file(name: str) -> str:
+    return f"{name}.json.gz"
+
+
+def to_json(value: Any) -> str:
+    """DynamoDB JSON, binary values in base64 as DynamoDB's exports write them."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=_base64)
+
+
+def _base64(value: Any) -> str:
+    if isinstance(value, Binary):
+        value = value.value
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"{type(value).__name__} is not a DynamoDB value")
+
+
+def key_of(value: Any) -> str:
+    """A typed DynamoDB value as text, to compare keys across tables."""
+    return to_json(value)
+
+
+@dataclass
+class TableWriter:
+    """Filters, masks, scans and writes one table's items (in a worker thread)."""
+
+    shape: TableShape
+    spec: TablePolicy
+    policy: DynamoPolicy
+    salt: bytes
+    tenant: str | None
+    detector: PiiDetector
+    findings: Findings
+    unclassified: set[str]
+    outcomes: dict[str, Outcome]  # of the tables done before this one
+    followed_by: set[str]  # attributes of this table whose values other tables follow
+    shapes: dict[str, TableShape]
+    since: datetime
+
+    def follow_key(self, follow: Follow) -> str:
+        return follow.key or self.shapes[follow.table].keys[0]
+
+    def __post_init__(self) -> None:
+        self.masks: dict[str, Callable[[Any], Any]] = {}
+        self.scanned: set[str] = set()
+        for attribute, spec in self.spec.attributes.items():
+            rule = spec.rule
+            if rule is not None and rule.name == "json":
+                self.masks[attribute] = mask_document(rule.params.get("paths"), self.salt)
+            elif rule is not None and rule.name != "keep":
+                self.masks[attribute] = partial(
+                    mask_leaves, inner=rule.masker(salt=self.salt), salt=self.salt
+                )
+            if rule is None or not rule.generates:
+                self.scanned.add(attribute)
+
+    def run(self, items: Any, data: Path) -> Outcome:
+        outcome = Outcome(values={attribute: set() for attribute in self.followed_by})
+        with gzip.open(data / data_file(self.shape.name), "wt", encoding="utf-8") as out:
+            for item in items:
+                if not self.wanted(item):
+                    continue
+                masked = self.mask(item)
+                size = item_size(masked)
+                if size > ITEM_LIMIT:
+                    raise InvalidInput(
+                        f"an item of {self.shape.name} is {size // 1024} KB after masking, over "
+                        "DynamoDB's 400 KB: choose a rule that keeps the values short."
+                    )
+                self.scan(masked)
+                out.write(to_json({"Item": masked}) + "\n")
+                outcome.items += 1
+                for attribute, seen in outcome.values.items():
+                    if attribute in item:
+                        seen.add(key_of(item[attribute]))
+        return outcome
+
+    def wanted(self, item: dict[str, Any]) -> bool:
+        spec = self.spec
+        if self.tenant is not None and self.policy.tenant is not None:
+            attribute = self.policy.tenant[1]
+            if attribute in item and str(_plain(item[attribute])) != self.tenant:
+                return False
+        if spec.action == "keep":
+            return True
+        for attribute, value in spec.where.items():
+            if attribute not in item or _plain(item[attribute]) != value:
+                return False
+        if spec.follow is not None:
+            value = item.get(spec.follow.attribute)
+            target = self.outcomes[spec.follow.table].values[self.follow_key(spec.follow)]
+            if value is None or key_of(value) not in target:
+                return False
+        if spec.window is not None:
+            when = _moment(item.get(spec.window.attribute))
+            if when is None or when < self.since - spec.window.last:
+                return False
+        return True
+
+    def mask(self, item: dict[str, Any]) -> dict[str, Any]:
+        masked: dict[str, Any] = {}
+        for attribute, typed in item.items():
+            spec = self.spec.attributes.get(attribute)
+            if spec is None:
+                self.unclassified.add(f"{self.shape.name}.{attribute}")
+            mask = self.masks.get(attribute)
+            if mask is None:
+                masked[attribute] = typed
+                continue
+            value = mask(_unwrapped(_plain(typed)))
+            if value is not None:
+                masked[attribute] = _to_dynamo.serialize(value)
+        return masked
+
+    def scan(self, item: dict[str, Any]) -> None:
+        for attribute, typed in item.items():
+            if attribute not in self.scanned and attribute in self.spec.attributes:
+                continue
+            for text in texts(_plain(typed)):
+                for kind, value in self.detector.find(text):
+                    self.findings.add(self.shape.name, attribute, kind, value)
+
+
+def _plain(typed: Any) -> Any:
+    return _from_dynamo.deserialize(typed)
+
+
+def _unwrapped(value: Any) -> Any:
+    """boto3's Binary wrappers as the bytes they hold, for masking."""
+    if isinstance(value, Binary):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _unwrapped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrapped(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return {_unwrapped(v) for v in value}
+    return value
+
+
+def _moment(typed: Any) -> datetime | None:
+    """An ISO-8601 time or epoch seconds, as DynamoDB items usually hold them."""
+    if typed is None:
+        return None
+    value = _plain(typed)
+    try:
+        if isinstance(value, Decimal):
+            return datetime.fromtimestamp(float(value), UTC)
+        if isinstance(value, str):
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
+    return None
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB counts it (names and values, in bytes), near enough."""
+    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+
+
+def _value_size(typed: dict[str, Any]) -> int:
+    (kind, value), *_ = typed.items()
+    if kind == "S":
+        return len(value.encode())
+    if kind == "N":
+        return len(value) // 2 + 2
+    if kind == "B":
+        return len(value.value if isinstance(value, Binary) else value)
+    if kind in ("SS", "NS", "BS"):
+        return sum(_value_size({kind[0]: part}) for part in value)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + _value_size(v) + 1 for k, v in value.items())
+    if kind == "L":
+        return 3 + sum(_value_size(v) + 1 for v in value)
+    return 1  # BOOL, NULL
