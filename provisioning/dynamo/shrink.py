@@ -11,7 +11,6 @@ counts and checksums. Nothing is published unless every item passed.
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -34,7 +33,8 @@ from provisioning.errors import InvalidInput, Next, PolicyViolation
 from provisioning.models import ProgressEvent
 from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.pipeline import Progress, ShrinkStep, apply_retention, salt_id
-from provisioning.shrink.scan import Findings
+from provisioning.shrink.policy import mismatch
+from provisioning.shrink.scan import Findings, allow_patterns
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest, manifest_for_dump
 
@@ -57,10 +57,7 @@ async def shrink_dynamo(
 ) -> Manifest:
     """Build a dev-safe snapshot of the tables under `source` and publish it."""
     emit = progress or (lambda _: None)
-    try:
-        allowed = [re.compile(pattern) for pattern in allow]
-    except re.error as exc:
-        raise InvalidInput(f"an --allow pattern is not a valid regular expression: {exc}.") from exc
+    allowed = allow_patterns(allow)
     if tenant is not None and policy.tenant is None:
         raise InvalidInput("the policy names no tenant attribute, so --tenant cannot be used.")
     emit(ProgressEvent(step=ShrinkStep.CHECK, message="checking the policy against the source"))
@@ -69,13 +66,7 @@ async def shrink_dynamo(
     problems += [f"table {n} is not in the source" for n in policy.tables if n not in names]
     problems += rule_problems(policy)
     if problems:
-        raise PolicyViolation(
-            f"the policy does not match the source ({len(problems)} problem(s)): "
-            f"{problems[0]}; run ",
-            Next("policy check"),
-            " for the list.",
-            problems=problems,
-        )
+        raise mismatch(problems)
     kept = [n for n in _in_order(policy) if policy.tables[n].action != "drop"]
     shapes = {n: await asyncio.to_thread(describe, client, source, n) for n in kept}
     started = datetime.now(UTC)

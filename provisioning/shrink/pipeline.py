@@ -27,7 +27,7 @@ from typing import Any
 
 import asyncpg
 
-from provisioning.errors import InvalidInput, Next, PolicyViolation, ProvisioningFailed
+from provisioning.errors import PolicyViolation, ProvisioningFailed
 from provisioning.models import ProgressEvent
 from provisioning.pg.dsn import redact
 from provisioning.pg.programs import PgPrograms
@@ -37,7 +37,7 @@ from provisioning.shrink.contents import Contents, account
 from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.dumpscan import scan_large_objects, scan_schema
 from provisioning.shrink.plan import Closure, closure_checks, plan_file, requests_for
-from provisioning.shrink.policy import Policy, check_policy
+from provisioning.shrink.policy import Policy, check_policy, mismatch
 from provisioning.shrink.rewrite import (
     Refs,
     TablePlan,
@@ -45,7 +45,7 @@ from provisioning.shrink.rewrite import (
     process,
     split_spans,
 )
-from provisioning.shrink.scan import Findings
+from provisioning.shrink.scan import Findings, allow_patterns
 from provisioning.shrink.subset import Selection, select_subset
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.dump import list_dump, pg_dump, schema_text
@@ -243,10 +243,7 @@ async def shrink(
     """Build a dev-safe snapshot of `source_dsn` and publish it; return its manifest.
     `detector` finds personal data (by default in the default regions)."""
     emit = progress or (lambda _: None)
-    try:
-        allowed = [re.compile(pattern) for pattern in allow]
-    except re.error as exc:
-        raise InvalidInput(f"an --allow pattern is not a valid regular expression: {exc}.") from exc
+    allowed = allow_patterns(allow)
     emit(ProgressEvent(step=ShrinkStep.CHECK, message="checking the policy against the source"))
     conn = await _connect(source_dsn)
     staged: Path | None = None
@@ -262,13 +259,7 @@ async def shrink(
             catalog = await read_catalog(conn)
             problems = check_policy(policy, catalog)
             if problems:
-                raise PolicyViolation(
-                    f"the policy does not match the source ({len(problems)} problem(s)): "
-                    f"{problems[0]}; run ",
-                    Next("policy check"),
-                    " for the list.",
-                    problems=problems,
-                )
+                raise mismatch(problems)
             emit(ProgressEvent(step=ShrinkStep.SUBSET, message="choosing rows"))
             selection = await select_subset(conn, policy, catalog, tenant)
             emit(ProgressEvent(step=ShrinkStep.DUMP, message="dumping the source"))

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from provisioning.errors import InvalidInput
+from provisioning.errors import InvalidInput, Next, PolicyViolation
 from provisioning.shrink.catalog import JSON, Catalog, ForeignKey
 from provisioning.shrink.rules import RULES, Rule, build_rule
 
@@ -239,3 +239,13 @@ def check_policy(policy: Policy, catalog: Catalog) -> list[str]:
         if child and parent and child.action != "drop" and parent.action == "drop":
             problems.append(f"{fk.table} keeps rows that reference {fk.parent}, which is dropped")
     return problems
+
+
+def mismatch(problems: list[str]) -> PolicyViolation:
+    """The refusal of a shrink whose policy does not match its source."""
+    return PolicyViolation(
+        f"the policy does not match the source ({len(problems)} problem(s)): {problems[0]}; run ",
+        Next("policy check"),
+        " for the list.",
+        problems=problems,
+    )

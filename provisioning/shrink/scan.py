@@ -6,7 +6,18 @@ Detection itself lives in `detect.py`.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from provisioning.errors import InvalidInput
+
+
+def allow_patterns(allow: Sequence[str]) -> list[re.Pattern[str]]:
+    """The `--allow` patterns: values the scan may let through."""
+    try:
+        return [re.compile(pattern) for pattern in allow]
+    except re.error as exc:
+        raise InvalidInput(f"an --allow pattern is not a valid regular expression: {exc}.") from exc
 
 
 def redact(value: str) -> str:
