@@ -7,8 +7,10 @@ data nested in maps and lists, string and number sets, binary values, ISO and ep
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -363,3 +365,213 @@ async def test_the_terminal_drafts_checks_and_shrinks_a_dynamodb_source(
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     last = bad.stderr.splitlines()[-1]
     assert last.startswith(f"devdb: no DynamoDB table in {REGION} starts with 'none_'")
+
+
+def small_source(moto: Moto, items: dict[str, list[dict[str, Any]]]) -> tuple[Any, str]:
+    """Tables keyed by `id` (S), with these items, under a prefix of their own."""
+    client = moto.client("dynamodb")
+    prefix = unique("edge").replace("-", "_") + "_"
+    for table, rows in items.items():
+        client.create_table(
+            TableName=prefix + table,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        for row in rows:
+            client.put_item(TableName=prefix + table, Item=row)
+    return client, prefix
+
+
+async def shrink_small(
+    client: Any, prefix: str, tables: dict[str, Any], tmp_path: Path, **options: Any
+) -> tuple[Manifest, LocalSnapshotStore]:
+    store = LocalSnapshotStore(tmp_path / unique("store"))
+    policy = parse_dynamo_policy({"version": 1, "engine": "dynamodb", **tables})
+    manifest = await shrink_dynamo(
+        client, parse_source(f"dynamodb://{REGION}/{prefix}"), policy, store, salt=b"s", **options
+    )
+    return manifest, store
+
+
+async def test_personal_data_hidden_in_odd_places_does_not_slip_through(
+    moto: Moto, tmp_path: Path
+) -> None:
+    """Map keys, numbers, binary, copies of masked values, JSON kept as text, sets in maps."""
+    email = "grace.hopper@navy-mail.com"
+    client, prefix = small_source(
+        moto,
+        {
+            "Users": [
+                {
+                    "id": {"S": "u1"},
+                    "username": {"S": "grace.hopper"},
+                    "contacts": {"M": {email: {"S": "work"}}},
+                    "settings": {"S": json.dumps({"name": "Grace Hopper", "theme": "dark"})},
+                    "prefs": {"M": {"tags": {"SS": ["Grace Hopper", "Amazing Grace"]}}},
+                    "lucky": {"NS": ["7", "13"]},
+                }
+            ],
+            "Posts": [{"id": {"S": "p1"}, "author": {"S": "grace.hopper"}}],
+        },
+    )
+    users = {
+        "action": "keep",
+        "attributes": {
+            "id": "internal",
+            "username": {"class": "pii", "rule": "fake", "kind": "user_name"},
+            "contacts": {"class": "pii", "rule": "hash"},
+            "settings": {"class": "pii", "rule": "json", "paths": {"$.name": "hash"}},
+            "prefs": {"class": "pii", "rule": "json", "paths": {"$.tags[*]": "hash"}},
+            "lucky": {"class": "internal", "rule": "hash"},
+        },
+    }
+    posts = {"action": "keep", "attributes": {"id": "internal", "author": "internal"}}
+    # A follow attribute left unmasked while the key it names is masked: the real user name
+    # would be published beside its fake, so the copy is found and nothing is published.
+    with pytest.raises(PolicyViolation, match=r"Posts\.author: 1 copy of a masked value"):
+        await shrink_small(client, prefix, {"tables": {"Users": users, "Posts": posts}}, tmp_path)
+    posts["attributes"]["author"] = {"class": "pii", "rule": "fake", "kind": "user_name"}
+    made, store = await shrink_small(
+        client, prefix, {"tables": {"Users": users, "Posts": posts}}, tmp_path
+    )
+    (user,) = items(store.root, made.id, "Users")
+    (post,) = items(store.root, made.id, "Posts")
+    text = json.dumps(user)
+    assert email not in text and "Grace" not in text and "grace" not in text
+    assert post["author"] == user["username"]  # masked alike, so the link still holds
+    assert json.loads(user["settings"]["S"])["theme"] == "dark"
+    assert len(user["lucky"]["SS"]) == 2  # hashed numbers are text now, not a crash
+    # An internal map keyed by an email, a card number kept as a number and an email in a
+    # blob are all found by the scan.
+    client, prefix = small_source(
+        moto,
+        {
+            "Users": [
+                {
+                    "id": {"S": "u1"},
+                    "seen": {"M": {email: {"BOOL": True}}},
+                    "card": {"N": "4111111111111111"},
+                    "avatar": {"B": b"\x00\x01from " + email.encode() + b"\x00"},
+                }
+            ]
+        },
+    )
+    internal = {
+        "action": "keep",
+        "attributes": {a: "internal" for a in ("id", "seen", "card", "avatar")},
+    }
+    with pytest.raises(PolicyViolation) as caught:
+        await shrink_small(client, prefix, {"tables": {"Users": internal}}, tmp_path)
+    found = "\n".join(caught.value.problems)
+    assert "Users.seen: 1 email" in found and "Users.card: 1 card" in found
+    assert "Users.avatar: 1 email" in found and email not in found
+
+
+async def test_keys_tenants_and_bad_rules_get_one_sentence(moto: Moto, tmp_path: Path) -> None:
+    client, prefix = small_source(
+        moto,
+        {
+            "Orgs": [{"id": {"S": f"o{n}"}, "tenant": {"S": f"t{n}"}} for n in range(3)],
+            "Orders": [
+                {"id": {"S": f"x{n}"}, "org": {"S": f"o{n % 3}"}, "note": {"S": "n/a"}}
+                for n in range(9)
+            ],
+        },
+    )
+    orgs = {
+        "action": "subset",
+        "where": {"tenant": "t0"},
+        "attributes": {"id": "internal", "tenant": "internal"},
+    }
+    orders = {
+        "action": "subset",
+        "follow": {"attribute": "org", "table": "Orgs", "key": "id"},
+        "attributes": {"id": "internal", "org": "internal", "note": "internal"},
+    }
+    tables = {
+        "tenant": {"table": "Orgs", "attribute": "tenant"},
+        "tables": {"Orgs": orgs, "Orders": orders},
+    }
+    made, store = await shrink_small(client, prefix, tables, tmp_path, tenant="t2")
+    assert [i["id"]["S"] for i in items(store.root, made.id, "Orgs")] == ["o2"]
+    assert {i["org"]["S"] for i in items(store.root, made.id, "Orders")} == {"o2"}
+    with pytest.raises(InvalidInput, match="there is no tenant 't9' in Orgs"):
+        await shrink_small(client, prefix, tables, tmp_path, tenant="t9")
+    orgs["attributes"]["id"] = {"class": "internal", "rule": "partial", "keep": 1}
+    with pytest.raises(InvalidInput, match=r"Orgs\.id is a key or index key"):
+        await shrink_small(client, prefix, tables, tmp_path)
+    orgs["attributes"]["id"] = "internal"
+    orders["attributes"]["note"] = {"class": "internal", "rule": "noise"}
+    with pytest.raises(InvalidInput, match=r"Orders\.note could not be masked"):
+        await shrink_small(client, prefix, tables, tmp_path)
+    with pytest.raises(InvalidInput, match="'folow' is not part of the policy format"):
+        parse_dynamo_policy(
+            {
+                "engine": "dynamodb",
+                "tables": {"A": {"action": "subset", "folow": {}, "where": {"a": 1}}},
+            }
+        )
+    with pytest.raises(InvalidInput, match="follows 'A', which the policy drops"):
+        parse_dynamo_policy(
+            {
+                "engine": "dynamodb",
+                "tables": {
+                    "A": {"action": "drop"},
+                    "B": {"action": "subset", "follow": {"attribute": "a", "table": "A"}},
+                },
+            }
+        )
+
+
+class SlowTable:
+    """A stand-in for DynamoDB's client with one endless, slow table: scans are counted."""
+
+    class exceptions:
+        class ResourceNotFoundException(Exception):
+            pass
+
+    def __init__(self) -> None:
+        self.scans = 0
+
+    def get_paginator(self, _: str) -> Any:
+        class Pages:
+            def paginate(self) -> list[dict[str, Any]]:
+                return [{"TableNames": ["slow_T"]}]
+
+        return Pages()
+
+    def describe_table(self, TableName: str) -> dict[str, Any]:
+        key = [{"AttributeName": "id", "KeyType": "HASH"}]
+        return {"Table": {"KeySchema": key, "AttributeDefinitions": []}}
+
+    def describe_time_to_live(self, TableName: str) -> dict[str, Any]:
+        return {"TimeToLiveDescription": {"TimeToLiveStatus": "DISABLED"}}
+
+    def scan(self, **request: Any) -> dict[str, Any]:
+        self.scans += 1
+        time.sleep(0.01)
+        page = [{"id": {"S": f"{request['Segment']}-{self.scans}-{n}"}} for n in range(50)]
+        return {"Items": page, "LastEvaluatedKey": {"id": {"S": "more"}}}
+
+
+async def test_a_cancelled_shrink_stops_reading(tmp_path: Path) -> None:
+    """Ctrl-C (or SIGTERM) stops the scans too, and leaves nothing staged."""
+    client = SlowTable()
+    policy = parse_dynamo_policy(
+        {"engine": "dynamodb", "tables": {"T": {"attributes": {"id": "internal"}}}}
+    )
+    store = LocalSnapshotStore(tmp_path / "snapshots")
+    task = asyncio.ensure_future(
+        shrink_dynamo(client, parse_source(f"dynamodb://{REGION}/slow_"), policy, store, salt=b"s")
+    )
+    await asyncio.sleep(0.3)
+    task.cancel()
+    started = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < 2
+    scans = client.scans
+    await asyncio.sleep(0.3)
+    assert client.scans - scans <= 4  # at most one page in flight per segment
+    assert [p for p in (tmp_path / "snapshots").rglob("*") if p.is_file()] == []

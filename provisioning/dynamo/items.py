@@ -5,9 +5,11 @@ of DynamoDB JSON (binary in base64, as DynamoDB's exports write it)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,6 +23,7 @@ from provisioning.dynamo.policy import DynamoPolicy, Follow, TablePolicy
 from provisioning.dynamo.source import TableShape
 from provisioning.dynamo.survey import texts
 from provisioning.errors import InvalidInput
+from provisioning.shrink import documents
 from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.rules import mask_document, mask_leaves
 from provisioning.shrink.scan import Findings
@@ -55,9 +58,9 @@ def _base64(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not a DynamoDB value")
 
 
-def key_of(value: Any) -> str:
-    """A typed DynamoDB value as text, to compare keys across tables."""
-    return to_json(value)
+# Rules a key (or index key) attribute may have: ones that keep distinct values distinct and
+# a string a string. Anything else would merge items, drop a key or change its type.
+KEY_RULES = ("keep", "hash", "fake")
 
 
 @dataclass
@@ -76,31 +79,62 @@ class TableWriter:
     followed_by: set[str]  # attributes of this table whose values other tables follow
     shapes: dict[str, TableShape]
     since: datetime
+    stop: threading.Event  # set when the shrink is cancelled
+    originals: set[str]  # masked personal values, for the search for copies (all tables)
+
+    def __post_init__(self) -> None:
+        name = self.shape.name
+        self.masks: dict[str, Callable[[Any], Any]] = {}
+        self.scanned: set[str] = set()
+        self.dropped: set[str] = set()
+        self.remembered: set[str] = set()  # attributes whose source values are looked for
+        keys = self.shape.key_attributes
+        for attribute, spec in self.spec.attributes.items():
+            rule = spec.rule
+            if attribute in keys and rule is not None and rule.name != "keep":
+                typed = self.shape.attribute_type(attribute)
+                if rule.name not in KEY_RULES or typed != "S":
+                    raise InvalidInput(
+                        f"{name}.{attribute} is a key or index key: mask a string key with "
+                        f"hash or fake (values stay distinct), not {rule.name} on type {typed}."
+                    )
+            if rule is None or not rule.generates:
+                self.scanned.add(attribute)
+            if rule is None or rule.name == "keep":
+                continue
+            sensitive = spec.classification in ("pii", "secret") and rule.identifying
+            if sensitive and rule.name != "json":  # a document's unmasked parts are not personal
+                self.remembered.add(attribute)
+            if rule.name == "null":
+                self.dropped.add(attribute)
+            elif rule.name == "json":
+                self.masks[attribute] = _document(
+                    mask_document(rule.params.get("paths"), self.salt)
+                )
+            else:
+                inner = rule.masker(unique=attribute in keys, salt=self.salt)
+                self.masks[attribute] = partial(mask_leaves, inner=inner, salt=self.salt, keys=True)
 
     def follow_key(self, follow: Follow) -> str:
         return follow.key or self.shapes[follow.table].keys[0]
 
-    def __post_init__(self) -> None:
-        self.masks: dict[str, Callable[[Any], Any]] = {}
-        self.scanned: set[str] = set()
-        for attribute, spec in self.spec.attributes.items():
-            rule = spec.rule
-            if rule is not None and rule.name == "json":
-                self.masks[attribute] = mask_document(rule.params.get("paths"), self.salt)
-            elif rule is not None and rule.name != "keep":
-                self.masks[attribute] = partial(
-                    mask_leaves, inner=rule.masker(salt=self.salt), salt=self.salt
-                )
-            if rule is None or not rule.generates:
-                self.scanned.add(attribute)
-
-    def run(self, items: Any, data: Path) -> Outcome:
+    def run(self, items: Generator[dict[str, Any]], data: Path) -> Outcome:
         outcome = Outcome(values={attribute: set() for attribute in self.followed_by})
-        with gzip.open(data / data_file(self.shape.name), "wt", encoding="utf-8") as out:
+        primary: set[str] = set()
+        with contextlib.closing(items), gzip.open(data / data_file(self.shape.name), "wt") as out:
             for item in items:
+                if self.stop.is_set():
+                    raise InvalidInput("the shrink was stopped.")
                 if not self.wanted(item):
                     continue
                 masked = self.mask(item)
+                key = to_json([masked.get(part) for part in self.shape.keys])
+                if key in primary:
+                    raise InvalidInput(
+                        f"masking gave two items of {self.shape.name} the same key: choose a "
+                        "rule for its key attributes that keeps values apart (hash)."
+                    )
+                primary.add(key)
                 size = item_size(masked)
                 if size > ITEM_LIMIT:
                     raise InvalidInput(
@@ -112,15 +146,22 @@ class TableWriter:
                 outcome.items += 1
                 for attribute, seen in outcome.values.items():
                     if attribute in item:
-                        seen.add(key_of(item[attribute]))
+                        seen.add(to_json(item[attribute]))
+        if self.tenant is not None and self.is_tenant_table and not outcome.items:
+            raise InvalidInput(f"there is no tenant {self.tenant!r} in {self.shape.name}.")
         return outcome
+
+    @property
+    def is_tenant_table(self) -> bool:
+        return self.policy.tenant is not None and self.policy.tenant[0] == self.shape.name
 
     def wanted(self, item: dict[str, Any]) -> bool:
         spec = self.spec
-        if self.tenant is not None and self.policy.tenant is not None:
-            attribute = self.policy.tenant[1]
-            if attribute in item and str(_plain(item[attribute])) != self.tenant:
-                return False
+        if self.tenant is not None and self.is_tenant_table:
+            # One tenant's items stand in for the root's `where`; other tables follow them.
+            assert self.policy.tenant is not None
+            value = item.get(self.policy.tenant[1])
+            return value is not None and str(_plain(value)) == self.tenant
         if spec.action == "keep":
             return True
         for attribute, value in spec.where.items():
@@ -129,7 +170,7 @@ class TableWriter:
         if spec.follow is not None:
             value = item.get(spec.follow.attribute)
             target = self.outcomes[spec.follow.table].values[self.follow_key(spec.follow)]
-            if value is None or key_of(value) not in target:
+            if value is None or to_json(value) not in target:
                 return False
         if spec.window is not None:
             when = _moment(item.get(spec.window.attribute))
@@ -140,14 +181,22 @@ class TableWriter:
     def mask(self, item: dict[str, Any]) -> dict[str, Any]:
         masked: dict[str, Any] = {}
         for attribute, typed in item.items():
-            spec = self.spec.attributes.get(attribute)
-            if spec is None:
+            if attribute not in self.spec.attributes:
                 self.unclassified.add(f"{self.shape.name}.{attribute}")
+            if attribute in self.remembered:
+                self.originals.update(t for t in texts(_plain(typed)) if len(t) >= 4)
+            if attribute in self.dropped:
+                continue
             mask = self.masks.get(attribute)
             if mask is None:
                 masked[attribute] = typed
                 continue
-            value = mask(_unwrapped(_plain(typed)))
+            try:
+                value = mask(_unwrapped(_plain(typed)))
+            except (ValueError, TypeError) as exc:
+                raise InvalidInput(
+                    f"{self.shape.name}.{attribute} could not be masked: {exc}."
+                ) from None
             if value is not None:
                 masked[attribute] = _to_dynamo.serialize(value)
         return masked
@@ -156,9 +205,42 @@ class TableWriter:
         for attribute, typed in item.items():
             if attribute not in self.scanned and attribute in self.spec.attributes:
                 continue
-            for text in texts(_plain(typed)):
-                for kind, value in self.detector.find(text):
-                    self.findings.add(self.shape.name, attribute, kind, value)
+            # One look at all of an attribute's texts: the detectors' cost is per call.
+            for kind, value in self.detector.find("\n".join(texts(_plain(typed)))):
+                self.findings.add(self.shape.name, attribute, kind, value)
+
+
+def _document(masker: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A `json` rule over a map or list, or over JSON text kept in a string attribute."""
+
+    def mask(value: Any) -> Any:
+        if not isinstance(value, str):
+            return masker(value)
+        try:
+            document = documents.loads(value)
+        except ValueError:
+            raise ValueError("it is text but not a JSON document") from None
+        return documents.dumps(masker(document))
+
+    return mask
+
+
+def find_copies(data: Path, names: list[str], writers: dict[str, TableWriter]) -> None:
+    """Masked personal values found again, unmasked, anywhere they are not generated: an
+    attribute a follow compares with, a name copied beside a masked one."""
+    originals = next(iter(writers.values())).originals if writers else set()
+    if not originals:
+        return
+    for name in names:
+        writer = writers[name]
+        with gzip.open(data / data_file(name), "rt") as lines:
+            for line in lines:
+                for attribute, typed in json.loads(line)["Item"].items():
+                    if attribute not in writer.scanned or "B" in typed or "BS" in typed:
+                        continue
+                    for text in texts(_plain(typed)):
+                        if text in originals:
+                            writer.findings.add(name, attribute, "copy of a masked value", text)
 
 
 def _plain(typed: Any) -> Any:

@@ -25,6 +25,7 @@ inside maps and lists.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -84,6 +85,8 @@ def load_dynamo_policy(path: Path) -> DynamoPolicy:
         text = path.read_text()
     except OSError as exc:
         raise InvalidInput(f"the policy {path} cannot be read: {exc.strerror}.") from exc
+    except UnicodeDecodeError:
+        raise InvalidInput(f"the policy {path} is not UTF-8 text.") from None
     try:
         body = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -97,6 +100,7 @@ def parse_dynamo_policy(body: Any, *, where: str = "the policy") -> DynamoPolicy
     """Check a policy's shape; every mistake is one sentence naming its place."""
     if not is_dynamo_policy(body):
         raise InvalidInput(f"{where} is not a DynamoDB policy (it needs engine: dynamodb).")
+    _known(where, body, ("version", "engine", "tenant", "tables"))
     raw_tables = body.get("tables")
     if not isinstance(raw_tables, dict) or not raw_tables:
         raise InvalidInput(f"{where}: tables must map each table to what to keep of it.")
@@ -107,6 +111,10 @@ def parse_dynamo_policy(body: Any, *, where: str = "the policy") -> DynamoPolicy
         if table.follow and table.follow.table not in tables:
             raise InvalidInput(
                 f"{where}: {name} follows {table.follow.table!r}, which the policy does not name."
+            )
+        if table.follow and tables[table.follow.table].action == "drop":
+            raise InvalidInput(
+                f"{where}: {name} follows {table.follow.table!r}, which the policy drops."
             )
     tenant = None
     if (raw := body.get("tenant")) is not None:
@@ -121,6 +129,7 @@ def parse_dynamo_policy(body: Any, *, where: str = "the policy") -> DynamoPolicy
 def _table(where: str, spec: Any) -> TablePolicy:
     if not isinstance(spec, dict):
         raise InvalidInput(f"{where}: give action and attributes.")
+    _known(where, spec, ("action", "where", "follow", "window", "attributes"))
     action = spec.get("action", "keep")
     if action not in ACTIONS:
         raise InvalidInput(f"{where}: action must be one of {', '.join(ACTIONS)}, not {action!r}.")
@@ -131,6 +140,7 @@ def _table(where: str, spec: Any) -> TablePolicy:
     if (raw := spec.get("follow")) is not None:
         if not isinstance(raw, dict) or {"attribute", "table"} - raw.keys():
             raise InvalidInput(f"{where}: follow must be {{attribute: A, table: T}}.")
+        _known(f"{where}: follow", raw, ("attribute", "table", "key"))
         key = raw.get("key")
         follow = Follow(
             attribute=str(raw["attribute"]),
@@ -140,12 +150,19 @@ def _table(where: str, spec: Any) -> TablePolicy:
     if (raw := spec.get("window")) is not None:
         if not isinstance(raw, dict) or {"attribute", "last"} - raw.keys():
             raise InvalidInput(f"{where}: window must be {{attribute: A, last: 30d}}.")
-        window = Window(attribute=str(raw["attribute"]), last=parse_duration(str(raw["last"])))
+        _known(f"{where}: window", raw, ("attribute", "last"))
+        try:
+            last = parse_duration(str(raw["last"]))
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: window: {exc}") from None
+        window = Window(attribute=str(raw["attribute"]), last=last)
     if action == "subset" and not (match_on or follow or window):
         raise InvalidInput(f"{where}: a subset needs where, follow or window.")
+    raw_attributes = spec.get("attributes") or {}
+    if not isinstance(raw_attributes, dict):
+        raise InvalidInput(f"{where}: attributes must map each attribute to its class.")
     attributes = {
-        str(name): _attribute(f"{where}.{name}", value)
-        for name, value in (spec.get("attributes") or {}).items()
+        str(name): _attribute(f"{where}.{name}", value) for name, value in raw_attributes.items()
     }
     return TablePolicy(
         action=action, where=match_on, follow=follow, window=window, attributes=attributes
@@ -160,10 +177,20 @@ def _attribute(where: str, spec: Any) -> AttributePolicy:
     params = {k: v for k, v in spec.items() if k not in ("class", "rule")}
     rule = None
     if "rule" in spec:
-        if spec["rule"] not in RULES:
-            raise InvalidInput(f"{where}: unknown rule {spec['rule']!r}.")
+        if not isinstance(spec["rule"], str) or spec["rule"] not in RULES:
+            raise InvalidInput(f"{where}: unknown rule {str(spec['rule'])[:40]!r}.")
         try:
-            rule = build_rule(str(spec["rule"]), params)
-        except (TypeError, ValueError) as exc:
+            rule = build_rule(spec["rule"], params)
+        except (TypeError, ValueError, re.error) as exc:
             raise InvalidInput(f"{where}: {exc}.") from exc
     return AttributePolicy(classification=str(spec["class"]), rule=rule)
+
+
+def _known(where: str, spec: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """A key the policy format does not have is a mistake (a typo would keep more data)."""
+    unknown = sorted(str(key) for key in spec if key not in keys)
+    if unknown:
+        raise InvalidInput(
+            f"{where}: {unknown[0][:40]!r} is not part of the policy format "
+            f"(use {', '.join(keys)})."
+        )

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from provisioning.dynamo.items import Outcome, TableWriter, data_file
+from provisioning.dynamo.items import Outcome, TableWriter, data_file, find_copies
 from provisioning.dynamo.policy import DynamoPolicy, load_dynamo_policy
 from provisioning.dynamo.source import (
     DynamoSource,
@@ -78,6 +79,8 @@ async def shrink_dynamo(
         findings = Findings(allowed)
         unclassified: set[str] = set()
         outcomes: dict[str, Outcome] = {}
+        writers: dict[str, TableWriter] = {}
+        stop, originals = threading.Event(), set[str]()
         for number, name in enumerate(kept):
             emit(
                 ProgressEvent(
@@ -99,10 +102,19 @@ async def shrink_dynamo(
                 followed_by=_followed(policy, shapes, name),
                 shapes=shapes,
                 since=started,
+                stop=stop,
+                originals=originals,
             )
-            outcomes[name] = await asyncio.to_thread(
-                writer.run, scan(client, source.prefix + name, segments=segments), data
-            )
+            writers[name] = writer
+            items = scan(client, source.prefix + name, segments=segments)
+            work = asyncio.get_running_loop().run_in_executor(None, writer.run, items, data)
+            try:
+                outcomes[name] = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                stop.set()  # the reading stops too, before the staged files go
+                await asyncio.wait([work])
+                raise
+        await asyncio.to_thread(find_copies, data, list(outcomes), writers)
         if unclassified:
             listed = sorted(unclassified)
             raise PolicyViolation(

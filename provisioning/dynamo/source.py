@@ -7,7 +7,7 @@ import contextlib
 import queue
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,12 +77,26 @@ class TableShape:
     def keys(self) -> list[str]:
         return [part["AttributeName"] for part in self.key_schema]
 
+    def attribute_type(self, attribute: str) -> str:
+        """A key attribute's type: S, N or B."""
+        types = {d["AttributeName"]: d["AttributeType"] for d in self.attribute_definitions}
+        return types.get(attribute, "S")
+
+    @property
+    def key_attributes(self) -> set[str]:
+        """The table's key and every index's key."""
+        schemas = [self.key_schema] + [
+            i["KeySchema"] for i in self.global_indexes + self.local_indexes
+        ]
+        return {part["AttributeName"] for schema in schemas for part in schema}
+
 
 def _failed(what: str, exc: Exception) -> ProvisioningFailed:
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         if "Throttl" in code or code == "ProvisionedThroughputExceededException":
-            return ProvisioningFailed(f"DynamoDB kept throttling {what}, after 8 attempts.")
+            tries = RETRIES.retries["max_attempts"]
+            return ProvisioningFailed(f"DynamoDB kept throttling {what}, after {tries} attempts.")
         return ProvisioningFailed(f"DynamoDB refused {what} ({code}).")
     return ProvisioningFailed(f"DynamoDB could not be reached for {what}: {exc}.")
 
@@ -131,7 +145,7 @@ def describe(client: Any, source: DynamoSource, name: str) -> TableShape:
     )
 
 
-def scan(client: Any, table: str, *, segments: int = 4) -> Iterator[dict[str, Any]]:
+def scan(client: Any, table: str, *, segments: int = 4) -> Generator[dict[str, Any]]:
     """Every item of `table` (typed, as DynamoDB sends them), read by `segments` scans in
     parallel and handed over a page at a time (a few pages are held, never the table); a
     table that goes away meanwhile is `NotFound`."""

@@ -4,12 +4,14 @@ policy misses, `policy init` drafts one (a person reviews it)."""
 from __future__ import annotations
 
 import asyncio
+import re
+from decimal import Decimal
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import yaml
-from boto3.dynamodb.types import TypeDeserializer
+from boto3.dynamodb.types import Binary, TypeDeserializer
 
 from provisioning.dynamo.policy import DynamoPolicy, load_dynamo_policy
 from provisioning.dynamo.source import DynamoSource, dynamo_client, list_tables, parse_source, scan
@@ -83,14 +85,24 @@ def draft_dynamo_policy(client: Any, source: DynamoSource, detector: PiiDetector
 
 
 def texts(value: Any) -> list[str]:
-    """Every string under a value: a map's, a list's or a set's."""
+    """Every text under a value, to scan: strings, numbers, a map's keys, and the printable
+    runs of binary values (an email in a blob)."""
     if isinstance(value, str):
         return [value]
+    if isinstance(value, Decimal | int) and not isinstance(value, bool):
+        return [str(value)]
+    if isinstance(value, Binary):
+        value = value.value
+    if isinstance(value, bytes | bytearray):
+        return _PRINTABLE.findall(bytes(value).decode("latin-1"))
     if isinstance(value, dict):
-        return [text for inner in value.values() for text in texts(inner)]
+        return [text for k, inner in value.items() for text in [str(k), *texts(inner)]]
     if isinstance(value, list | set | frozenset):
         return [text for inner in value for text in texts(inner)]
     return []
+
+
+_PRINTABLE = re.compile(r"[\x20-\x7e]{6,}")
 
 
 def render_dynamo_policy(body: dict[str, Any]) -> str:

@@ -105,6 +105,8 @@ def _apply(node: Any, segments: tuple[Segment, ...], visit: Visit) -> Any:
             node[key] = _apply(node[key], rest, visit)
     elif kind == "all" and isinstance(node, list):
         node[:] = [_apply(item, rest, visit) for item in node]
+    elif kind == "all" and isinstance(node, set | frozenset):  # a DynamoDB set in a map
+        return {_apply(item, rest, visit) for item in node}
     elif kind == "deep":
         if isinstance(node, dict):
             for key in node:

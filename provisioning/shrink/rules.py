@@ -214,18 +214,24 @@ def json_paths(paths: Any) -> list[tuple[Path, Rule]]:
     return parsed
 
 
-def mask_leaves(value: Any, inner: Mask, salt: bytes) -> Any:
+def mask_leaves(value: Any, inner: Mask, salt: bytes, *, keys: bool = False) -> Any:
     """Mask every scalar under `value` (a document's node, or a DynamoDB attribute: maps,
     lists, sets and binary too), each keyed by its own digest, so the same value masks the
-    same inside a document as in a column. Numbers stay numbers where the mask allows."""
+    same inside a document as in a column; with `keys`, a map's keys too. Numbers stay
+    numbers where the mask gives a plain number."""
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, dict):
-        return {k: mask_leaves(v, inner, salt) for k, v in value.items()}
+        return {
+            (_masked_key(k, inner, salt) if keys else k): mask_leaves(v, inner, salt, keys=keys)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [mask_leaves(v, inner, salt) for v in value]
+        return [mask_leaves(v, inner, salt, keys=keys) for v in value]
     if isinstance(value, set | frozenset):
         masked_set = {m for v in value if (m := mask_leaves(v, inner, salt)) is not None}
+        if len({type(m) for m in masked_set}) > 1:  # a set holds one type: numbers become text
+            masked_set = {str(m) for m in masked_set}
         return masked_set or None  # an empty set is no value
     if isinstance(value, bytes | bytearray):
         text = base64.b64encode(value).decode()
@@ -233,12 +239,21 @@ def mask_leaves(value: Any, inner: Mask, salt: bytes) -> Any:
         return None if masked_bytes is None else masked_bytes.encode()
     text = str(value)
     masked = inner(text, digest(salt, text))
-    if masked is not None and not isinstance(value, str):
+    if masked is not None and not isinstance(value, str) and _PLAIN_NUMBER.fullmatch(masked):
         try:
             return Decimal(masked)
         except InvalidOperation:
             return masked
     return masked
+
+
+_PLAIN_NUMBER = re.compile(r"-?\d{1,38}(\.\d{1,38})?")  # not a hash's digits like 9e5894
+
+
+def _masked_key(key: str, inner: Mask, salt: bytes) -> str:
+    """A map's key masked like a value; where the rule gives none, the key's digest."""
+    masked = inner(key, digest(salt, key))
+    return digest(salt, key).hex()[:16] if masked is None else masked
 
 
 def mask_document(paths: Any, salt: bytes) -> Callable[[Any], Any]:

@@ -84,8 +84,8 @@ class SnapshotStore(ABC):
         manifest = await (self.get(snapshot_id) if snapshot_id else self.latest(engine))
         if engine_of(manifest) != engine:
             raise InvalidInput(
-                f"snapshot {manifest.id} holds {ENGINES[engine_of(manifest)]} tables, not "
-                f"{ENGINES[engine]} ones: run ",
+                f"snapshot {manifest.id} holds {ENGINES.get(engine_of(manifest), 'other')} "
+                f"tables, not {ENGINES[engine]} ones: run ",
                 Next("snapshots"),
                 " to see them.",
             )
