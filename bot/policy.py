@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import asyncpg
-
 from bot import grammar, messages
 from provisioning.dynamo.source import is_dynamo
 from provisioning.dynamo.survey import (
@@ -15,7 +13,7 @@ from provisioning.dynamo.survey import (
     render_dynamo_policy,
 )
 from provisioning.errors import InvalidInput, PolicyViolation
-from provisioning.shrink.classify import draft_policy, render_policy
+from provisioning.shrink.classify import draft_source, render_policy
 from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.pipeline import check_source
 from provisioning.shrink.policy import load_policy
@@ -31,11 +29,7 @@ async def policy_command(
         out = Path(command.out)
         if out.exists():
             raise InvalidInput(f"{out} already exists: remove it or choose another --out.")
-        conn = await asyncpg.connect(command.source)
-        try:
-            catalog, body = await draft_policy(conn, detector)
-        finally:
-            await conn.close()
+        catalog, body = await draft_source(command.source, detector)
         out.write_text(render_policy(body))
         sensitive = sum(
             1

@@ -221,6 +221,15 @@ def _copied_from(body: dict[str, Any], samples: dict[tuple[str, str], list[str]]
             body[table]["columns"][column] = dict(body[source_table]["columns"][source_column])
 
 
+async def draft_source(dsn: str, detector: PiiDetector) -> tuple[Catalog, dict[str, Any]]:
+    """`devdb policy init` on a PostgreSQL source: connect, classify, disconnect."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await draft_policy(conn, detector)
+    finally:
+        await conn.close()
+
+
 async def draft_policy(
     conn: asyncpg.Connection, detector: PiiDetector | None = None
 ) -> tuple[Catalog, dict[str, Any]]:
