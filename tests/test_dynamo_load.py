@@ -117,3 +117,22 @@ async def test_throttling_is_retried_and_one_that_never_clears_is_one_sentence(
         ProvisioningFailed, match=r"kept throttling writes to .*unprocessed after 10 attempts"
     ):
         load_items(Throttled(client, forever=True), dump, manifest, prefix, pause=lambda _: None)
+
+
+async def test_a_table_that_cannot_be_made_leaves_none_of_the_others(
+    moto: Moto, tmp_path: Path
+) -> None:
+    manifest, _ = await snapshot(moto, tmp_path)
+    client = moto.client("dynamodb")
+    prefix = unique("dev_taken").replace("-", "_") + "_"
+    assert list(manifest.extra["tables"]) == ["Accounts", "Events"]
+    client.create_table(  # someone else's table where the second one would go
+        TableName=prefix + "Events",
+        KeySchema=[{"AttributeName": "x", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "x", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    with pytest.raises(ProvisioningFailed, match=f"could not make the table {prefix}Events"):
+        create_tables(client, manifest, prefix, capacity=None)
+    left = [n for n in client.list_tables()["TableNames"] if n.startswith(prefix)]
+    assert left == [prefix + "Events"]  # ours went again; theirs stays

@@ -77,7 +77,7 @@ class TableWriter:
     unclassified: set[str]
     outcomes: dict[str, Outcome]  # of the tables done before this one
     followed_by: set[str]  # attributes of this table whose values other tables follow
-    shapes: dict[str, TableShape]
+    follows: str | None  # the attribute of the followed table this table's follow names
     since: datetime
     stop: threading.Event  # set when the shrink is cancelled
     originals: set[str]  # masked personal values, for the search for copies (all tables)
@@ -114,9 +114,6 @@ class TableWriter:
             else:
                 inner = rule.masker(unique=attribute in keys, salt=self.salt)
                 self.masks[attribute] = partial(mask_leaves, inner=inner, salt=self.salt, keys=True)
-
-    def follow_key(self, follow: Follow) -> str:
-        return follow.key or self.shapes[follow.table].keys[0]
 
     def run(self, items: Generator[dict[str, Any]], data: Path) -> Outcome:
         outcome = Outcome(values={attribute: set() for attribute in self.followed_by})
@@ -169,7 +166,8 @@ class TableWriter:
                 return False
         if spec.follow is not None:
             value = item.get(spec.follow.attribute)
-            target = self.outcomes[spec.follow.table].values[self.follow_key(spec.follow)]
+            assert self.follows is not None
+            target = self.outcomes[spec.follow.table].values[self.follows]
             if value is None or to_json(value) not in target:
                 return False
         if spec.window is not None:
@@ -225,14 +223,17 @@ def _document(masker: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return mask
 
 
-def find_copies(data: Path, names: list[str], writers: dict[str, TableWriter]) -> None:
+def follow_key(follow: Follow, shapes: dict[str, TableShape]) -> str:
+    """The attribute of the followed table a follow compares with: its key unless named."""
+    return follow.key or shapes[follow.table].keys[0]
+
+
+def find_copies(data: Path, writers: dict[str, TableWriter], originals: set[str]) -> None:
     """Masked personal values found again, unmasked, anywhere they are not generated: an
     attribute a follow compares with, a name copied beside a masked one."""
-    originals = next(iter(writers.values())).originals if writers else set()
     if not originals:
         return
-    for name in names:
-        writer = writers[name]
+    for name, writer in writers.items():
         with gzip.open(data / data_file(name), "rt") as lines:
             for line in lines:
                 for attribute, typed in json.loads(line)["Item"].items():

@@ -6,6 +6,7 @@ unprocessed. This is what the DynamoDB driver will run for an environment."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import random
@@ -71,6 +72,9 @@ def create_tables(
                     },
                 )
         except (ClientError, BotoCoreError) as exc:
+            for table in made:  # nothing half-made: the tables made so far go again
+                with contextlib.suppress(ClientError, BotoCoreError):
+                    client.delete_table(TableName=table)
             raise ProvisioningFailed(
                 f"DynamoDB could not make the table {prefix}{name}: {exc}."
             ) from exc

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from provisioning.dynamo.items import Outcome, TableWriter, data_file, find_copies
+from provisioning.dynamo.items import Outcome, TableWriter, data_file, find_copies, follow_key
 from provisioning.dynamo.policy import DynamoPolicy, load_dynamo_policy
 from provisioning.dynamo.source import (
     DynamoSource,
@@ -71,6 +71,7 @@ async def shrink_dynamo(
     kept = [n for n in _in_order(policy) if policy.tables[n].action != "drop"]
     shapes = {n: await asyncio.to_thread(describe, client, source, n) for n in kept}
     started = datetime.now(UTC)
+    detector = detector or PiiDetector()
     staged = await store.staging()
     published: Manifest | None = None
     try:
@@ -95,12 +96,14 @@ async def shrink_dynamo(
                 policy=policy,
                 salt=salt,
                 tenant=tenant,
-                detector=detector or PiiDetector(),
+                detector=detector,
                 findings=findings,
                 unclassified=unclassified,
                 outcomes=outcomes,
                 followed_by=_followed(policy, shapes, name),
-                shapes=shapes,
+                follows=follow_key(follow, shapes)
+                if (follow := policy.tables[name].follow)
+                else None,
                 since=started,
                 stop=stop,
                 originals=originals,
@@ -114,7 +117,7 @@ async def shrink_dynamo(
                 stop.set()  # the reading stops too, before the staged files go
                 await asyncio.wait([work])
                 raise
-        await asyncio.to_thread(find_copies, data, list(outcomes), writers)
+        await asyncio.to_thread(find_copies, data, writers, originals)
         if unclassified:
             listed = sorted(unclassified)
             raise PolicyViolation(
@@ -175,7 +178,7 @@ async def shrink_dynamo_source(
 def _followed(policy: DynamoPolicy, shapes: dict[str, TableShape], name: str) -> set[str]:
     """The attributes of `name` that tables following it compare with."""
     return {
-        spec.follow.key or shapes[name].keys[0]
+        follow_key(spec.follow, shapes)
         for spec in policy.tables.values()
         if spec.follow is not None and spec.follow.table == name
     }

@@ -4,6 +4,7 @@ policy misses, `policy init` drafts one (a person reviews it)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from decimal import Decimal
 from itertools import islice
@@ -25,7 +26,8 @@ _from_dynamo = TypeDeserializer()
 def sample(
     client: Any, source: DynamoSource, table: str, count: int = SAMPLE
 ) -> list[dict[str, Any]]:
-    return list(islice(scan(client, source.prefix + table, segments=1), count))
+    with contextlib.closing(scan(client, source.prefix + table, segments=1)) as items:
+        return list(islice(items, count))  # closed at once: its reading thread stops
 
 
 def rule_problems(policy: DynamoPolicy) -> list[str]:
