@@ -166,6 +166,8 @@ async def test_terminate_a_handle_that_never_launched(
     placement = await driver.place(fake_env(driver.kind, demo_snapshot), set())
     await driver.terminate(placement.handle)
     await driver.terminate({})
+    # A refresh killed before its placement was recorded leaves an empty handle behind.
+    assert not await driver.is_running({})
 
 
 async def test_port_taken_meanwhile_is_reported_and_leaves_nothing(

@@ -300,7 +300,9 @@ class LocalDriver(Driver):
         return replace(placement, database=database, handle={**placement.handle, "made": "warm"})
 
     async def is_running(self, handle: Handle) -> bool:
-        return self._cluster(handle).running_pid() is not None
+        # A handle recorded before its placement was (a refresh killed at once) names no
+        # cluster: nothing of it runs.
+        return bool(handle.get("dir")) and self._cluster(handle).running_pid() is not None
 
     async def resume(self, handle: Handle) -> bool:
         cluster = self._cluster(handle)
