@@ -18,8 +18,8 @@ from typing import Any
 
 from bot import messages, pgservice
 from bot.forward import forward
-from provisioning.errors import InvalidInput, MissingBinary, NotAllowed
-from provisioning.models import Endpoint, Environment
+from provisioning.errors import InvalidInput, MissingBinary, Next, NotAllowed
+from provisioning.models import Endpoint, Environment, TableSet
 from provisioning.service import Service
 from provisioning.settings import Settings
 
@@ -99,6 +99,12 @@ async def plan_connect(
         raise NotAllowed(
             f"{name!r} is {env.state.value} or not yours: only its owner or an admin can "
             "connect to a ready environment."
+        )
+    if isinstance(view.endpoint, TableSet):
+        raise InvalidInput(
+            f"{name!r} is a set of DynamoDB tables, reached at its endpoint with no tunnel: ",
+            Next("status", name),
+            " shows where.",
         )
     endpoint, section = view.endpoint, pgservice.section_name(name)
     data = {"name": env.name, "host": endpoint.host, "port": endpoint.port}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from provisioning.models import Endpoint
+from provisioning.models import Connection, TableSet
 
 
-def connection_details(name: str, endpoint: Endpoint, service: str) -> str:
+def connection_details(name: str, endpoint: Connection, service: str) -> str:
+    if isinstance(endpoint, TableSet):
+        return "\n".join([f"Environment {name!r} is ready.", *table_set_lines(endpoint)])
     return "\n".join(
         [
             f"Environment {name!r} is ready.",
@@ -18,6 +20,23 @@ def connection_details(name: str, endpoint: Endpoint, service: str) -> str:
             f"Connect:    psql service={service}",
         ]
     )
+
+
+def table_set_lines(tables: TableSet) -> list[str]:
+    """A DynamoDB environment's details: what an application and the AWS CLI need."""
+    where = tables.url or "AWS"
+    endpoint_option = f" --endpoint-url {tables.url}" if tables.url else ""
+    first = tables.tables[0] if tables.tables else f"{tables.prefix}TABLE"
+    return [
+        f"  prefix     {tables.prefix}",
+        f"  region     {tables.region}",
+        f"  endpoint   {where}",
+        f"  ssm path   {tables.parameters} (prefix, region, endpoint)",
+        f"  tables     {', '.join(tables.tables)}",
+        f"Try:        aws dynamodb scan --table-name {first} --region {tables.region}"
+        + endpoint_option
+        + " --max-items 5",
+    ]
 
 
 def clone_method(method: str) -> str:

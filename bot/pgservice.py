@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from provisioning.models import Endpoint
+from provisioning.models import Connection, Endpoint, TableSet
 
 STABLE = "devdb"  # the section `devdb use` points at an environment
 
@@ -63,8 +63,13 @@ def snippet(env_name: str, endpoint: Endpoint, section: str | None = None) -> st
     )
 
 
-def write_entry(path: Path, env_name: str, endpoint: Endpoint, section: str | None = None) -> None:
-    """Add or replace the environment's section (or `section`, pointed at it)."""
+def write_entry(
+    path: Path, env_name: str, endpoint: Connection, section: str | None = None
+) -> None:
+    """Add or replace the environment's section (or `section`, pointed at it); DynamoDB
+    tables have none."""
+    if isinstance(endpoint, TableSet):
+        return
     lines = _without(_read(path), section or section_name(env_name))
     if lines:
         lines.append("")

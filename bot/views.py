@@ -7,10 +7,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.messages import table_set_lines
 from bot.terminal import human_bytes
 from provisioning.audit import Page
 from provisioning.durations import format_duration
-from provisioning.models import STEPS, Endpoint, EnvironmentView, ProgressEvent, Step
+from provisioning.models import STEPS, Connection, EnvironmentView, ProgressEvent, Step, TableSet
 from provisioning.snapshots.manifest import Manifest
 
 Blocks = list[dict[str, Any]]
@@ -106,8 +107,14 @@ def environment_buttons(name: str) -> dict[str, Any]:
     }
 
 
-def connection_blocks(name: str, endpoint: Endpoint, service: str) -> Blocks:
+def connection_blocks(name: str, endpoint: Connection, service: str) -> Blocks:
     """For the requester only (ephemeral or DM)."""
+    if isinstance(endpoint, TableSet):
+        lines = "\n".join(table_set_lines(endpoint))
+        return [
+            _text(f"*DynamoDB tables for `{name}`* (only you can see this)"),
+            _text(f"```{lines}```"),
+        ]
     conf = "\n".join(
         [
             f"[{service}]",

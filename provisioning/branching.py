@@ -16,7 +16,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from provisioning.drivers.base import Driver, Progress, placement_of
 from provisioning.errors import InvalidInput, NotAllowed
 from provisioning.jobs import JobOptions
-from provisioning.models import Environment, EnvironmentView, EnvState, validate_name
+from provisioning.models import (
+    Environment,
+    EnvironmentView,
+    EnvState,
+    database_of,
+    validate_name,
+)
 from provisioning.pg.programs import PgPrograms
 from provisioning.secrets import Passwords
 from provisioning.snapshots.base import SAVED, SnapshotStore, saved_id
@@ -78,9 +84,10 @@ class Branching:
             raise await self._refuse(actor, "save", env)
         if env.state != EnvState.READY:
             raise InvalidInput(f"{env.name!r} is {env.state.value}, so it cannot be saved now.")
-        endpoint = await self.drivers[env.kind].endpoint(
+        connection = await self.drivers[env.kind].endpoint(
             placement_of(env), await self.secrets.get(env)
         )
+        endpoint = database_of(connection, "save")
         manifest = await dump_snapshot(
             endpoint.dsn,
             self.snapshots,

@@ -26,6 +26,7 @@ from provisioning.errors import DevdbError, PortInUse, ProvisioningFailed
 from provisioning.migrate import apply_migrations
 from provisioning.models import (
     REPLACEABLE,
+    Connection,
     Endpoint,
     Environment,
     EnvState,
@@ -110,7 +111,7 @@ class RefreshJob:
         self.last_event = event
         self.progress(event)
 
-    async def run(self) -> Endpoint:
+    async def run(self) -> Connection:
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             password = new_password()
@@ -132,7 +133,9 @@ class RefreshJob:
                     self._emit,
                 )
             endpoint = await self.driver.endpoint(self.placement, password)
-            if self.options.migrations_dir or self.options.migrations_command:
+            # Migrations are SQL, or a command given a PostgreSQL URL: not for DynamoDB tables.
+            migrations = self.options.migrations_dir or self.options.migrations_command
+            if migrations and isinstance(endpoint, Endpoint):
                 async with self._step(Step.MIGRATE):
                     applied = await apply_migrations(
                         endpoint,
@@ -202,7 +205,7 @@ class RefreshJob:
             return
         raise ProvisioningFailed("no port could be bound after several attempts.")
 
-    async def _hand_over(self, password: str) -> Endpoint:
+    async def _hand_over(self, password: str) -> Connection:
         """A warm environment: its database renamed for its new owner, a new password."""
         assert self.placement is not None
         self._emit(

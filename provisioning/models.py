@@ -92,6 +92,36 @@ class Endpoint:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TableSet:
+    """How to reach a DynamoDB environment: its tables' names start with `prefix`, in
+    `region`, at `url` (None: AWS's own endpoint), and an application reads the same from
+    the SSM parameters under `parameters`."""
+
+    prefix: str
+    region: str
+    url: str | None
+    parameters: str
+    tables: tuple[str, ...]
+
+    @property
+    def dsn(self) -> str:
+        """One line naming the tables, as `dsn` is one line naming a database."""
+        where = self.url or f"dynamodb.{self.region}.amazonaws.com"
+        return f"dynamodb://{self.region}/{self.prefix} at {where}"
+
+
+# What a driver answers to "how do I reach it": a PostgreSQL database or DynamoDB tables.
+Connection = Endpoint | TableSet
+
+
+def database_of(connection: Connection, action: str) -> Endpoint:
+    """The PostgreSQL database behind `connection`, for an action only PostgreSQL has."""
+    if isinstance(connection, TableSet):
+        raise InvalidInput(f"{action} works on PostgreSQL environments, not DynamoDB tables.")
+    return connection
+
+
+@dataclass(frozen=True, kw_only=True)
 class Environment:
     """One developer database, as the state store records it."""
 
@@ -138,7 +168,7 @@ class EnvironmentView:
 
     env: Environment
     running: bool | None = None
-    endpoint: Endpoint | None = None
+    endpoint: Connection | None = None
     job: Mapping[str, object] | None = None
     cost: float = 0.0  # estimated spend so far; local environments cost nothing extra
 
@@ -163,6 +193,7 @@ class EnvironmentView:
             "database": env.database,
             "user": env.user,
             "dsn": self.endpoint.dsn if self.endpoint else None,
+            "prefix": self.endpoint.prefix if isinstance(self.endpoint, TableSet) else None,
             "job": dict(self.job) if self.job else None,
             "cost": self.cost,
             "made": self.made,

@@ -145,7 +145,9 @@ class Service(Upkeep, Branching, RestoreInto, Budget):
         await driver.preflight()
         owner = await self._owner_for(actor, name)
         await self._check_budget(actor, owner, name, driver)
-        manifest = await self.snapshots.resolve(snapshot and validate_snapshot_id(snapshot))
+        manifest = await self.snapshots.resolve(
+            snapshot and validate_snapshot_id(snapshot), driver.engine
+        )
         check_saved(manifest, actor, admin=self.is_admin(actor))
         dump_dir = None
         reserved = None

@@ -12,7 +12,13 @@ from provisioning.drivers.base import Driver, placement_of
 from provisioning.durations import format_duration
 from provisioning.errors import DevdbError, Next, Part
 from provisioning.jobs import retire
-from provisioning.models import POOL_OWNER, Environment, EnvironmentView, EnvState
+from provisioning.models import (
+    POOL_OWNER,
+    Environment,
+    EnvironmentView,
+    EnvState,
+    database_of,
+)
 from provisioning.notify import Notifier
 from provisioning.pg.programs import PgPrograms
 from provisioning.policy import Policy
@@ -137,9 +143,10 @@ class Upkeep:
         """Dump `env` as the owner's saved snapshot; its id, or None if that fails."""
         snapshot_id = saved_id(env.id)
         try:
-            endpoint = await self.drivers[env.kind].endpoint(
+            connection = await self.drivers[env.kind].endpoint(
                 placement_of(env), await self.secrets.get(env)
             )
+            endpoint = database_of(connection, "saving before a reap")
             await dump_snapshot(
                 endpoint.dsn,
                 self.snapshots,

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from provisioning.errors import DevdbError, ProvisioningFailed
-from provisioning.models import Endpoint, Environment, ProgressEvent
-from provisioning.snapshots.base import SnapshotStore
+from provisioning.models import Connection, Endpoint, Environment, ProgressEvent
+from provisioning.snapshots.base import POSTGRESQL, SnapshotStore
 from provisioning.snapshots.manifest import Manifest
 
 Handle = dict[str, Any]
@@ -65,6 +65,7 @@ class Driver(ABC):
     """Creates, restores into, describes and removes environments of one kind."""
 
     kind: ClassVar[str]
+    engine: ClassVar[str] = POSTGRESQL  # which snapshots it restores (`snapshots.base.ENGINES`)
     # How long a resource no record accounts for is left alone before it is removed: a
     # cloud API may list an instance before the launch that made it has been recorded.
     orphan_grace: ClassVar[timedelta] = timedelta(0)
@@ -132,7 +133,7 @@ class Driver(ABC):
         host, port, database, user and password. Returns the client sessions it ended."""
         raise ProvisioningFailed(f"{self.kind} environments cannot be reset yet: refresh them.")
 
-    async def endpoint(self, placement: Placement, password: str) -> Endpoint:
+    async def endpoint(self, placement: Placement, password: str) -> Connection:
         """How a developer connects: by default, what the placement says, and the password."""
         return Endpoint(
             host=placement.host,
