@@ -61,10 +61,11 @@ def _command(word: str) -> str:
     option("--snapshot", "which snapshot (default: the latest)", metavar="ID", type=SNAPSHOT),
     option("--ttl", "how long until it expires", metavar="8h", type=DURATION),
     option("--ec2", "on an EC2 spot instance (see docs/aws.md)"),
+    option("--dynamodb", "DynamoDB tables dev_NAME_* from the latest DynamoDB snapshot"),
     option("--shared", "a role and a database of its own on the shared server"),
     option("--schema", "with --shared: a role and a schema in the shared database"),
     slack=True,
-    at_most_one=("--ec2", "--shared"),
+    at_most_one=("--ec2", "--dynamodb", "--shared"),
 )
 @dataclass(frozen=True)
 class Refresh:
@@ -74,6 +75,7 @@ class Refresh:
     ec2: bool = False
     shared: bool = False
     schema: bool = False
+    dynamodb: bool = False
 
     def __post_init__(self) -> None:
         if self.schema and not self.shared:
@@ -81,9 +83,12 @@ class Refresh:
 
     @property
     def kind(self) -> str:
-        """The driver: local, ec2, shared-db (`--shared`) or shared (`--shared --schema`)."""
+        """The driver: local, ec2, shared-db (`--shared`), shared (`--shared --schema`) or
+        dynamodb."""
         if self.shared:
             return "shared" if self.schema else "shared-db"
+        if self.dynamodb:
+            return "dynamodb"
         return "ec2" if self.ec2 else "local"
 
 

@@ -235,7 +235,7 @@ def _alternatives(path: str, command: Verb, given: dict[str, Any]) -> None:
     for flags, exactly in ((command.one_of, True), (command.at_most_one, False)):
         chosen = [flag for flag in flags if given.get(names[flag]) not in (None, False)]
         if len(chosen) > 1 or (exactly and flags and not chosen):
-            choices = " and ".join(flags)
+            choices = ", ".join(flags[:-1]) + f" {'and' if exactly else 'or'} {flags[-1]}"
             wanted = (
                 f"{path} needs exactly one of {choices}."
                 if exactly

@@ -14,6 +14,7 @@ from provisioning.drivers.golden import GoldenCopies
 from provisioning.drivers.local import LocalDriver
 from provisioning.drivers.shared import SharedDatabaseDriver
 from provisioning.drivers.shared_schema import SharedSchemaDriver
+from provisioning.dynamo.wiring import dynamo_driver
 from provisioning.jobs import JobOptions
 from provisioning.pg.programs import PgPrograms, ServerAccount
 from provisioning.pg.volume import mount_clone_image
@@ -99,6 +100,14 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         drivers["shared"] = SharedSchemaDriver(shared, connection_limit=limit)
         drivers["shared-db"] = SharedDatabaseDriver(shared, connection_limit=limit)
         installation = settings.aws.installation or await store.installation()
+        drivers["dynamodb"] = dynamo_driver(
+            settings.home,
+            region=settings.dynamodb_region,
+            role_arn=settings.dynamodb_role_arn,
+            capacity=settings.dynamodb_capacity,
+            port=settings.dynamodb_port,
+            installation=installation,
+        )
         aws = aws_parts(settings.aws, settings.cache_dir, installation)
         snapshots: SnapshotStore = aws.snapshots or LocalSnapshotStore(settings.snapshots_dir)
         if aws.driver and aws.passwords:

@@ -93,6 +93,11 @@ class Settings(DevdbSettings):
     shared_url: str | None = None
     shared_port: Annotated[int, whole(1024, 65535)] = 54320
     shared_connection_limit: Count = 10
+    # DynamoDB environments: on AWS in this region, else in the embedded endpoint on this port.
+    dynamodb_region: str | None = None
+    dynamodb_role_arn: str | None = None  # a role in the account the tables go in
+    dynamodb_capacity: Annotated[int, whole(0)] = 0  # read and write units; 0 is on demand
+    dynamodb_port: Annotated[int, whole(1024, 65535)] = 54319
 
     @property
     def snapshots_dir(self) -> Path:

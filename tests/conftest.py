@@ -21,6 +21,10 @@ from provisioning.aws.settings import AwsSettings
 from provisioning.aws.ssm import SsmSecrets
 from provisioning.demo import DEMO_DATABASE, generate
 from provisioning.drivers.ec2 import Ec2Driver
+from provisioning.dynamo.endpoint import LocalEndpoint
+from provisioning.dynamo.policy import parse_dynamo_policy
+from provisioning.dynamo.shrink import shrink_dynamo
+from provisioning.dynamo.source import parse_source
 from provisioning.pg.cluster import LocalCluster
 from provisioning.pg.programs import ServerAccount, stop_servers_under
 from provisioning.runtime import Runtime, open_runtime
@@ -37,6 +41,7 @@ REALISTIC = Path(__file__).parent / "data" / "realistic.sql"
 # Below 32768: the kernel never hands these out as ephemeral ports for outgoing connections.
 PORTS = (25100, 25399)
 SHARED_PORT = 25460
+DYNAMODB_PORT = 25461
 
 
 # Settings read the environment and devdb.toml: the suite sees neither the developer's
@@ -74,6 +79,7 @@ def home() -> Iterator[Path]:
         yield path
     finally:
         stop_servers_under(path)
+        LocalEndpoint(path / "dynamodb", DYNAMODB_PORT).stop()
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -88,6 +94,7 @@ def settings(home: Path) -> Settings:
         pg_service_file=home / "pg_service.conf",
         restore_jobs=2,
         shared_port=SHARED_PORT,
+        dynamodb_port=DYNAMODB_PORT,
     )
 
 
@@ -100,6 +107,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "DEVDB_USER": "carol",
         "DEVDB_PORT_RANGE": f"{PORTS[0]}-{PORTS[1]}",
         "DEVDB_SHARED_PORT": str(SHARED_PORT),
+        "DEVDB_DYNAMODB_PORT": str(DYNAMODB_PORT),
         "DEVDB_ADMINS": "boss",
         "PGSERVICEFILE": str(settings.pg_service_file),
     }
@@ -116,6 +124,21 @@ async def demo_snapshot(runtime: Runtime) -> Manifest:
     await generate(runtime.server_dsn("postgres"), scale=1, progress=lambda _: None)
     return await dump_snapshot(
         runtime.server_dsn(DEMO_DATABASE), runtime.snapshots, runtime.programs
+    )
+
+
+@pytest.fixture(scope="session")
+async def dynamo_snapshot(runtime: Runtime, moto: Moto) -> Manifest:
+    """A masked DynamoDB snapshot in the runtime's store, shrunk from tables in moto."""
+    from tests.test_dynamo_shrink import POLICY, production
+
+    prefix = unique("prod").replace("-", "_") + "_"
+    return await shrink_dynamo(
+        production(moto, prefix),
+        parse_source(f"dynamodb://{REGION}/{prefix}"),
+        parse_dynamo_policy(POLICY),
+        runtime.snapshots,
+        salt=b"contract",
     )
 
 

@@ -90,7 +90,7 @@ def test_bare_words() -> None:
         (["serve"], "serve needs exactly one of --http and --socket."),
         (["scan"], "scan needs exactly one of --source and --snapshot."),
         (["refresh", "--schema"], "--schema goes with --shared"),
-        (["refresh", "--ec2", "--shared"], "choose one of --ec2 and --shared."),
+        (["refresh", "--ec2", "--shared"], "choose one of --ec2, --dynamodb or --shared."),
         (["connect", "x", "--port", "0"], "--port must be a port number from 1 to 65535"),
         (["agent", "start"], "agent takes restore"),
         (["agent", "restore", "--jobs", "many"], "--jobs must be"),
@@ -161,7 +161,10 @@ def test_what_people_read_is_derived_from_the_declarations() -> None:
     assert "--schema" in detail and "with --shared: a role and a schema" in detail
     assert "`demo` is run in a terminal: `devdb help demo`" in usage.slack_help("demo")
     assert "devdb serve (--http | --socket) [--port 3000]" in helped
-    assert "devdb refresh [NAME] [--snapshot ID] [--ttl 8h] [--ec2 | --shared] [--schema]" in helped
+    assert (
+        "devdb refresh [NAME] [--snapshot ID] [--ttl 8h] [--ec2 | --dynamodb | --shared] [--schema]"
+        in helped
+    )
 
 
 def test_every_usage_line_parses() -> None:

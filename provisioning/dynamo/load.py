@@ -33,10 +33,15 @@ _THROTTLED = (
 
 
 def create_tables(
-    client: Any, manifest: Manifest, prefix: str, *, capacity: int | None
+    client: Any,
+    manifest: Manifest,
+    prefix: str,
+    *,
+    capacity: int | None,
+    tags: dict[str, str] | None = None,
 ) -> list[str]:
-    """The snapshot's tables under `prefix`, active: on demand, or with `capacity` read and
-    write units (and as many for each global index)."""
+    """The snapshot's tables under `prefix`, active and tagged with `tags`: on demand, or
+    with `capacity` read and write units (and as many for each global index)."""
     if manifest.extra.get("engine") != "dynamodb":
         raise InvalidInput(f"snapshot {manifest.id} holds no DynamoDB tables.")
     made = []
@@ -59,6 +64,8 @@ def create_tables(
             ]
         if shape["LocalSecondaryIndexes"]:
             request["LocalSecondaryIndexes"] = shape["LocalSecondaryIndexes"]
+        if tags:
+            request["Tags"] = [{"Key": key, "Value": value} for key, value in tags.items()]
         try:
             client.create_table(**request)
             made.append(prefix + name)
@@ -172,8 +179,12 @@ def _write_batch(
             answer = client.batch_write_item(RequestItems={table: requests})
             requests = answer.get("UnprocessedItems", {}).get(table, [])
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in _THROTTLED:
-                code = exc.response.get("Error", {}).get("Code", "")
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ResourceNotFoundException":
+                raise ProvisioningFailed(
+                    f"the table {table} disappeared while its items were being loaded."
+                ) from exc
+            if code not in _THROTTLED:
                 raise ProvisioningFailed(f"DynamoDB refused writes to {table} ({code}).") from exc
         except BotoCoreError as exc:
             raise ProvisioningFailed(
