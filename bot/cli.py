@@ -45,6 +45,8 @@ from bot.words import in_terminal
 from provisioning.audit import audit_page
 from provisioning.demo import DEMO_DATABASE, demo_policy, generate
 from provisioning.drivers.local import LocalDriver
+from provisioning.dynamo.demo import publish_demo
+from provisioning.dynamo.endpoint import LocalEndpoint
 from provisioning.dynamo.shrink import shrink_dynamo_source
 from provisioning.dynamo.source import is_dynamo
 from provisioning.errors import (
@@ -172,8 +174,8 @@ class Cli:
                     self.out.print("No snapshots yet. Make one with: devdb demo")
                 else:
                     self.emit(snapshots_table(manifests), [manifest_dict(m) for m in manifests])
-            case grammar.Demo(scale=scale):
-                await self.demo(scale)
+            case grammar.Demo(scale=scale, dynamodb=dynamodb):
+                await self.demo(scale, dynamodb=dynamodb)
             case grammar.Shrink():
                 await self.shrink(command)
             case grammar.Serve(socket=socket, port=port):
@@ -266,8 +268,23 @@ class Cli:
             self.service, self.settings, self.user, name, port, emit=self.emit
         )
 
-    async def demo(self, scale: int) -> None:
+    async def demo(self, scale: int, *, dynamodb: bool) -> None:
         runtime = self.runtime
+        if dynamodb:
+            with TerminalProgress(quiet=self.as_json) as progress:
+                manifest = await publish_demo(
+                    LocalEndpoint(self.settings.home / "dynamodb", self.settings.dynamodb_port),
+                    runtime.snapshots,
+                    scale=scale,
+                    salt=self.salt(),
+                    detector=PiiDetector(self.settings.pii_regions),
+                    progress=progress,
+                )
+            self.emit(
+                messages.demo_published(manifest.id, manifest.rows, dynamodb=True),
+                manifest_dict(manifest),
+            )
+            return
         with TerminalProgress(quiet=self.as_json) as progress:
             await generate(runtime.server_dsn("postgres"), scale=scale, progress=progress)
             manifest = await shrink(

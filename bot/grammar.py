@@ -270,10 +270,12 @@ class Serve:
     "demo",
     "generate demo data (~22 MB per scale unit), publish a dev-safe snapshot of it",
     option("--scale", "how much", metavar="N", type=whole(1, 1000)),
+    option("--dynamodb", "a DynamoDB production in the embedded endpoint instead"),
 )
 @dataclass(frozen=True)
 class Demo:
     scale: int = 1
+    dynamodb: bool = False
 
 
 policy_group = subgroup(devdb, "policy")

@@ -24,7 +24,7 @@ def connection_details(name: str, endpoint: Connection, service: str) -> str:
 
 def table_set_lines(tables: TableSet) -> list[str]:
     """A DynamoDB environment's details: what an application and the AWS CLI need."""
-    where = tables.url or "AWS"
+    where = f"{tables.url} (embedded: any AWS credentials will do)" if tables.url else "AWS"
     endpoint_option = f" --endpoint-url {tables.url}" if tables.url else ""
     first = tables.tables[0] if tables.tables else f"{tables.prefix}TABLE"
     return [
@@ -74,10 +74,11 @@ def extended(name: str, until: str) -> str:
     return f"Environment {name!r} now expires at {until}."
 
 
-def demo_published(snapshot_id: str, rows: int) -> str:
+def demo_published(snapshot_id: str, rows: int, *, dynamodb: bool = False) -> str:
+    what, then = ("items", "devdb refresh --dynamodb") if dynamodb else ("rows", "devdb refresh")
     return (
-        f"Published snapshot {snapshot_id}: {rows:,} rows of generated demo data, subset to "
-        "sandbox tenants and masked.\nNext: devdb refresh"
+        f"Published snapshot {snapshot_id}: {rows:,} {what} of generated demo data, subset to "
+        f"sandbox tenants and masked.\nNext: {then}"
     )
 
 

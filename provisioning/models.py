@@ -193,10 +193,23 @@ class EnvironmentView:
             "database": env.database,
             "user": env.user,
             "dsn": self.endpoint.dsn if self.endpoint else None,
-            "prefix": self.endpoint.prefix if isinstance(self.endpoint, TableSet) else None,
             "job": dict(self.job) if self.job else None,
             "cost": self.cost,
             "made": self.made,
+            **self._tables(),
+        }
+
+    def _tables(self) -> dict[str, object]:
+        """A DynamoDB environment's record says prefix and region where a database's says
+        database and user."""
+        handle = self.env.handle
+        if "prefix" not in handle:
+            return {}
+        return {
+            "database": None,
+            "user": None,
+            "prefix": handle["prefix"],
+            "region": handle["region"],
         }
 
     @property
