@@ -1,0 +1,191 @@
+"""DynamoDB environments end to end: refresh, details, isolation, replacement, destroy, a
+name that lands on someone else's table, AWS mode with capacity and an assumed role, a
+refresh killed during the load, and `/devdb refresh --dynamodb` in Slack."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioning.drivers.dynamodb import DynamoDriver
+from provisioning.dynamo.wiring import dynamo_driver
+from provisioning.errors import DevdbError
+from provisioning.models import TableSet
+from provisioning.runtime import Runtime
+from provisioning.snapshots.manifest import Manifest
+from tests.cloud import REGION, Moto
+from tests.conftest import unique
+from tests.test_driver_contract import fake_env
+
+
+def driver_of(runtime: Runtime) -> DynamoDriver:
+    driver = runtime.service.drivers["dynamodb"]
+    assert isinstance(driver, DynamoDriver)
+    return driver
+
+
+def count(client: Any, table: str) -> int:
+    return sum(p["Count"] for p in client.get_paginator("scan").paginate(TableName=table))
+
+
+def parameters(driver: DynamoDriver, name: str) -> dict[str, str]:
+    if driver.local is not None and not driver.local.running():
+        return {}  # the embedded endpoint stopped with its last environment
+    found = driver.clients("ssm").get_parameters_by_path(Path=f"/devdb/{name}/dynamodb/")
+    return {p["Name"].rsplit("/", 1)[1]: p["Value"] for p in found["Parameters"]}
+
+
+def tables_of(driver: DynamoDriver, prefix: str) -> list[str]:
+    if driver.local is not None and not driver.local.running():
+        return []
+    names = driver.clients("dynamodb").list_tables()["TableNames"]
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+async def test_refresh_details_isolation_and_destroy(
+    runtime: Runtime, dynamo_snapshot: Manifest
+) -> None:
+    driver, service = driver_of(runtime), runtime.service
+    client = driver.clients("dynamodb")
+    alice, bob = unique("alice"), unique("bob")
+    made = await service.refresh("alice", alice, kind="dynamodb")
+    other = await service.refresh("bob", bob, kind="dynamodb")
+    assert made.env.snapshot_id == dynamo_snapshot.id  # the latest DynamoDB snapshot
+    tables = made.endpoint
+    assert isinstance(tables, TableSet)
+    prefix = f"dev_{alice}_"
+    assert tables.prefix == prefix and tables.url == driver.url
+    assert tables.tables == (prefix + "Accounts", prefix + "Events")
+    assert tables.parameters == f"/devdb/{alice}/dynamodb/"
+    assert parameters(driver, alice) == {
+        "prefix": prefix,
+        "region": driver.region,
+        "endpoint": driver.url,
+        "installation": driver.installation,
+        "environment": str(made.env.id),
+    }
+    shape = client.describe_table(TableName=prefix + "Accounts")["Table"]
+    assert [k["AttributeName"] for k in shape["KeySchema"]] == ["tenantId", "accountId"]
+    assert shape["GlobalSecondaryIndexes"][0]["IndexName"] == "byEmail"
+    assert shape["LocalSecondaryIndexes"][0]["IndexName"] == "byUsername"
+    assert shape["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"  # the default
+    for table, entry in dynamo_snapshot.tables.items():
+        assert count(client, prefix + table) == entry.rows
+
+    # Each sees its own tables: a write to alice's does not reach bob's.
+    item = client.scan(TableName=prefix + "Accounts", Limit=1)["Items"][0]
+    client.put_item(TableName=prefix + "Accounts", Item={**item, "accountId": {"S": "new"}})
+    assert count(client, f"dev_{bob}_Accounts") == dynamo_snapshot.tables["Accounts"].rows
+    status = await service.status("alice", alice)
+    assert status.running is True and isinstance(status.endpoint, TableSet)
+    assert status.to_dict()["prefix"] == prefix
+    assert (await service.status("carol", alice)).endpoint is None, "details for the owner only"
+
+    await service.destroy("alice", alice)
+    assert tables_of(driver, prefix) == [] and parameters(driver, alice) == {}
+    assert len(tables_of(driver, f"dev_{bob}_")) == 2, "the other environment is untouched"
+    assert await driver.is_running(other.env.handle)
+    await service.destroy("bob", bob)
+    assert tables_of(driver, f"dev_{bob}_") == [] and parameters(driver, bob) == {}
+    assert driver.local is not None and not driver.local.running(), "stopped with the last one"
+
+
+async def test_a_refresh_replaces_the_tables_in_place(
+    runtime: Runtime, dynamo_snapshot: Manifest
+) -> None:
+    driver, service = driver_of(runtime), runtime.service
+    name = unique("again")
+    first = await service.refresh("alice", name, kind="dynamodb")
+    client = driver.clients("dynamodb")
+    client.delete_item(
+        TableName=f"dev_{name}_Accounts",
+        Key={
+            k: v
+            for k, v in client.scan(TableName=f"dev_{name}_Accounts", Limit=1)["Items"][0].items()
+            if k in ("tenantId", "accountId")
+        },
+    )
+    second = await service.refresh("alice", name, kind="dynamodb")
+    assert second.env.id != first.env.id
+    assert count(client, f"dev_{name}_Accounts") == dynamo_snapshot.tables["Accounts"].rows
+    assert parameters(driver, name)["environment"] == str(second.env.id)
+    assert [v.env.id for v in await service.list("alice") if v.env.name == name] == [second.env.id]
+    await service.destroy("alice", name)
+    assert tables_of(driver, f"dev_{name}_") == []
+
+
+async def test_a_table_of_someone_else_is_refused_and_nothing_is_left(
+    runtime: Runtime, dynamo_snapshot: Manifest
+) -> None:
+    driver, service = driver_of(runtime), runtime.service
+    name = unique("squat")
+    if driver.local is not None:
+        await asyncio.to_thread(driver.local.ensure)
+    client = driver.clients("dynamodb")
+    squatter = f"dev_{name}_Events"
+    client.create_table(
+        TableName=squatter,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    try:
+        with pytest.raises(DevdbError) as refused:
+            await service.refresh("alice", name, kind="dynamodb")
+        assert str(refused.value) == (
+            f"the table {squatter} already exists and belongs to nobody in devdb: "
+            "choose another environment name."
+        )
+        assert tables_of(driver, f"dev_{name}_") == [squatter], "only the squatter's table"
+        assert parameters(driver, name) == {}
+        assert all(v.env.name != name for v in await service.list("alice"))
+    finally:
+        client.delete_table(TableName=squatter)
+
+
+async def test_aws_mode_provisioned_capacity_through_an_assumed_role(
+    moto: Moto, dynamo_snapshot: Manifest, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tables in another account (the role's), at 2 read and write units per table and
+    index, and the parameters beside them."""
+    for key, value in moto.env.items():
+        monkeypatch.setenv(key, value)
+    role = "arn:aws:iam::111122223333:role/devdb-tables"
+    driver = dynamo_driver(
+        Path("/nonexistent"),
+        region=REGION,
+        role_arn=role,
+        capacity=2,
+        port=1,
+        installation="aws-test",
+    )
+    assert driver.local is None and driver.url is None
+    env = fake_env("dynamodb", dynamo_snapshot)
+    placement = await driver.place(env, set())
+    assert placement.host == f"dynamodb.{REGION}.amazonaws.com" and placement.port == 443
+    placement = await driver.launch(placement, "", lambda _: None)
+    dump = await driver.stage(runtime.snapshots, dynamo_snapshot)
+    await driver.restore(placement, dump, dynamo_snapshot, 2, lambda _: None)
+    try:
+        prefix = placement.handle["prefix"]
+        mine = driver.clients("dynamodb")
+        shape = mine.describe_table(TableName=prefix + "Accounts")["Table"]
+        assert shape["TableArn"].split(":")[4] == "111122223333", "in the role's account"
+        assert shape["ProvisionedThroughput"]["ReadCapacityUnits"] == 2
+        assert (
+            shape["GlobalSecondaryIndexes"][0]["ProvisionedThroughput"]["WriteCapacityUnits"] == 2
+        )
+        own_account = moto.client("dynamodb").list_tables()["TableNames"]
+        assert prefix + "Accounts" not in own_account, "not in the bot's own account"
+        assert (
+            parameters(driver, env.name)["endpoint"] == f"https://dynamodb.{REGION}.amazonaws.com"
+        )
+        assert driver.key(placement.handle) in {driver.key(h) for h in await driver.inventory()}
+    finally:
+        await driver.terminate(placement.handle)
+    assert not await driver.is_running(placement.handle)
+    assert parameters(driver, env.name) == {}
+    assert driver.key(placement.handle) not in {driver.key(h) for h in await driver.inventory()}
