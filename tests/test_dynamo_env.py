@@ -1,19 +1,28 @@
 """DynamoDB environments end to end: refresh, details, isolation, replacement, destroy, a
 name that lands on someone else's table, AWS mode with capacity and an assumed role, a
-refresh killed during the load, and `/devdb refresh --dynamodb` in Slack."""
+refresh killed during the load."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from provisioning.drivers.dynamodb import DynamoDriver
+from provisioning.dynamo.policy import parse_dynamo_policy
+from provisioning.dynamo.shrink import shrink_dynamo
+from provisioning.dynamo.source import parse_source
 from provisioning.dynamo.wiring import dynamo_driver
 from provisioning.errors import DevdbError
-from provisioning.models import TableSet
+from provisioning.models import EnvState, TableSet
+from provisioning.recovery import recover
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
 from tests.cloud import REGION, Moto
@@ -189,3 +198,83 @@ async def test_aws_mode_provisioned_capacity_through_an_assumed_role(
     assert not await driver.is_running(placement.handle)
     assert parameters(driver, env.name) == {}
     assert driver.key(placement.handle) not in {driver.key(h) for h in await driver.inventory()}
+
+
+BULK = 20_000  # items: enough for the load to take a few seconds, to be killed during it
+
+
+@pytest.fixture(scope="module")
+async def bulk_snapshot(runtime: Runtime, moto: Moto) -> Manifest:
+    client = moto.client("dynamodb")
+    prefix = unique("bulk").replace("-", "_") + "_"
+    client.create_table(
+        TableName=prefix + "Readings",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+    def fill() -> None:
+        for start in range(0, BULK, 25):
+            batch = [
+                {"PutRequest": {"Item": {"id": {"S": f"r{n:06d}"}, "value": {"N": str(n)}}}}
+                for n in range(start, start + 25)
+            ]
+            client.batch_write_item(RequestItems={prefix + "Readings": batch})
+
+    await asyncio.to_thread(fill)
+    policy = {
+        "version": 1,
+        "engine": "dynamodb",
+        "tables": {"Readings": {"attributes": {"id": "internal", "value": "internal"}}},
+    }
+    return await shrink_dynamo(
+        client,
+        parse_source(f"dynamodb://{REGION}/{prefix}"),
+        parse_dynamo_policy(policy),
+        runtime.snapshots,
+        salt=b"bulk",
+    )
+
+
+async def test_a_refresh_killed_during_the_load_is_cleaned_up_on_next_start(
+    runtime: Runtime, cli_env: dict[str, str], bulk_snapshot: Manifest
+) -> None:
+    driver = driver_of(runtime)
+    name = unique("killed")
+    table = f"dev_{name}_Readings"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "refresh",
+            name,
+            "--dynamodb",
+            "--snapshot",
+            bulk_snapshot.id,
+        ],
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (table in tables_of(driver, table) and count(driver.clients("dynamodb"), table)):
+            assert proc.poll() is None, proc.stderr.read()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    loaded = count(driver.clients("dynamodb"), table)
+    assert 0 < loaded < BULK, f"killed during the load ({loaded} of {BULK} items)"
+    report = await recover(runtime.store, runtime.service.drivers, runtime.service.secrets)
+    assert len(report.abandoned_jobs) == 1
+    assert tables_of(driver, f"dev_{name}_") == [] and parameters(driver, name) == {}
+    assert all(v.env.name != name for v in await runtime.service.list("carol"))
+    # The name is free again, and a refresh of it has every item.
+    view = await runtime.service.refresh("carol", name, snapshot=bulk_snapshot.id, kind="dynamodb")
+    assert count(driver.clients("dynamodb"), table) == BULK
+    assert view.env.state == EnvState.READY
+    await runtime.service.destroy("carol", name)

@@ -25,6 +25,7 @@ from bot.listeners.home import warn_owner
 from bot.slack_app import build_app, refresh_admins
 from provisioning.errors import Next
 from provisioning.jobs import JobOptions
+from provisioning.models import TableSet
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
 from tests.conftest import unique
@@ -670,3 +671,26 @@ async def test_a_refusal_names_the_command_in_each_front_ends_words(
     assert "`devdb list --all` shows them" in terminal.stderr and "/devdb" not in terminal.stderr
     usage = devdb(cli_env, "refresh", "x", "--snapshot", "../../etc")
     assert usage.returncode == 2 and "run `devdb snapshots` to see them" in usage.stderr
+
+
+async def test_refresh_dynamodb_from_slack(
+    slack: SlackRig, runtime: Runtime, dynamo_snapshot: Manifest
+) -> None:
+    """Progress in the channel; the prefix, endpoint and SSM path to the requester alone."""
+    user, name = unique("U"), unique("slackdynamo")
+    await slack.post(
+        slack.command(user, f"refresh {name} --dynamodb --snapshot {dynamo_snapshot.id}")
+    )
+    details = await slack.fake.wait_for("chat.postEphemeral")
+    assert details["user"] == user
+    shown = json.dumps(details)
+    assert f"dev_{name}_Accounts" in shown and f"/devdb/{name}/dynamodb/" in shown
+    tables = (await runtime.service.status(user, name)).endpoint
+    assert isinstance(tables, TableSet) and tables.url is not None and tables.url in shown
+    channel = slack.fake.of("chat.postMessage") + slack.fake.of("chat.update")
+    assert channel and not any(f"/devdb/{name}/dynamodb/" in json.dumps(m) for m in channel)
+    status = await runtime.service.status(user, name)
+    assert status.env.kind == "dynamodb" and status.env.snapshot_id == dynamo_snapshot.id
+    await slack.post(slack.command(user, "refresh --dynamodb --ec2"))
+    assert "choose one of --ec2, --dynamodb or --shared." in slack.answered
+    await runtime.service.destroy(user, name)
