@@ -27,7 +27,22 @@ CLIENTS = {
     "provisioning/snapshots/s3.py": {"client": "s3"},
     "provisioning/aws/agent.py": {"ssm": "ssm"},
     "provisioning/aws/resets.py": {"ssm": "ssm"},
+    "provisioning/drivers/dynamodb.py": {
+        "client": "dynamodb",
+        "ssm": "ssm",
+        "cloudwatch": "cloudwatch",
+    },
+    "provisioning/dynamo/load.py": {"client": "dynamodb"},
+    "provisioning/dynamo/source.py": {"client": "dynamodb"},
 }
+# What DynamoDB environments need (docs/dynamodb-policy.json), apart from the rest.
+DYNAMODB_FILES = {
+    "provisioning/drivers/dynamodb.py",
+    "provisioning/dynamo/load.py",
+    "provisioning/dynamo/source.py",
+}
+# boto3's waiters poll this operation.
+WAITERS = {"table_exists": "describe_table", "table_not_exists": "describe_table"}
 # Code that runs on the instance, under the instance profile; the rest runs as the bot.
 INSTANCE_FILES = {"provisioning/aws/agent.py", "provisioning/aws/resets.py"}
 # The S3 store's operations the agent uses (it only reads a snapshot).
@@ -66,6 +81,7 @@ IMPLIED = {
     "kms:Decrypt",
     "kms:Encrypt",
     "kms:GenerateDataKey",
+    "sts:AssumeRole",  # botocore assumes DEVDB_DYNAMODB_ROLE_ARN when it is set
 }
 # Called by the SSM agent, not by devdb, so that `devdb connect` has Session Manager.
 SESSION_MANAGER = {
@@ -75,7 +91,7 @@ SESSION_MANAGER = {
     "ssmmessages:OpenControlChannel",
     "ssmmessages:OpenDataChannel",
 }
-NOT_API = {"get_paginator", "exceptions", "meta"}
+NOT_API = {"get_paginator", "get_waiter", "exceptions", "meta"}
 
 
 def _camel(operation: str) -> str:
@@ -88,27 +104,60 @@ def operations() -> dict[str, set[tuple[str, str]]]:
     for relative, clients in CLIENTS.items():
         tree = ast.parse((ROOT / relative).read_text())
         ops: set[tuple[str, str]] = set()
+        calls: list[tuple[ast.Attribute, str]] = []
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute):
                 receiver = node.value
+                named = _named_client(receiver)
                 name = (
                     receiver.attr
                     if isinstance(receiver, ast.Attribute)
                     else getattr(receiver, "id", None)
                 )
-                if name in clients and node.attr not in NOT_API:
-                    ops.add((clients[name], node.attr))
+                service = named or clients.get(str(name))
+                if service and node.attr not in NOT_API:
+                    ops.add((service, node.attr))
+                if service and node.attr in ("get_paginator", "get_waiter"):
+                    calls.append((node, service))
             if isinstance(node, ast.Call) and node.args:
                 first = node.args[0]
                 func = node.func
                 called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                if called in ("_call", "get_paginator") and isinstance(first, ast.Constant):
+                if called == "_call" and isinstance(first, ast.Constant):
                     service = next(iter(clients.values()))
                     ops.add((service, str(first.value)))
                 if called in TRANSFER and relative.endswith("s3.py"):
                     ops |= {("s3", op) for op in TRANSFER[called]}
+        for node, service in calls:  # client.get_paginator("op") and client.get_waiter("w")
+            parent = next(
+                (
+                    c
+                    for c in ast.walk(tree)
+                    if isinstance(c, ast.Call)
+                    and c.func is node
+                    and c.args
+                    and isinstance(c.args[0], ast.Constant)
+                ),
+                None,
+            )
+            if parent is not None:
+                operation = str(parent.args[0].value)  # type: ignore[attr-defined]
+                ops.add((service, WAITERS.get(operation, operation)))
         found[relative] = ops
     return found
+
+
+def _named_client(receiver: ast.expr) -> str | None:
+    """The service of `self.clients("ssm")`, as the DynamoDB driver gets its clients."""
+    if (
+        isinstance(receiver, ast.Call)
+        and isinstance(receiver.func, ast.Attribute)
+        and receiver.func.attr == "clients"
+        and receiver.args
+        and isinstance(receiver.args[0], ast.Constant)
+    ):
+        return str(receiver.args[0].value)
+    return None
 
 
 def action(service: str, operation: str) -> str:
@@ -150,7 +199,7 @@ def test_the_bot_policy_grants_exactly_what_the_bot_calls() -> None:
     needed = {
         action(service, op)
         for relative, ops in operations().items()
-        if relative not in INSTANCE_FILES
+        if relative not in INSTANCE_FILES | DYNAMODB_FILES
         for service, op in ops
     }
     granted = policy_actions("iam-policy.json")
@@ -169,3 +218,36 @@ def test_the_instance_policy_grants_exactly_what_the_agent_calls() -> None:
     assert needed - granted == set(), "missing from docs/instance-policy.json"
     assert granted >= SESSION_MANAGER, "devdb connect needs Session Manager"
     assert granted - needed - IMPLIED - SESSION_MANAGER == set(), "granted but never called"
+
+
+def test_the_dynamodb_policy_grants_exactly_what_dynamodb_environments_call() -> None:
+    found = operations()
+    needed = {action(service, op) for relative in DYNAMODB_FILES for service, op in found[relative]}
+    for expected in [
+        "dynamodb:CreateTable",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:TagResource",
+        "dynamodb:DeleteTable",
+        "dynamodb:Scan",
+        "dynamodb:ListTables",
+        "dynamodb:DescribeTable",
+        "ssm:PutParameter",
+        "ssm:DeleteParameters",
+        "ssm:GetParametersByPath",
+        "cloudwatch:GetMetricStatistics",
+    ]:
+        assert expected in needed, expected
+    granted = policy_actions("dynamodb-policy.json")
+    assert needed - granted == set(), "missing from docs/dynamodb-policy.json"
+    assert granted - needed - IMPLIED == set(), "granted but never called"
+    document = json.loads((ROOT / "docs" / "dynamodb-policy.json").read_text())
+    for statement in document["Statement"]:
+        resources = statement["Resource"]
+        resources = [resources] if isinstance(resources, str) else resources
+        writes = {
+            a
+            for a in statement["Action"]
+            if a.split(":")[1].startswith(("Create", "Delete", "Put", "BatchWrite", "Tag"))
+        }
+        if writes:  # anything that changes or removes is scoped to devdb's own names
+            assert all("table/dev_" in r or "parameter/devdb/" in r for r in resources), statement
