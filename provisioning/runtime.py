@@ -100,6 +100,8 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         drivers["shared"] = SharedSchemaDriver(shared, connection_limit=limit)
         drivers["shared-db"] = SharedDatabaseDriver(shared, connection_limit=limit)
         installation = settings.aws.installation or await store.installation()
+        aws = aws_parts(settings.aws, settings.cache_dir, installation)
+        snapshots: SnapshotStore = aws.snapshots or LocalSnapshotStore(settings.snapshots_dir)
         drivers["dynamodb"] = dynamo_driver(
             settings.home,
             region=settings.dynamodb_region,
@@ -107,9 +109,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             capacity=settings.dynamodb_capacity,
             port=settings.dynamodb_port,
             installation=installation,
+            snapshots=snapshots,
+            import_above_mb=settings.dynamodb_import_above_mb,
         )
-        aws = aws_parts(settings.aws, settings.cache_dir, installation)
-        snapshots: SnapshotStore = aws.snapshots or LocalSnapshotStore(settings.snapshots_dir)
         if aws.driver and aws.passwords:
             drivers["ec2"] = aws.driver
         secrets = Passwords(

@@ -98,6 +98,8 @@ class Settings(DevdbSettings):
     dynamodb_role_arn: str | None = None  # a role in the account the tables go in
     dynamodb_capacity: Annotated[int, whole(0)] = 0  # read and write units; 0 is on demand
     dynamodb_port: Annotated[int, whole(1024, 65535)] = 54319
+    # snapshots in S3 from this many MB of items on are loaded by ImportTable (on AWS)
+    dynamodb_import_above_mb: Annotated[int, whole(0)] = 1024
 
     @property
     def snapshots_dir(self) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,10 +22,12 @@ from provisioning.dynamo.shrink import shrink_dynamo
 from provisioning.dynamo.source import parse_source
 from provisioning.dynamo.wiring import dynamo_driver
 from provisioning.errors import DevdbError
-from provisioning.models import EnvState, TableSet
+from provisioning.models import EnvState, ProgressEvent, TableSet
 from provisioning.recovery import recover
 from provisioning.runtime import Runtime
+from provisioning.settings import Settings
 from provisioning.snapshots.manifest import Manifest
+from provisioning.snapshots.s3 import S3SnapshotStore
 from tests.cloud import REGION, Moto
 from tests.conftest import unique
 from tests.test_driver_contract import fake_env
@@ -278,3 +281,109 @@ async def test_a_refresh_killed_during_the_load_is_cleaned_up_on_next_start(
     assert count(driver.clients("dynamodb"), table) == BULK
     assert view.env.state == EnvState.READY
     await runtime.service.destroy("carol", name)
+
+
+async def test_a_large_snapshot_in_s3_is_imported_by_dynamodb(
+    moto: Moto, runtime: Runtime, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ImportTable reads the snapshot's files from S3: nothing is downloaded, the tables
+    have their keys, global index, TTL and tags, and every item."""
+    for key, value in moto.env.items():
+        monkeypatch.setenv(key, value)
+    client = moto.client("dynamodb")
+    prefix = unique("imp").replace("-", "_") + "_"
+    client.create_table(
+        TableName=prefix + "Devices",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "id", "AttributeType": "S"},
+            {"AttributeName": "model", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "byModel",
+                "KeySchema": [{"AttributeName": "model", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.update_time_to_live(
+        TableName=prefix + "Devices",
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"},
+    )
+    for n in range(300):
+        item = {
+            "id": {"S": f"d{n:04d}"},
+            "model": {"S": f"m{n % 7}"},
+            "expiresAt": {"N": "4102444800"},
+            "owner": {"M": {"email": {"S": f"owner{n}@corp.example"}}},
+        }
+        client.put_item(TableName=prefix + "Devices", Item=item)
+    s3 = moto.client("s3")
+    bucket = unique("devdb-imports")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    store = S3SnapshotStore(s3, bucket, cache=settings.home / "import-cache")
+    policy = {
+        "version": 1,
+        "engine": "dynamodb",
+        "tables": {
+            "Devices": {
+                "attributes": {
+                    "id": "internal",
+                    "model": "public",
+                    "expiresAt": "internal",
+                    "owner": {
+                        "class": "pii",
+                        "rule": "json",
+                        "paths": {"$.email": {"rule": "fake", "kind": "email"}},
+                    },
+                }
+            }
+        },
+    }
+    manifest = await shrink_dynamo(
+        client,
+        parse_source(f"dynamodb://{REGION}/{prefix}"),
+        parse_dynamo_policy(policy),
+        store,
+        salt=b"import",
+    )
+    driver = dynamo_driver(
+        Path("/nonexistent"),
+        region=REGION,
+        role_arn=None,
+        capacity=0,
+        port=1,
+        installation="import-test",
+        snapshots=store,
+        import_above_mb=0,
+    )
+    shutil.rmtree(settings.home / "import-cache", ignore_errors=True)
+    assert await driver.stage(store, manifest) is None, "DynamoDB reads it from S3 itself"
+    env = fake_env("dynamodb", manifest)
+    placement = await driver.launch(await driver.place(env, set()), "", lambda _: None)
+    events: list[ProgressEvent] = []
+    try:
+        await driver.restore(placement, None, manifest, 2, events.append)
+        await asyncio.sleep(0)
+        table = placement.handle["prefix"] + "Devices"
+        assert count(client, table) == 300
+        shape = client.describe_table(TableName=table)["Table"]
+        assert shape["GlobalSecondaryIndexes"][0]["IndexName"] == "byModel"
+        ttl = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+        assert ttl["AttributeName"] == "expiresAt"
+        item = client.get_item(TableName=table, Key={"id": {"S": "d0001"}})["Item"]
+        assert item["owner"]["M"]["email"]["S"].endswith("@example.com"), "masked"
+        assert any("imported from S3" in e.message for e in events)
+        assert parameters(driver, env.name).keys() == {
+            "prefix",
+            "region",
+            "endpoint",
+            "installation",
+            "environment",
+        }, "the import's list of untagged tables is gone once they are tagged"
+        assert not (settings.home / "import-cache").exists(), "nothing downloaded"
+    finally:
+        await driver.terminate(placement.handle)
+    assert tables_of(driver, placement.handle["prefix"]) == []

@@ -31,9 +31,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
 from provisioning.dynamo.endpoint import LocalEndpoint
+from provisioning.dynamo.imports import KeyOf, import_tables, importable
 from provisioning.dynamo.load import create_tables, load_items
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import Connection, Environment, ProgressEvent, Step, TableSet
+from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
 
 TAG_ENV = "devdb:environment"
@@ -74,6 +76,8 @@ class DynamoDriver(Driver):
         capacity: int | None = None,
         local: LocalEndpoint | None = None,
         workers: int = 8,
+        imports: tuple[str, KeyOf] | None = None,
+        import_above: int = 1 << 30,
     ) -> None:
         self.clients = clients
         self.region = region
@@ -82,6 +86,8 @@ class DynamoDriver(Driver):
         self.capacity = capacity  # None or 0: on demand
         self.local = local
         self.workers = workers
+        self.imports = imports  # the S3 store's bucket and keys, when ImportTable can read it
+        self.import_above = import_above  # bytes of items from which ImportTable is used
 
     # What the tables are and whose they are.
 
@@ -91,11 +97,26 @@ class DynamoDriver(Driver):
         if not handle.get("prefix") or (self.local is not None and not self.local.running()):
             return {}
         client = self.clients("dynamodb")
+        importing: list[str] = []
+        if self._parameters_owner(handle) == str(handle["env"]):
+            importing = self._importing(handle)
         return {
             name: tags
             for name, tags in self._tagged(client, handle["prefix"])
-            if tags.get(TAG_ENV) == str(handle["env"])
+            if tags.get(TAG_ENV) == str(handle["env"]) or (name in importing and not tags)
         }
+
+    def _importing(self, handle: Handle) -> list[str]:
+        """Tables an import is making for the handle's environment: untagged until done."""
+        try:
+            answer = self.clients("ssm").get_parameter(
+                Name=parameters_path(handle["name"]) + "importing"
+            )
+        except ClientError as exc:
+            if _missing(exc):
+                return []
+            raise
+        return str(answer["Parameter"]["Value"]).split(",")
 
     def _tagged(self, client: Any, prefix: str) -> list[tuple[str, dict[str, str]]]:
         """Each table under `prefix` and its devdb tags (tables gone meanwhile skipped)."""
@@ -146,6 +167,16 @@ class DynamoDriver(Driver):
             user=self.region,
         )
 
+    async def stage(self, snapshots: SnapshotStore, manifest: Manifest) -> Path | None:
+        """None when DynamoDB will import the snapshot from S3 itself; else a local copy."""
+        if (
+            self.imports is not None
+            and manifest.data_bytes >= self.import_above
+            and importable(manifest)
+        ):
+            return None
+        return await snapshots.fetch(manifest)
+
     async def launch(self, placement: Placement, password: str, progress: Progress) -> Placement:
         if self.local is not None:
             progress(ProgressEvent(step=Step.LAUNCH, message="starting the DynamoDB endpoint"))
@@ -179,7 +210,6 @@ class DynamoDriver(Driver):
         jobs: int,
         progress: Progress,
     ) -> None:
-        assert dump_dir is not None
         handle = placement.handle
         loop = asyncio.get_running_loop()
         total_bytes = manifest.data_bytes
@@ -197,31 +227,31 @@ class DynamoDriver(Driver):
         def run() -> None:
             client = self.clients("dynamodb")
             self._clear_the_way(client, handle, manifest)
-            emit("making the tables", 2.0, 0)
             tags = {
                 TAG_ENV: str(handle["env"]),
                 TAG_NAME: handle["name"],
                 TAG_INSTALLATION: self.installation,
             }
-            create_tables(
-                client, manifest, handle["prefix"], capacity=self.capacity or None, tags=tags
-            )
             shown = [0.0]
 
             def loaded(done: int, total: int) -> None:
                 percent = 5.0 + 95.0 * done / max(total, 1)
                 if percent - shown[0] >= 1.0 or done == total:
                     shown[0] = percent
-                    emit(f"{done:,} of {total:,} items", percent, total_bytes * done // total)
+                    emit(f"{done:,} of {total:,} {unit}", percent, total_bytes * done // total)
 
-            load_items(
-                client,
-                dump_dir,
-                manifest,
-                handle["prefix"],
-                workers=max(self.workers, jobs),
-                progress=loaded,
-            )
+            if dump_dir is None:
+                unit = "tables imported from S3"
+                emit("importing the tables from S3", 2.0, 0)
+                self._import(client, handle, manifest, tags, loaded)
+            else:
+                unit = "items"
+                emit("making the tables", 2.0, 0)
+                prefix = handle["prefix"]
+                capacity = self.capacity or None
+                create_tables(client, manifest, prefix, capacity=capacity, tags=tags)
+                workers = max(self.workers, jobs)
+                load_items(client, dump_dir, manifest, prefix, workers=workers, progress=loaded)
             stamp = [{"Key": TAG_LOADED, "Value": datetime.now(UTC).isoformat()}]
             for name in manifest.tables:
                 arn = client.describe_table(TableName=handle["prefix"] + name)["Table"]["TableArn"]
@@ -230,6 +260,49 @@ class DynamoDriver(Driver):
         await asyncio.to_thread(run)
         emit(f"{len(manifest.tables)} table(s) loaded", 100.0, total_bytes)
         await asyncio.sleep(0)  # let the last event through before the step ends
+
+    def _import(
+        self,
+        client: Any,
+        handle: Handle,
+        manifest: Manifest,
+        tags: dict[str, str],
+        progress: Callable[[int, int], None],
+    ) -> None:
+        """ImportTable per table; the tables are listed in SSM while untagged, so that an
+        import cut short is still this environment's to remove."""
+        assert self.imports is not None
+        bucket, key_of = self.imports
+        prefix = handle["prefix"]
+        ssm = self.clients("ssm")
+        names = [prefix + name for name in manifest.tables]
+        listed = parameters_path(handle["name"]) + "importing"
+        ssm.put_parameter(Name=listed, Value=",".join(names), Type="String", Overwrite=True)
+        import_tables(
+            client,
+            manifest,
+            prefix,
+            bucket=bucket,
+            key_of=key_of,
+            capacity=self.capacity or None,
+            token=f"{self.installation}/{handle['env']}",
+            progress=progress,
+        )
+        for name, shape in manifest.extra["tables"].items():
+            table = client.describe_table(TableName=prefix + name)["Table"]
+            client.tag_resource(
+                ResourceArn=table["TableArn"],
+                Tags=[{"Key": key, "Value": value} for key, value in tags.items()],
+            )
+            if shape.get("TimeToLiveAttribute"):
+                client.update_time_to_live(
+                    TableName=prefix + name,
+                    TimeToLiveSpecification={
+                        "Enabled": True,
+                        "AttributeName": shape["TimeToLiveAttribute"],
+                    },
+                )
+        ssm.delete_parameter(Name=listed)
 
     def _clear_the_way(self, client: Any, handle: Handle, manifest: Manifest) -> None:
         """Delete what stands where the tables go: an earlier environment of the same name
@@ -361,7 +434,7 @@ class DynamoDriver(Driver):
         if self._parameters_owner(handle) != str(handle["env"]):
             return
         path = parameters_path(handle["name"])
-        keys = ("prefix", "region", "endpoint", "installation", "environment")
+        keys = ("prefix", "region", "endpoint", "installation", "importing", "environment")
         self.clients("ssm").delete_parameters(Names=[path + key for key in keys])
 
     async def inventory(self) -> list[Handle]:

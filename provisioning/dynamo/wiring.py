@@ -14,6 +14,8 @@ from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshabl
 
 from provisioning.drivers.dynamodb import Clients, DynamoDriver
 from provisioning.dynamo import endpoint
+from provisioning.snapshots.base import SnapshotStore
+from provisioning.snapshots.s3 import S3SnapshotStore
 
 # Adaptive retries: throttled control calls back off instead of failing a refresh.
 _CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 8})
@@ -59,15 +61,24 @@ def dynamo_driver(
     capacity: int,
     port: int,
     installation: str,
+    snapshots: SnapshotStore | None = None,
+    import_above_mb: int = 1024,
 ) -> DynamoDriver:
+    """With `region`, on AWS; snapshots in S3 there are imported by ImportTable from
+    `import_above_mb` MB of items on."""
     if region:
         session = _session(region, role_arn)
+        imports = (
+            (snapshots.bucket, snapshots.key) if isinstance(snapshots, S3SnapshotStore) else None
+        )
         return DynamoDriver(
             _cached(lambda service: session.client(service, config=_CONFIG)),
             region=region,
             url=None,
             installation=installation,
             capacity=capacity,
+            imports=imports,
+            import_above=import_above_mb << 20,
         )
     local = endpoint.LocalEndpoint(home / "dynamodb", port)
     embedded = boto3.session.Session(region_name=endpoint.REGION, **endpoint.CREDENTIALS)
