@@ -27,17 +27,19 @@ CLIENTS = {
     "provisioning/snapshots/s3.py": {"client": "s3"},
     "provisioning/aws/agent.py": {"ssm": "ssm"},
     "provisioning/aws/resets.py": {"ssm": "ssm"},
-    "provisioning/drivers/dynamodb.py": {
-        "client": "dynamodb",
-        "ssm": "ssm",
-        "cloudwatch": "cloudwatch",
-    },
+    "provisioning/drivers/dynamodb.py": {"client": "dynamodb"},
+    "provisioning/dynamo/tables.py": {"client": "dynamodb", "cloudwatch": "cloudwatch"},
+    "provisioning/dynamo/parameters.py": {"ssm": "ssm"},
+    "provisioning/dynamo/imports.py": {"client": "dynamodb"},
     "provisioning/dynamo/load.py": {"client": "dynamodb"},
     "provisioning/dynamo/source.py": {"client": "dynamodb"},
 }
 # What DynamoDB environments need (docs/dynamodb-policy.json), apart from the rest.
 DYNAMODB_FILES = {
     "provisioning/drivers/dynamodb.py",
+    "provisioning/dynamo/tables.py",
+    "provisioning/dynamo/parameters.py",
+    "provisioning/dynamo/imports.py",
     "provisioning/dynamo/load.py",
     "provisioning/dynamo/source.py",
 }
@@ -82,6 +84,17 @@ IMPLIED = {
     "kms:Encrypt",
     "kms:GenerateDataKey",
     "sts:AssumeRole",  # botocore assumes DEVDB_DYNAMODB_ROLE_ARN when it is set
+}
+# What DynamoDB's ImportTable does with the caller's permissions: read the snapshot, log.
+IMPORT_TABLE = {
+    "s3:GetObject",
+    "s3:ListBucket",
+    "logs:CreateLogGroup",
+    "logs:CreateLogStream",
+    "logs:DescribeLogGroups",
+    "logs:DescribeLogStreams",
+    "logs:PutLogEvents",
+    "logs:PutRetentionPolicy",
 }
 # Called by the SSM agent, not by devdb, so that `devdb connect` has Session Manager.
 SESSION_MANAGER = {
@@ -237,6 +250,8 @@ def test_the_dynamodb_policy_grants_exactly_what_dynamodb_environments_call() ->
         "cloudwatch:GetMetricStatistics",
     ]:
         assert expected in needed, expected
+    if "dynamodb:ImportTable" in needed:
+        needed |= IMPORT_TABLE
     granted = policy_actions("dynamodb-policy.json")
     assert needed - granted == set(), "missing from docs/dynamodb-policy.json"
     assert granted - needed - IMPLIED == set(), "granted but never called"
@@ -247,7 +262,10 @@ def test_the_dynamodb_policy_grants_exactly_what_dynamodb_environments_call() ->
         writes = {
             a
             for a in statement["Action"]
-            if a.split(":")[1].startswith(("Create", "Delete", "Put", "BatchWrite", "Tag"))
+            if a.split(":")[0] in ("dynamodb", "ssm")
+            and a.split(":")[1].startswith(
+                ("Create", "Delete", "Put", "BatchWrite", "Tag", "Import")
+            )
         }
-        if writes:  # anything that changes or removes is scoped to devdb's own names
+        if writes:  # whatever makes, changes or removes tables or parameters: devdb's own
             assert all("table/dev_" in r or "parameter/devdb/" in r for r in resources), statement

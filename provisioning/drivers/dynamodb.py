@@ -33,31 +33,24 @@ from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progr
 from provisioning.dynamo.endpoint import LocalEndpoint
 from provisioning.dynamo.imports import KeyOf, import_tables, importable
 from provisioning.dynamo.load import create_tables, load_items
+from provisioning.dynamo.parameters import Parameters, parameters_path
+from provisioning.dynamo.tables import (
+    TAG_ENV,
+    TAG_INSTALLATION,
+    TAG_LOADED,
+    TAG_NAME,
+    consumed,
+    delete_tables,
+    tag,
+    tagged,
+)
 from provisioning.errors import ProvisioningFailed
 from provisioning.models import Connection, Environment, ProgressEvent, Step, TableSet
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.manifest import Manifest
 
-TAG_ENV = "devdb:environment"
-TAG_NAME = "devdb:name"
-TAG_INSTALLATION = "devdb:installation"
-TAG_LOADED = "devdb:loaded"  # when the items were loaded: the load itself is not use
 PREFIX = "dev_"  # every environment's tables start so
 Clients = Callable[[str], Any]  # a boto3 client for a service name
-
-
-def parameters_path(name: str) -> str:
-    return f"/devdb/{name}/dynamodb/"
-
-
-def _code(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "error"))
-    return str(exc)
-
-
-def _missing(exc: ClientError) -> bool:
-    return _code(exc) in ("ResourceNotFoundException", "ParameterNotFound")
 
 
 class DynamoDriver(Driver):
@@ -89,66 +82,39 @@ class DynamoDriver(Driver):
         self.imports = imports  # the S3 store's bucket and keys, when ImportTable can read it
         self.import_above = import_above  # bytes of items from which ImportTable is used
 
-    # What the tables are and whose they are.
+    @property
+    def parameters(self) -> Parameters:
+        return Parameters(self.clients("ssm"))
+
+    def _down(self) -> bool:
+        """Whether the embedded endpoint is stopped (its tables and parameters with it)."""
+        return self.local is not None and not self.local.running()
 
     def _owned(self, handle: Handle) -> dict[str, dict[str, str]]:
-        """The tables that carry this handle's environment id, under its prefix, and their
-        tags."""
-        if not handle.get("prefix") or (self.local is not None and not self.local.running()):
+        """The handle's environment's tables and their tags: those tagged with its id, and
+        those an import of it is making (untagged until done)."""
+        if not handle.get("prefix") or self._down():
             return {}
-        client = self.clients("dynamodb")
         importing: list[str] = []
-        if self._parameters_owner(handle) == str(handle["env"]):
-            importing = self._importing(handle)
+        if self.parameters.owner(handle["name"]) == str(handle["env"]):
+            importing = self.parameters.importing(handle["name"])
         return {
             name: tags
-            for name, tags in self._tagged(client, handle["prefix"])
+            for name, tags in tagged(self.clients("dynamodb"), handle["prefix"])
             if tags.get(TAG_ENV) == str(handle["env"]) or (name in importing and not tags)
         }
-
-    def _importing(self, handle: Handle) -> list[str]:
-        """Tables an import is making for the handle's environment: untagged until done."""
-        try:
-            answer = self.clients("ssm").get_parameter(
-                Name=parameters_path(handle["name"]) + "importing"
-            )
-        except ClientError as exc:
-            if _missing(exc):
-                return []
-            raise
-        return str(answer["Parameter"]["Value"]).split(",")
-
-    def _tagged(self, client: Any, prefix: str) -> list[tuple[str, dict[str, str]]]:
-        """Each table under `prefix` and its devdb tags (tables gone meanwhile skipped)."""
-        found = []
-        for page in client.get_paginator("list_tables").paginate():
-            for name in page["TableNames"]:
-                if not name.startswith(prefix):
-                    continue
-                try:
-                    arn = client.describe_table(TableName=name)["Table"]["TableArn"]
-                    tags = client.list_tags_of_resource(ResourceArn=arn).get("Tags", [])
-                except ClientError as exc:
-                    if _missing(exc):
-                        continue
-                    raise
-                found.append((name, {t["Key"]: t["Value"] for t in tags}))
-        return found
-
-    def _call(self, what: str, work: Callable[[], Any]) -> Any:
-        try:
-            return work()
-        except (ClientError, BotoCoreError) as exc:
-            raise ProvisioningFailed(f"DynamoDB could not {what} ({_code(exc)}).") from exc
-
-    # The driver interface.
 
     async def preflight(self) -> None:
         if self.local is not None:
             self.local.check()
             return
         client = self.clients("dynamodb")
-        await asyncio.to_thread(self._call, "be reached", lambda: client.list_tables(Limit=1))
+        try:
+            await asyncio.to_thread(client.list_tables, Limit=1)
+        except (ClientError, BotoCoreError) as exc:
+            raise ProvisioningFailed(
+                f"DynamoDB in {self.region} cannot be reached: {exc}."
+            ) from exc
 
     async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
         parts = urlsplit(self.url or f"https://dynamodb.{self.region}.amazonaws.com")
@@ -189,16 +155,11 @@ class DynamoDriver(Driver):
             "installation": self.installation,
             "environment": str(handle["env"]),  # last: what says the others are complete
         }
-        ssm = self.clients("ssm")
+        try:
+            await asyncio.to_thread(self.parameters.publish, handle["name"], values)
+        except (ClientError, BotoCoreError) as exc:
+            raise ProvisioningFailed(f"the parameters could not be put in SSM: {exc}.") from exc
         path = parameters_path(handle["name"])
-        for key, value in values.items():
-            await asyncio.to_thread(
-                self._call,
-                "publish its parameters in SSM",
-                lambda key=key, value=value: ssm.put_parameter(  # type: ignore[misc]
-                    Name=path + key, Value=value, Type="String", Overwrite=True
-                ),
-            )
         progress(ProgressEvent(step=Step.LAUNCH, message=f"parameters under {path}", percent=100))
         return placement
 
@@ -240,6 +201,7 @@ class DynamoDriver(Driver):
                     shown[0] = percent
                     emit(f"{done:,} of {total:,} {unit}", percent, total_bytes * done // total)
 
+            prefix = handle["prefix"]
             if dump_dir is None:
                 unit = "tables imported from S3"
                 emit("importing the tables from S3", 2.0, 0)
@@ -247,15 +209,13 @@ class DynamoDriver(Driver):
             else:
                 unit = "items"
                 emit("making the tables", 2.0, 0)
-                prefix = handle["prefix"]
                 capacity = self.capacity or None
                 create_tables(client, manifest, prefix, capacity=capacity, tags=tags)
                 workers = max(self.workers, jobs)
                 load_items(client, dump_dir, manifest, prefix, workers=workers, progress=loaded)
-            stamp = [{"Key": TAG_LOADED, "Value": datetime.now(UTC).isoformat()}]
+            stamp = {TAG_LOADED: datetime.now(UTC).isoformat()}
             for name in manifest.tables:
-                arn = client.describe_table(TableName=handle["prefix"] + name)["Table"]["TableArn"]
-                client.tag_resource(ResourceArn=arn, Tags=stamp)
+                tag(client, prefix + name, stamp)
 
         await asyncio.to_thread(run)
         emit(f"{len(manifest.tables)} table(s) loaded", 100.0, total_bytes)
@@ -273,11 +233,9 @@ class DynamoDriver(Driver):
         import cut short is still this environment's to remove."""
         assert self.imports is not None
         bucket, key_of = self.imports
-        prefix = handle["prefix"]
-        ssm = self.clients("ssm")
-        names = [prefix + name for name in manifest.tables]
-        listed = parameters_path(handle["name"]) + "importing"
-        ssm.put_parameter(Name=listed, Value=",".join(names), Type="String", Overwrite=True)
+        prefix, name = handle["prefix"], handle["name"]
+        listed = ",".join(prefix + table for table in manifest.tables)
+        self.parameters.publish(name, {"importing": listed})
         import_tables(
             client,
             manifest,
@@ -288,28 +246,24 @@ class DynamoDriver(Driver):
             token=f"{self.installation}/{handle['env']}",
             progress=progress,
         )
-        for name, shape in manifest.extra["tables"].items():
-            table = client.describe_table(TableName=prefix + name)["Table"]
-            client.tag_resource(
-                ResourceArn=table["TableArn"],
-                Tags=[{"Key": key, "Value": value} for key, value in tags.items()],
-            )
+        for table, shape in manifest.extra["tables"].items():
+            tag(client, prefix + table, tags)
             if shape.get("TimeToLiveAttribute"):
                 client.update_time_to_live(
-                    TableName=prefix + name,
+                    TableName=prefix + table,
                     TimeToLiveSpecification={
                         "Enabled": True,
                         "AttributeName": shape["TimeToLiveAttribute"],
                     },
                 )
-        ssm.delete_parameter(Name=listed)
+        self.parameters.imported(name)
 
     def _clear_the_way(self, client: Any, handle: Handle, manifest: Manifest) -> None:
         """Delete what stands where the tables go: an earlier environment of the same name
         (this one replaces it) or this one's own half-made tables; refuse anything else."""
         wanted = {handle["prefix"] + name for name in manifest.tables}
         doomed = []
-        for name, tags in self._tagged(client, handle["prefix"]):
+        for name, tags in tagged(client, handle["prefix"]):
             mine = tags.get(TAG_NAME) == handle["name"] and tags.get(TAG_ENV)
             if mine and tags.get(TAG_INSTALLATION) == self.installation:
                 doomed.append(name)
@@ -319,21 +273,7 @@ class DynamoDriver(Driver):
                     f"the table {name} already exists and belongs to {owner}: "
                     "choose another environment name."
                 )
-        self._delete_tables(client, doomed)
-
-    def _delete_tables(self, client: Any, tables: list[str]) -> None:
-        for name in tables:
-            try:
-                client.delete_table(TableName=name)
-            except ClientError as exc:
-                if not _missing(exc) and _code(exc) != "ResourceInUseException":
-                    raise ProvisioningFailed(
-                        f"DynamoDB could not delete the table {name} ({_code(exc)})."
-                    ) from exc
-        for name in tables:  # a name is free again only once its table is fully gone
-            client.get_waiter("table_not_exists").wait(
-                TableName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 150}
-            )
+        delete_tables(client, doomed)
 
     async def endpoint(self, placement: Placement, password: str) -> Connection:
         handle = placement.handle
@@ -352,25 +292,15 @@ class DynamoDriver(Driver):
             return False
 
         def look() -> bool:
-            if self.local is not None and not self.local.running():
+            if self._down():
                 return False
-            return bool(self._owned(handle)) or self._parameters_owner(handle) == str(handle["env"])
+            mine = self.parameters.owner(handle["name"]) == str(handle["env"])
+            return mine or bool(self._owned(handle))
 
         try:
             return await asyncio.to_thread(look)
         except (ClientError, BotoCoreError):
             return False
-
-    def _parameters_owner(self, handle: Handle) -> str | None:
-        """The id of the environment the name's parameters are for, if there are any."""
-        path = parameters_path(handle["name"])
-        try:
-            answer = self.clients("ssm").get_parameter(Name=path + "environment")
-        except ClientError as exc:
-            if _missing(exc):
-                return None
-            raise
-        return str(answer["Parameter"]["Value"])
 
     async def resume(self, handle: Handle) -> bool:
         # Nothing to start: tables serve as long as they exist. The embedded endpoint keeps
@@ -383,7 +313,6 @@ class DynamoDriver(Driver):
         consume none). There are no connections to count."""
 
         def look() -> Activity:
-            cloudwatch = self.clients("cloudwatch")
             now = datetime.now(UTC)
             work = 0.0
             for name, tags in self._owned(handle).items():
@@ -392,17 +321,10 @@ class DynamoDriver(Driver):
                 # From the second after the load (AWS keeps consumption per minute, so there
                 # the load's last minute counts too, the same in every look).
                 loaded = datetime.fromisoformat(tags[TAG_LOADED]).replace(microsecond=0)
-                for metric in ("ConsumedReadCapacityUnits", "ConsumedWriteCapacityUnits"):
-                    points = cloudwatch.get_metric_statistics(
-                        Namespace="AWS/DynamoDB",
-                        MetricName=metric,
-                        Dimensions=[{"Name": "TableName", "Value": name}],
-                        StartTime=loaded + timedelta(seconds=1),
-                        EndTime=now + timedelta(minutes=1),
-                        Period=86400,  # a day per point: an environment lives a few
-                        Statistics=["Sum"],
-                    )["Datapoints"]
-                    work += sum(point["Sum"] for point in points)
+                since = loaded + timedelta(seconds=1)
+                work += consumed(
+                    self.clients("cloudwatch"), name, since, now + timedelta(minutes=1)
+                )
             return Activity(connections=0, sessions=0, work=work)
 
         return await asyncio.to_thread(look)
@@ -412,34 +334,25 @@ class DynamoDriver(Driver):
             return
 
         def remove() -> None:
-            if self.local is not None and not self.local.running():
+            if self._down():
                 return  # the tables and parameters went with the endpoint
-            self._delete_tables(self.clients("dynamodb"), list(self._owned(handle)))
-            self._remove_parameters(handle)
-            if self.local is not None and self._unused():
+            delete_tables(self.clients("dynamodb"), list(self._owned(handle)))
+            # The parameters, unless a newer environment of the same name now owns them.
+            if self.parameters.owner(handle["name"]) == str(handle["env"]):
+                self.parameters.remove(handle["name"])
+            if self.local is not None and not self._holds_any():
                 self.local.stop()  # the last environment is gone
 
         await asyncio.to_thread(remove)
 
-    def _unused(self) -> bool:
-        """Whether the embedded endpoint holds no environment, nor one being launched (its
-        parameters come first)."""
-        if self._tagged(self.clients("dynamodb"), PREFIX):
-            return False
-        ssm = self.clients("ssm")
-        return not ssm.get_parameters_by_path(Path="/devdb/", Recursive=True)["Parameters"]
-
-    def _remove_parameters(self, handle: Handle) -> None:
-        """The SSM parameters, unless a newer environment of the same name now owns them."""
-        if self._parameters_owner(handle) != str(handle["env"]):
-            return
-        path = parameters_path(handle["name"])
-        keys = ("prefix", "region", "endpoint", "installation", "importing", "environment")
-        self.clients("ssm").delete_parameters(Names=[path + key for key in keys])
+    def _holds_any(self) -> bool:
+        """Whether any environment is in the endpoint, or being launched (its parameters
+        come first)."""
+        return bool(tagged(self.clients("dynamodb"), PREFIX)) or self.parameters.any()
 
     async def inventory(self) -> list[Handle]:
         def look() -> list[Handle]:
-            if self.local is not None and not self.local.running():
+            if self._down():
                 return []
             found: dict[str, Handle] = {}
 
@@ -453,19 +366,12 @@ class DynamoDriver(Driver):
                 }
                 found.setdefault(env, handle)
 
-            for _table, tags in self._tagged(self.clients("dynamodb"), PREFIX):
+            for _table, tags in tagged(self.clients("dynamodb"), PREFIX):
                 if tags.get(TAG_INSTALLATION) == self.installation and TAG_ENV in tags:
                     add(tags[TAG_ENV], tags.get(TAG_NAME, ""))
             # Parameters are published first: an environment killed before its tables were
             # made has them alone.
-            values: dict[str, dict[str, str]] = {}
-            pages = self.clients("ssm").get_paginator("get_parameters_by_path")
-            for page in pages.paginate(Path="/devdb/", Recursive=True):
-                for parameter in page["Parameters"]:
-                    parts = parameter["Name"].split("/")  # '', devdb, NAME, dynamodb, key
-                    if len(parts) == 5 and parts[3] == "dynamodb":
-                        values.setdefault(parts[2], {})[parts[4]] = parameter["Value"]
-            for name, given in values.items():
+            for name, given in self.parameters.listed().items():
                 if given.get("installation") == self.installation and "environment" in given:
                     add(given["environment"], name)
             return list(found.values())
