@@ -51,6 +51,7 @@ from provisioning.dynamo.shrink import shrink_dynamo_source
 from provisioning.dynamo.source import is_dynamo
 from provisioning.errors import (
     DevdbError,
+    InvalidInput,
     MigrationFailed,
     NotAllowed,
     PolicyViolation,
@@ -311,8 +312,15 @@ class Cli:
         with TerminalProgress(quiet=self.as_json) as progress:
             if is_dynamo(command.source):
                 manifest = await shrink_dynamo_source(
-                    command.source, policy, store, progress=progress, **options
+                    command.source,
+                    policy,
+                    store,
+                    progress=progress,
+                    exports=command.exports,
+                    **options,
                 )
+            elif command.exports:
+                raise InvalidInput("--exports reads DynamoDB exports: the source is not DynamoDB.")
             else:
                 manifest = await shrink(
                     command.source,

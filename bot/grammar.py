@@ -314,6 +314,7 @@ class PolicyCheck:
     option("--policy", "the policy file", metavar="FILE", required=True),
     option("--tenant", "one tenant's rows only", metavar="ID"),
     option("--allow", "a value the scan may let through", metavar="REGEX", multiple=True),
+    option("--exports", "DynamoDB: read each table's newest export in S3, not the table"),
 )
 @dataclass(frozen=True)
 class Shrink:
@@ -321,6 +322,7 @@ class Shrink:
     policy: str
     tenant: str | None = None
     allow: tuple[str, ...] = ()
+    exports: bool = False
 
 
 @command(

@@ -31,6 +31,7 @@ CLIENTS = {
     "provisioning/dynamo/tables.py": {"client": "dynamodb", "cloudwatch": "cloudwatch"},
     "provisioning/dynamo/parameters.py": {"ssm": "ssm"},
     "provisioning/dynamo/imports.py": {"client": "dynamodb"},
+    "provisioning/dynamo/exports.py": {"client": "dynamodb", "s3": "s3"},
     "provisioning/dynamo/load.py": {"client": "dynamodb"},
     "provisioning/dynamo/source.py": {"client": "dynamodb"},
 }
@@ -40,6 +41,7 @@ DYNAMODB_FILES = {
     "provisioning/dynamo/tables.py",
     "provisioning/dynamo/parameters.py",
     "provisioning/dynamo/imports.py",
+    "provisioning/dynamo/exports.py",
     "provisioning/dynamo/load.py",
     "provisioning/dynamo/source.py",
 }

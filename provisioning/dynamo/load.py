@@ -137,7 +137,7 @@ def _batches(
         batch: list[dict[str, Any]] = []
         with gzip.open(dump / data_file(name), "rt", encoding="utf-8") as lines:
             for line in lines:
-                batch.append(_binary(json.loads(line)["Item"]))
+                batch.append(typed_item(json.loads(line)["Item"]))
                 if len(batch) == BATCH:
                     yield prefix + name, batch
                     batch = []
@@ -145,9 +145,9 @@ def _batches(
             yield prefix + name, batch
 
 
-def _binary(item: dict[str, Any]) -> dict[str, Any]:
-    """DynamoDB JSON as the snapshot holds it (binary in base64) is what the low-level client
-    sends for S, N, maps and lists; its B and BS values it wants as bytes."""
+def typed_item(item: dict[str, Any]) -> dict[str, Any]:
+    """DynamoDB JSON as snapshots and exports hold it (binary in base64) is what the
+    low-level client sends for S, N, maps and lists; its B and BS values it wants as bytes."""
 
     def value(typed: dict[str, Any]) -> dict[str, Any]:
         ((kind, inner),) = typed.items()

@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
+
+from provisioning.dynamo.exports import export_items, newest_export
 from provisioning.dynamo.items import Outcome, TableWriter, data_file, find_copies, follow_key
 from provisioning.dynamo.policy import DynamoPolicy, load_dynamo_policy
 from provisioning.dynamo.source import (
@@ -55,8 +58,10 @@ async def shrink_dynamo(
     progress: Progress | None = None,
     detector: PiiDetector | None = None,
     segments: int = 4,
+    exports: Any | None = None,
 ) -> Manifest:
-    """Build a dev-safe snapshot of the tables under `source` and publish it."""
+    """Build a dev-safe snapshot of the tables under `source` and publish it; with
+    `exports` (an S3 client), from each table's newest export instead of a scan."""
     emit = progress or (lambda _: None)
     allowed = allow_patterns(allow)
     if tenant is not None and policy.tenant is None:
@@ -109,7 +114,11 @@ async def shrink_dynamo(
                 originals=originals,
             )
             writers[name] = writer
-            items = scan(client, source.prefix + name, segments=segments)
+            items = (
+                await _exported(client, exports, source.prefix + name)
+                if exports is not None
+                else scan(client, source.prefix + name, segments=segments)
+            )
             work = asyncio.get_running_loop().run_in_executor(None, writer.run, items, data)
             try:
                 outcomes[name] = await asyncio.shield(work)
@@ -169,10 +178,20 @@ async def shrink_dynamo(
 async def shrink_dynamo_source(
     url: str, policy_file: Path, store: SnapshotStore, **options: Any
 ) -> Manifest:
-    """`devdb shrink --source dynamodb://REGION/PREFIX --policy FILE`."""
+    """`devdb shrink --source dynamodb://REGION/PREFIX --policy FILE [--exports]`."""
     source = parse_source(url)
     policy = load_dynamo_policy(policy_file)
+    if options.pop("exports", False):
+        options["exports"] = boto3.client("s3", region_name=source.region)
     return await shrink_dynamo(dynamo_client(source), source, policy, store, **options)
+
+
+async def _exported(client: Any, s3: Any, table: str) -> Generator[dict[str, Any]]:
+    def find() -> dict[str, Any]:
+        arn = client.describe_table(TableName=table)["Table"]["TableArn"]
+        return newest_export(client, arn, table)
+
+    return export_items(s3, await asyncio.to_thread(find), table)
 
 
 def _followed(policy: DynamoPolicy, shapes: dict[str, TableShape], name: str) -> set[str]:
