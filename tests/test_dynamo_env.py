@@ -387,3 +387,26 @@ async def test_a_large_snapshot_in_s3_is_imported_by_dynamodb(
     finally:
         await driver.terminate(placement.handle)
     assert tables_of(driver, placement.handle["prefix"]) == []
+
+
+async def test_a_table_deleted_during_the_load_fails_the_refresh_cleanly(
+    runtime: Runtime, bulk_snapshot: Manifest
+) -> None:
+    """Someone deletes a table while devdb loads it: one sentence, and nothing is left."""
+    driver = driver_of(runtime)
+    name = unique("vanish")
+    table = f"dev_{name}_Readings"
+    refresh = asyncio.create_task(
+        runtime.service.refresh("dora", name, snapshot=bulk_snapshot.id, kind="dynamodb")
+    )
+    client = driver.clients("dynamodb")
+    deadline = time.monotonic() + 60
+    while not (table in tables_of(driver, table) and count(client, table)):
+        assert not refresh.done() and time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    client.delete_table(TableName=table)
+    with pytest.raises(DevdbError) as failed:
+        await refresh
+    assert str(failed.value) == f"the table {table} disappeared while its items were being loaded."
+    assert tables_of(driver, f"dev_{name}_") == [] and parameters(driver, name) == {}
+    assert all(v.env.name != name for v in await runtime.service.list("dora"))
