@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from provisioning.drivers.base import Driver
+from provisioning.drivers.base import Driver, Handle
+from provisioning.errors import DevdbError
 from provisioning.jobs import LEASE, abandon, worker_id, worker_is_gone
 from provisioning.models import EnvState
 from provisioning.secrets import Passwords
@@ -73,11 +75,11 @@ async def recover(
     # List what exists *before* reading the records: a placement is recorded before anything
     # is created, so whatever existed then and has no record is an orphan, never a launch
     # under way in another process.
-    inventories = {kind: await driver.inventory() for kind, driver in drivers.items()}
+    inventories = await inventory_all(drivers)
     async with store.connection() as tx:
         live = await tx.live_environments()
     for kind, driver in drivers.items():
-        if driver.orphan_grace:
+        if driver.orphan_grace or kind not in inventories:
             continue  # left to the scheduler's reconciliation, after the grace period
         known = {driver.key(env.handle) for env in live if env.kind == kind}
         for handle in inventories[kind]:
@@ -107,3 +109,13 @@ async def recover(
                 },
             )
     return report
+
+
+async def inventory_all(drivers: Mapping[str, Driver]) -> dict[str, list[Handle]]:
+    """Each driver's inventory; a driver that cannot list its resources now (its cloud out
+    of reach) is left out, so that it holds up no command of the other kinds."""
+    found: dict[str, list[Handle]] = {}
+    for kind, driver in drivers.items():
+        with contextlib.suppress(DevdbError):
+            found[kind] = await driver.inventory()
+    return found

@@ -18,6 +18,7 @@ from provisioning.errors import DevdbError
 from provisioning.jobs import worker_id
 from provisioning.models import POOL_OWNER, Environment, EnvState
 from provisioning.reaper import SweepReport, sweep
+from provisioning.recovery import inventory_all
 from provisioning.service import Service
 from provisioning.snapshots.base import SAVED
 
@@ -89,10 +90,12 @@ async def reconcile_sweep(service: Service, now: datetime) -> dict[str, list[str
     - Spot instances taken back are handled as interruptions.
     """
     done: dict[str, list[str]] = {"orphans_removed": [], "lost": [], "resumed": []}
-    inventories = {kind: await driver.inventory() for kind, driver in service.drivers.items()}
+    inventories = await inventory_all(service.drivers)
     async with service.store.connection() as tx:
         live = await tx.live_environments()
     for kind, driver in service.drivers.items():
+        if kind not in inventories:
+            continue
         known = {driver.key(env.handle) for env in live if env.kind == kind}
         orphans = [h for h in inventories[kind] if driver.key(h) not in known]
         async with service.store.connection() as tx:

@@ -11,12 +11,18 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
 
+from provisioning.drivers.base import Placement
 from provisioning.drivers.dynamodb import DynamoDriver
+from provisioning.dynamo.endpoint import LocalEndpoint
 from provisioning.dynamo.policy import parse_dynamo_policy
 from provisioning.dynamo.shrink import shrink_dynamo
 from provisioning.dynamo.source import parse_source
@@ -31,6 +37,7 @@ from provisioning.snapshots.s3 import S3SnapshotStore
 from tests.cloud import REGION, Moto
 from tests.conftest import unique
 from tests.test_driver_contract import fake_env
+from tests.test_slack import free_port
 
 
 def driver_of(runtime: Runtime) -> DynamoDriver:
@@ -78,6 +85,7 @@ async def test_refresh_details_isolation_and_destroy(
         "endpoint": driver.url,
         "installation": driver.installation,
         "environment": str(made.env.id),
+        "tables": f"{prefix}Accounts,{prefix}Events",
     }
     shape = client.describe_table(TableName=prefix + "Accounts")["Table"]
     assert [k["AttributeName"] for k in shape["KeySchema"]] == ["tenantId", "accountId"]
@@ -382,6 +390,7 @@ async def test_a_large_snapshot_in_s3_is_imported_by_dynamodb(
             "endpoint",
             "installation",
             "environment",
+            "tables",
         }, "the import's list of untagged tables is gone once they are tagged"
         assert not (settings.home / "import-cache").exists(), "nothing downloaded"
     finally:
@@ -410,3 +419,116 @@ async def test_a_table_deleted_during_the_load_fails_the_refresh_cleanly(
     assert str(failed.value) == f"the table {table} disappeared while its items were being loaded."
     assert tables_of(driver, f"dev_{name}_") == [] and parameters(driver, name) == {}
     assert all(v.env.name != name for v in await runtime.service.list("dora"))
+
+
+def aws_driver(moto: Moto, installation: str) -> DynamoDriver:
+    """The driver as on AWS (no embedded endpoint), in moto's account."""
+    return DynamoDriver(
+        lambda service: moto.client(service), region=REGION, url=None, installation=installation
+    )
+
+
+async def made(
+    driver: DynamoDriver, name: str, env_id: int, snapshot: Manifest, runtime: Runtime
+) -> Placement:
+    env = replace(fake_env("dynamodb", snapshot), name=name, id=env_id)
+    placement = await driver.launch(await driver.place(env, set()), "", lambda _: None)
+    dump = await driver.stage(runtime.snapshots, snapshot)
+    await driver.restore(placement, dump, snapshot, 2, lambda _: None)
+    return placement
+
+
+async def test_another_installation_keeps_its_tables_and_parameters(
+    moto: Moto, runtime: Runtime, dynamo_snapshot: Manifest
+) -> None:
+    """Two installations in one account, with the same environment ids: `a` of one and
+    `a_b` of the other share a table prefix, and `shop` a parameters path."""
+    ours, theirs = aws_driver(moto, unique("x")), aws_driver(moto, unique("y"))
+    stem = unique("a").replace("-", "_")
+    env_id = 7_000_000 + int(stem[-4:], 16) % 1000
+    mine = await made(ours, stem, env_id, dynamo_snapshot, runtime)
+    other = await made(theirs, stem + "_b", env_id, dynamo_snapshot, runtime)
+    await ours.terminate(mine.handle)
+    assert tables_of(theirs, f"dev_{stem}_b_") == [f"dev_{stem}_b_Accounts", f"dev_{stem}_b_Events"]
+    assert await theirs.is_running(other.handle)
+    assert ours.key(other.handle) not in {ours.key(h) for h in await ours.inventory()}
+    # A refresh of a name whose parameters are another installation's is refused at once.
+    env = replace(fake_env("dynamodb", dynamo_snapshot), name=stem + "_b", id=env_id + 1)
+    placement = await ours.place(env, set())
+    with pytest.raises(DevdbError) as refused:
+        await ours.launch(placement, "", lambda _: None)
+    assert str(refused.value) == (
+        f"the parameters under /devdb/{stem}_b/dynamodb/ belong to another devdb installation: "
+        "choose another environment name."
+    )
+    await ours.terminate(placement.handle)  # as the refresh's cleanup does
+    assert parameters(theirs, stem + "_b")["environment"] == str(env_id)
+    await theirs.terminate(other.handle)
+    assert tables_of(theirs, f"dev_{stem}_b_") == []
+
+
+async def test_a_cancelled_load_stops_before_the_cleanup(
+    runtime: Runtime, bulk_snapshot: Manifest
+) -> None:
+    """Ctrl-C during the load: the writing stops, then the cleanup runs, and no table is
+    made after it."""
+    driver = driver_of(runtime)
+    name = unique("cancel")
+    table = f"dev_{name}_Readings"
+    refresh = asyncio.create_task(
+        runtime.service.refresh("erin", name, snapshot=bulk_snapshot.id, kind="dynamodb")
+    )
+    deadline = time.monotonic() + 60
+    while not (table in tables_of(driver, table) and count(driver.clients("dynamodb"), table)):
+        assert not refresh.done() and time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    refresh.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await refresh
+    await asyncio.sleep(1.0)
+    assert tables_of(driver, f"dev_{name}_") == [] and parameters(driver, name) == {}
+
+
+async def test_aws_out_of_reach_is_one_sentence_and_holds_up_nothing_else(
+    runtime: Runtime, dynamo_snapshot: Manifest
+) -> None:
+    gone = f"http://127.0.0.1:{free_port()}"
+    config = Config(retries={"max_attempts": 1}, connect_timeout=1)
+    session = boto3.session.Session(
+        aws_access_key_id="x", aws_secret_access_key="x", region_name=REGION
+    )
+    driver = DynamoDriver(
+        lambda service: session.client(service, endpoint_url=gone, config=config),
+        region=REGION,
+        url=None,
+        installation="unreachable",
+    )
+    handle = {"env": 1, "name": "n", "prefix": "dev_n_", "region": REGION, "url": None}
+    for call in (driver.terminate(handle), driver.inventory(), driver.preflight()):
+        with pytest.raises(DevdbError) as failed:
+            await call
+        said = str(failed.value)
+        assert "\n" not in said and ("could not" in said or "cannot be reached" in said), said
+    assert not await driver.is_running(handle)
+    drivers = {**runtime.service.drivers, "dynamodb": driver}
+    report = await recover(runtime.store, drivers, runtime.service.secrets)
+    assert report is not None  # the other kinds were recovered; nothing was raised
+
+
+def test_the_embedded_endpoint_starts_once_when_asked_at_once(tmp_path: Path) -> None:
+    """Two launches at the same moment start one endpoint; stopping it leaves none."""
+    local = LocalEndpoint(tmp_path / "dynamodb", free_port())
+
+    def launch(_: int) -> tuple[str, int | None]:
+        with local.lock():
+            return local.ensure(), local.pid()
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(launch, range(2)))
+        assert answers[0] == answers[1] and answers[0][1] is not None
+        assert local.running()
+    finally:
+        with local.lock():
+            local.stop()
+    assert not local.running() and local.pid() is None

@@ -87,9 +87,11 @@ IMPLIED = {
     "kms:GenerateDataKey",
     "sts:AssumeRole",  # botocore assumes DEVDB_DYNAMODB_ROLE_ARN when it is set
 }
-# What DynamoDB's ImportTable does with the caller's permissions: read the snapshot, log.
+# What DynamoDB's ImportTable does with the caller's permissions: read (and decrypt) the
+# snapshot, and log.
 IMPORT_TABLE = {
     "s3:GetObject",
+    "kms:Decrypt",
     "s3:ListBucket",
     "logs:CreateLogGroup",
     "logs:CreateLogStream",
@@ -248,7 +250,7 @@ def test_the_dynamodb_policy_grants_exactly_what_dynamodb_environments_call() ->
         "dynamodb:DescribeTable",
         "ssm:PutParameter",
         "ssm:DeleteParameters",
-        "ssm:GetParametersByPath",
+        "ssm:DescribeParameters",
         "cloudwatch:GetMetricStatistics",
     ]:
         assert expected in needed, expected

@@ -270,10 +270,20 @@ async def test_tenant_snapshot_and_retention(runtime: Runtime, demo_snapshot: Ma
     assert {row[1] for row in events} <= {"4"}
     assert manifest.extra["tenant"] == "4" and manifest.extra["policy_sha256"] == policy.digest
     assert "salt" not in str(manifest.to_json()).replace("salt_id", "")
-    kept = [m.id for m in await runtime.snapshots.list() if m.extra.get("kind") == "shrink"][:2]
+
+    def shrunk(engine: str) -> list[str]:
+        return [
+            m.id
+            for m in listed
+            if m.extra.get("kind") == "shrink" and m.extra.get("engine", "postgresql") == engine
+        ]
+
+    listed = await runtime.snapshots.list()
+    kept, dynamodb = shrunk("postgresql")[:2], shrunk("dynamodb")
     deleted = await apply_retention(runtime.snapshots, 2)
-    remaining = [m.id for m in await runtime.snapshots.list() if m.extra.get("kind") == "shrink"]
-    assert remaining == kept and deleted
+    listed = await runtime.snapshots.list()
+    assert shrunk("postgresql") == kept and deleted
+    assert shrunk("dynamodb") == dynamodb, "each engine's snapshots are counted apart"
     with pytest.raises(Exception, match="no tenant '99999'"):
         await shrink(demo, policy, runtime.snapshots, runtime.programs, salt=SALT, tenant="99999")
 

@@ -6,12 +6,15 @@ BatchWriteItem calls (`provisioning.dynamo.load`). The prefix, region and endpoi
 published under `/devdb/<name>/dynamodb/` in SSM Parameter Store, where an application
 finds its tables.
 
-Each table is tagged with the environment's id, name and devdb installation, and the
-driver only ever removes tables that carry its environment's id: env `a` with table
-`b_Orders` and env `a_b` with table `Orders` would share a name, and the second to come
-is refused instead. DynamoDB cannot rename a table, so a refresh of an existing name
-replaces its tables in place: the old environment's tables are deleted before the new
-ones are made (the old environment does not serve meanwhile, unlike PostgreSQL ones).
+Each table is tagged with the environment's id, name and devdb installation. The driver
+removes only tables tagged with its environment's id and its installation, and, when a
+refresh replaces an environment of the same name, that one's: env `a` with table
+`b_Orders` and env `a_b` with table `Orders` would share a name, and the second to come is
+refused instead. DynamoDB cannot rename a table, so a refresh of an existing name replaces
+its tables in place: the old environment's tables are deleted before the new ones are made
+(unlike PostgreSQL ones, the old environment does not serve meanwhile, and if the new one
+fails the name has no tables until the next refresh). The parameters stay the old
+environment's until then, so a refresh refused before it leaves them as they were.
 
 Where no AWS is set up the tables live in the embedded endpoint
 (`provisioning.dynamo.endpoint`), which devdb starts with the first such environment and
@@ -21,7 +24,9 @@ stops when the last one is gone.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,7 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioning.drivers.base import Activity, Driver, Handle, Placement, Progress
 from provisioning.dynamo.endpoint import LocalEndpoint
-from provisioning.dynamo.imports import KeyOf, import_tables, importable
+from provisioning.dynamo.imports import KeyOf, import_and_tag, importable
 from provisioning.dynamo.load import create_tables, load_items
 from provisioning.dynamo.parameters import Parameters, parameters_path
 from provisioning.dynamo.tables import (
@@ -39,6 +44,7 @@ from provisioning.dynamo.tables import (
     TAG_INSTALLATION,
     TAG_LOADED,
     TAG_NAME,
+    clear_the_way,
     consumed,
     delete_tables,
     tag,
@@ -56,8 +62,6 @@ Clients = Callable[[str], Any]  # a boto3 client for a service name
 class DynamoDriver(Driver):
     kind: ClassVar[str] = "dynamodb"
     engine: ClassVar[str] = "dynamodb"
-    # A table may be listed before the refresh that made it recorded its environment.
-    orphan_grace: ClassVar[timedelta] = timedelta(minutes=10)
 
     def __init__(
         self,
@@ -91,18 +95,40 @@ class DynamoDriver(Driver):
         return self.local is not None and not self.local.running()
 
     def _owned(self, handle: Handle) -> dict[str, dict[str, str]]:
-        """The handle's environment's tables and their tags: those tagged with its id, and
-        those an import of it is making (untagged until done)."""
+        """The handle's environment's tables and their tags: those tagged with its id and
+        this installation, and those an import of it is making (untagged until done)."""
         if not handle.get("prefix") or self._down():
             return {}
-        importing: list[str] = []
-        if self.parameters.owner(handle["name"]) == str(handle["env"]):
-            importing = self.parameters.importing(handle["name"])
+        importing = (
+            self.parameters.importing(handle["name"]) if self._has_parameters(handle) else []
+        )
         return {
             name: tags
             for name, tags in tagged(self.clients("dynamodb"), handle["prefix"])
-            if tags.get(TAG_ENV) == str(handle["env"]) or (name in importing and not tags)
+            if (
+                tags.get(TAG_ENV) == str(handle["env"])
+                and tags.get(TAG_INSTALLATION) == self.installation
+            )
+            or (name in importing and not tags)
         }
+
+    def _has_parameters(self, handle: Handle) -> bool:
+        """Whether the name's parameters are this environment's (this installation's)."""
+        name = handle["name"]
+        return (
+            self.parameters.owner(name) == str(handle["env"])
+            and self.parameters.get(name, "installation") == self.installation
+        )
+
+    def _publish(self, handle: Handle) -> None:
+        values = {
+            "prefix": handle["prefix"],
+            "region": self.region,
+            "endpoint": self.url or f"https://dynamodb.{self.region}.amazonaws.com",
+            "installation": self.installation,
+            "environment": str(handle["env"]),  # last: what says the others are complete
+        }
+        self.parameters.publish(handle["name"], values)
 
     async def preflight(self) -> None:
         if self.local is not None:
@@ -144,22 +170,34 @@ class DynamoDriver(Driver):
         return await snapshots.fetch(manifest)
 
     async def launch(self, placement: Placement, password: str, progress: Progress) -> Placement:
+        """Start the embedded endpoint if need be, and publish the parameters, unless an
+        environment of the same name still has them: the restore takes them over once it
+        has replaced that one's tables (and a refresh refused before then leaves them)."""
+        handle = placement.handle
+        path = parameters_path(handle["name"])
+
+        def run() -> None:
+            if self.local is not None:
+                self.local.ensure()
+            owner = self.parameters.owner(handle["name"])
+            if owner is not None and self.parameters.get(handle["name"], "installation") != (
+                self.installation
+            ):
+                raise ProvisioningFailed(
+                    f"the parameters under {path} belong to another devdb installation: "
+                    "choose another environment name."
+                )
+            if owner in (None, str(handle["env"])):
+                self._publish(handle)
+
         if self.local is not None:
             progress(ProgressEvent(step=Step.LAUNCH, message="starting the DynamoDB endpoint"))
-            await asyncio.to_thread(self.local.ensure)
-        handle = placement.handle
-        values = {
-            "prefix": handle["prefix"],
-            "region": self.region,
-            "endpoint": self.url or f"https://dynamodb.{self.region}.amazonaws.com",
-            "installation": self.installation,
-            "environment": str(handle["env"]),  # last: what says the others are complete
-        }
-        try:
-            await asyncio.to_thread(self.parameters.publish, handle["name"], values)
-        except (ClientError, BotoCoreError) as exc:
-            raise ProvisioningFailed(f"the parameters could not be put in SSM: {exc}.") from exc
-        path = parameters_path(handle["name"])
+        with self._aws("publish its parameters in SSM"):
+            if self.local is not None:
+                with self.local.lock():
+                    await asyncio.to_thread(run)
+            else:
+                await asyncio.to_thread(run)
         progress(ProgressEvent(step=Step.LAUNCH, message=f"parameters under {path}", percent=100))
         return placement
 
@@ -185,9 +223,13 @@ class DynamoDriver(Driver):
             )
             loop.call_soon_threadsafe(progress, event)
 
+        stop = threading.Event()
+
         def run() -> None:
             client = self.clients("dynamodb")
-            self._clear_the_way(client, handle, manifest)
+            wanted = {handle["prefix"] + table for table in manifest.tables}
+            clear_the_way(client, handle["prefix"], handle["name"], self.installation, wanted)
+            self._publish(handle)  # the name is this environment's now
             tags = {
                 TAG_ENV: str(handle["env"]),
                 TAG_NAME: handle["name"],
@@ -205,79 +247,55 @@ class DynamoDriver(Driver):
             if dump_dir is None:
                 unit = "tables imported from S3"
                 emit("importing the tables from S3", 2.0, 0)
-                self._import(client, handle, manifest, tags, loaded)
+                assert self.imports is not None
+                import_and_tag(
+                    client,
+                    self.parameters,
+                    manifest,
+                    handle,
+                    imports=self.imports,
+                    capacity=self.capacity or None,
+                    token=f"{self.installation}/{handle['env']}",
+                    tags=tags,
+                    progress=loaded,
+                    stop=stop,
+                )
             else:
                 unit = "items"
                 emit("making the tables", 2.0, 0)
                 capacity = self.capacity or None
-                create_tables(client, manifest, prefix, capacity=capacity, tags=tags)
+                create_tables(client, manifest, prefix, capacity=capacity, tags=tags, stop=stop)
                 workers = max(self.workers, jobs)
-                load_items(client, dump_dir, manifest, prefix, workers=workers, progress=loaded)
+                load_items(
+                    client,
+                    dump_dir,
+                    manifest,
+                    prefix,
+                    workers=workers,
+                    progress=loaded,
+                    stop=stop,
+                )
             stamp = {TAG_LOADED: datetime.now(UTC).isoformat()}
             for name in manifest.tables:
                 tag(client, prefix + name, stamp)
+            tables = ",".join(prefix + name for name in manifest.tables)
+            self.parameters.publish(handle["name"], {"tables": tables})
 
-        await asyncio.to_thread(run)
+        work = asyncio.ensure_future(asyncio.to_thread(run))
+        try:
+            with self._aws("load the tables"):
+                await asyncio.shield(work)
+        except asyncio.CancelledError:
+            stop.set()  # the thread stops between batches; it is done before cleanup starts
+            await asyncio.wait([work])
+            raise
         emit(f"{len(manifest.tables)} table(s) loaded", 100.0, total_bytes)
         await asyncio.sleep(0)  # let the last event through before the step ends
 
-    def _import(
-        self,
-        client: Any,
-        handle: Handle,
-        manifest: Manifest,
-        tags: dict[str, str],
-        progress: Callable[[int, int], None],
-    ) -> None:
-        """ImportTable per table; the tables are listed in SSM while untagged, so that an
-        import cut short is still this environment's to remove."""
-        assert self.imports is not None
-        bucket, key_of = self.imports
-        prefix, name = handle["prefix"], handle["name"]
-        listed = ",".join(prefix + table for table in manifest.tables)
-        self.parameters.publish(name, {"importing": listed})
-        import_tables(
-            client,
-            manifest,
-            prefix,
-            bucket=bucket,
-            key_of=key_of,
-            capacity=self.capacity or None,
-            token=f"{self.installation}/{handle['env']}",
-            progress=progress,
-        )
-        for table, shape in manifest.extra["tables"].items():
-            tag(client, prefix + table, tags)
-            if shape.get("TimeToLiveAttribute"):
-                client.update_time_to_live(
-                    TableName=prefix + table,
-                    TimeToLiveSpecification={
-                        "Enabled": True,
-                        "AttributeName": shape["TimeToLiveAttribute"],
-                    },
-                )
-        self.parameters.imported(name)
-
-    def _clear_the_way(self, client: Any, handle: Handle, manifest: Manifest) -> None:
-        """Delete what stands where the tables go: an earlier environment of the same name
-        (this one replaces it) or this one's own half-made tables; refuse anything else."""
-        wanted = {handle["prefix"] + name for name in manifest.tables}
-        doomed = []
-        for name, tags in tagged(client, handle["prefix"]):
-            mine = tags.get(TAG_NAME) == handle["name"] and tags.get(TAG_ENV)
-            if mine and tags.get(TAG_INSTALLATION) == self.installation:
-                doomed.append(name)
-            elif name in wanted:
-                owner = f"environment {tags[TAG_NAME]!r}" if TAG_NAME in tags else "nobody in devdb"
-                raise ProvisioningFailed(
-                    f"the table {name} already exists and belongs to {owner}: "
-                    "choose another environment name."
-                )
-        delete_tables(client, doomed)
-
     async def endpoint(self, placement: Placement, password: str) -> Connection:
         handle = placement.handle
-        tables = await asyncio.to_thread(self._owned, handle)
+        with self._aws("list the environment's tables"):
+            tables = await asyncio.to_thread(self._owned, handle)
         return TableSet(
             prefix=handle["prefix"],
             region=handle["region"],
@@ -287,15 +305,16 @@ class DynamoDriver(Driver):
         )
 
     async def is_running(self, handle: Handle) -> bool:
-        """Whether its tables exist, or (launched, not yet loaded) its parameters do."""
+        """Whether every table it loaded is there; before its load ends, whether its
+        parameters are."""
         if not handle.get("prefix"):
             return False
 
         def look() -> bool:
-            if self._down():
+            if self._down() or not self._has_parameters(handle):
                 return False
-            mine = self.parameters.owner(handle["name"]) == str(handle["env"])
-            return mine or bool(self._owned(handle))
+            loaded = self.parameters.get(handle["name"], "tables")
+            return loaded is None or set(loaded.split(",")) <= set(self._owned(handle))
 
         try:
             return await asyncio.to_thread(look)
@@ -327,7 +346,8 @@ class DynamoDriver(Driver):
                 )
             return Activity(connections=0, sessions=0, work=work)
 
-        return await asyncio.to_thread(look)
+        with self._aws("read its consumed capacity"):
+            return await asyncio.to_thread(look)
 
     async def terminate(self, handle: Handle) -> None:
         if not handle.get("prefix"):
@@ -338,17 +358,29 @@ class DynamoDriver(Driver):
                 return  # the tables and parameters went with the endpoint
             delete_tables(self.clients("dynamodb"), list(self._owned(handle)))
             # The parameters, unless a newer environment of the same name now owns them.
-            if self.parameters.owner(handle["name"]) == str(handle["env"]):
+            if self._has_parameters(handle):
                 self.parameters.remove(handle["name"])
-            if self.local is not None and not self._holds_any():
-                self.local.stop()  # the last environment is gone
+            if self.local is not None:
+                with self.local.lock():
+                    if not self._holds_any():
+                        self.local.stop()  # the last environment is gone
 
-        await asyncio.to_thread(remove)
+        with self._aws("remove the environment's tables"):
+            await asyncio.to_thread(remove)
 
     def _holds_any(self) -> bool:
-        """Whether any environment is in the endpoint, or being launched (its parameters
-        come first)."""
-        return bool(tagged(self.clients("dynamodb"), PREFIX)) or self.parameters.any()
+        """Whether any environment is in the embedded endpoint, or being launched (its
+        parameters come first)."""
+        return bool(tagged(self.clients("dynamodb"), PREFIX) or self.parameters.names())
+
+    @contextlib.contextmanager
+    def _aws(self, what: str) -> Iterator[None]:
+        """AWS's failures as one sentence."""
+        try:
+            yield
+        except (ClientError, BotoCoreError) as exc:
+            where = "the embedded DynamoDB endpoint" if self.local else f"AWS ({self.region})"
+            raise ProvisioningFailed(f"devdb could not {what} in {where}: {exc}.") from exc
 
     async def inventory(self) -> list[Handle]:
         def look() -> list[Handle]:
@@ -369,14 +401,16 @@ class DynamoDriver(Driver):
             for _table, tags in tagged(self.clients("dynamodb"), PREFIX):
                 if tags.get(TAG_INSTALLATION) == self.installation and TAG_ENV in tags:
                     add(tags[TAG_ENV], tags.get(TAG_NAME, ""))
-            # Parameters are published first: an environment killed before its tables were
-            # made has them alone.
-            for name, given in self.parameters.listed().items():
-                if given.get("installation") == self.installation and "environment" in given:
-                    add(given["environment"], name)
+            # Parameters are published before the tables are made: an environment stopped
+            # in between has them alone.
+            for name in self.parameters.names():
+                owner = self.parameters.owner(name)
+                if owner and self.parameters.get(name, "installation") == self.installation:
+                    add(owner, name)
             return list(found.values())
 
-        return await asyncio.to_thread(look)
+        with self._aws("list devdb's tables"):
+            return await asyncio.to_thread(look)
 
     def key(self, handle: Handle) -> str:
         return f"{handle.get('url')}|{handle.get('env')}"

@@ -17,6 +17,7 @@ gone. `python -m provisioning.dynamo.endpoint PORT` is the process itself.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import logging
@@ -26,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,18 @@ class LocalEndpoint:
     def _pidfile(self) -> Path:
         return self.home / "endpoint.pid"
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Held while starting the endpoint, launching into it, or deciding to stop it:
+        processes and threads take turns, so none stops it under another's launch."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "endpoint.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def pid(self) -> int | None:
         """The endpoint's process if it runs (and is ours), else None."""
         try:
@@ -157,7 +171,7 @@ class LocalEndpoint:
             ) from exc
 
     def ensure(self, wait: float = 30.0) -> str:
-        """The endpoint's URL, started first if it is not running."""
+        """The endpoint's URL, started first if it is not running (call it under `lock`)."""
         if self.running():
             return self.url
         self.check()
@@ -190,7 +204,8 @@ class LocalEndpoint:
         return self.url
 
     def stop(self) -> None:
-        """Stop the endpoint (its tables go with it); nothing if it is not running."""
+        """Stop the endpoint (its tables go with it); nothing if it is not running (call it
+        under `lock`)."""
         pid = self.pid()
         if pid is None:
             return
@@ -202,7 +217,9 @@ class LocalEndpoint:
                 time.sleep(0.05)
             else:
                 os.kill(pid, signal.SIGKILL)
-        self._pidfile.unlink(missing_ok=True)
+        with contextlib.suppress(OSError, ValueError):
+            if int(self._pidfile.read_text()) == pid:  # not one started since
+                self._pidfile.unlink()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ for a small table, so only snapshots above a size are imported (`DEVDB_DYNAMODB_
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioning.dynamo.items import data_file
+from provisioning.dynamo.parameters import Parameters
+from provisioning.dynamo.tables import tag
 from provisioning.errors import ProvisioningFailed
 from provisioning.snapshots.manifest import Manifest
 
@@ -40,6 +43,7 @@ def import_tables(
     token: str,
     progress: Callable[[int, int], None],
     pause: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
 ) -> list[str]:
     """Start an import per table, then wait for all; the tables made. `token` makes a
     retried call the same import rather than a second one."""
@@ -78,6 +82,8 @@ def import_tables(
     waiting = dict(started)
     delay = 0.2
     while waiting:
+        if stop is not None and stop.is_set():
+            raise ProvisioningFailed("the imports were left unfinished: the refresh was stopped.")
         for table, arn in list(waiting.items()):
             described = client.describe_import(ImportArn=arn)["ImportTableDescription"]
             status = described["ImportStatus"]
@@ -91,3 +97,46 @@ def import_tables(
             pause(delay)
             delay = min(delay * 2, 15.0)
     return list(started)
+
+
+def import_and_tag(
+    client: Any,
+    parameters: Parameters,
+    manifest: Manifest,
+    handle: dict[str, Any],
+    *,
+    imports: tuple[str, KeyOf],
+    capacity: int | None,
+    token: str,
+    tags: dict[str, str],
+    progress: Callable[[int, int], None],
+    stop: threading.Event,
+) -> None:
+    """An environment's tables by ImportTable, then tagged and given their TTL. They are
+    listed in SSM while untagged, so that an import cut short is still the environment's
+    to remove."""
+    bucket, key_of = imports
+    prefix, name = handle["prefix"], handle["name"]
+    parameters.publish(name, {"importing": ",".join(prefix + t for t in manifest.tables)})
+    import_tables(
+        client,
+        manifest,
+        prefix,
+        bucket=bucket,
+        key_of=key_of,
+        capacity=capacity,
+        token=token,
+        progress=progress,
+        stop=stop,
+    )
+    for table, shape in manifest.extra["tables"].items():
+        tag(client, prefix + table, tags)
+        if shape.get("TimeToLiveAttribute"):
+            client.update_time_to_live(
+                TableName=prefix + table,
+                TimeToLiveSpecification={
+                    "Enabled": True,
+                    "AttributeName": shape["TimeToLiveAttribute"],
+                },
+            )
+    parameters.imported(name)

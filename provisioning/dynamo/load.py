@@ -39,6 +39,7 @@ def create_tables(
     *,
     capacity: int | None,
     tags: dict[str, str] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[str]:
     """The snapshot's tables under `prefix`, active and tagged with `tags`: on demand, or
     with `capacity` read and write units (and as many for each global index)."""
@@ -46,6 +47,8 @@ def create_tables(
         raise InvalidInput(f"snapshot {manifest.id} holds no DynamoDB tables.")
     made = []
     for name, shape in manifest.extra["tables"].items():
+        if stop is not None and stop.is_set():
+            raise ProvisioningFailed("the tables were not all made: the refresh was stopped.")
         throughput = {"ReadCapacityUnits": capacity, "WriteCapacityUnits": capacity}
         request: dict[str, Any] = {
             "TableName": prefix + name,
@@ -97,13 +100,14 @@ def load_items(
     workers: int = 8,
     progress: Callable[[int, int], None] | None = None,
     pause: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
 ) -> int:
     """Write every item of the snapshot into its table under `prefix`; the items written.
-    `progress(done, total)` is told after each batch."""
+    `progress(done, total)` is told after each batch; `stop` ends the writing early."""
     total = sum(entry.rows for entry in manifest.tables.values())
     done = 0
     lock = threading.Lock()
-    stop = threading.Event()
+    stop = stop or threading.Event()
 
     def write(table: str, batch: list[dict[str, Any]]) -> None:
         nonlocal done
@@ -117,6 +121,8 @@ def load_items(
         pending: set[Future[None]] = set()
         try:
             for table, batch in _batches(dump, manifest, prefix):
+                if stop.is_set():
+                    raise ProvisioningFailed("the load was stopped before it finished.")
                 if len(pending) >= workers * 4:  # a few batches ahead, never the table
                     finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
                     for future in finished:
@@ -124,6 +130,8 @@ def load_items(
                 pending.add(pool.submit(write, table, batch))
             for future in pending:
                 future.result()
+            if stop.is_set():
+                raise ProvisioningFailed("the load was stopped before it finished.")
         except BaseException:
             stop.set()
             raise

@@ -1,7 +1,8 @@
 """A DynamoDB environment's SSM parameters, `/devdb/<name>/dynamodb/<key>`: what an
 application reads to find its tables (prefix, region, endpoint), and what devdb keeps to
-know whose they are (installation, environment id, tables an import has not tagged yet).
-`environment` is written last and removed with the rest in one call."""
+know whose they are (installation, environment id, its tables once loaded, and tables an
+import has not tagged yet). `environment` is written last and removed with the rest in one
+call."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-KEYS = ("prefix", "region", "endpoint", "installation", "importing", "environment")
+KEYS = ("prefix", "region", "endpoint", "installation", "importing", "tables", "environment")
 
 
 def parameters_path(name: str) -> str:
@@ -49,16 +50,16 @@ class Parameters:
     def remove(self, name: str) -> None:
         self.ssm.delete_parameters(Names=[parameters_path(name) + key for key in KEYS])
 
-    def listed(self) -> dict[str, dict[str, str]]:
-        """Every environment's parameters, by environment name."""
-        found: dict[str, dict[str, str]] = {}
-        pages = self.ssm.get_paginator("get_parameters_by_path")
-        for page in pages.paginate(Path="/devdb/", Recursive=True):
+    def names(self) -> set[str]:
+        """The environment names that have DynamoDB parameters. Listed by their parameters'
+        names alone (DescribeParameters): no value outside `/devdb/*/dynamodb/` is read."""
+        found = set()
+        pages = self.ssm.get_paginator("describe_parameters").paginate(
+            ParameterFilters=[{"Key": "Name", "Option": "BeginsWith", "Values": ["/devdb/"]}]
+        )
+        for page in pages:
             for parameter in page["Parameters"]:
                 parts = parameter["Name"].split("/")  # '', devdb, NAME, dynamodb, key
-                if len(parts) == 5 and parts[3] == "dynamodb":
-                    found.setdefault(parts[2], {})[parts[4]] = parameter["Value"]
+                if len(parts) == 5 and parts[3] == "dynamodb" and parts[4] == "environment":
+                    found.add(parts[2])
         return found
-
-    def any(self) -> bool:
-        return bool(self.ssm.get_parameters_by_path(Path="/devdb/", Recursive=True)["Parameters"])

@@ -46,19 +46,47 @@ def tag(client: Any, table: str, tags: dict[str, str]) -> None:
 
 
 def delete_tables(client: Any, tables: list[str]) -> None:
-    """Delete the tables and wait until each is gone: a name is free only then."""
+    """Delete the tables and wait until each is gone: a name is free only then. A table
+    still being made (an import under way) is waited for, then deleted."""
     for name in tables:
         try:
             client.delete_table(TableName=name)
         except ClientError as exc:
-            if code(exc) not in ("ResourceNotFoundException", "ResourceInUseException"):
-                raise ProvisioningFailed(
-                    f"DynamoDB could not delete the table {name} ({code(exc)})."
-                ) from exc
+            if code(exc) == "ResourceInUseException":
+                client.get_waiter("table_exists").wait(
+                    TableName=name, WaiterConfig={"Delay": 5, "MaxAttempts": 360}
+                )
+                client.delete_table(TableName=name)
+            elif code(exc) != "ResourceNotFoundException":
+                raise
     for name in tables:
         client.get_waiter("table_not_exists").wait(
             TableName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 150}
         )
+
+
+def clear_the_way(client: Any, prefix: str, name: str, installation: str, wanted: set[str]) -> None:
+    """Delete what stands where environment `name`'s tables go: an earlier environment of
+    the same name (the new one replaces it) or this one's own half-made tables; refuse, in
+    one sentence, a wanted name that is someone else's table."""
+    doomed = []
+    for table, tags in tagged(client, prefix):
+        mine = tags.get(TAG_NAME) == name and tags.get(TAG_ENV)
+        if mine and tags.get(TAG_INSTALLATION) == installation:
+            doomed.append(table)
+        elif table in wanted:
+            owner = (
+                "nobody in devdb"
+                if TAG_NAME not in tags
+                else f"environment {tags[TAG_NAME]!r}"
+                if tags.get(TAG_INSTALLATION) == installation
+                else "another devdb installation"
+            )
+            raise ProvisioningFailed(
+                f"the table {table} already exists and belongs to {owner}: "
+                "choose another environment name."
+            )
+    delete_tables(client, doomed)
 
 
 def consumed(cloudwatch: Any, table: str, since: datetime, until: datetime) -> float:
