@@ -144,8 +144,9 @@ def list_blocks(
         idle = view.idle_for(now)
         made = (snapshot_created or {}).get(env.snapshot_id or "")
         age = f" ({format_duration(now - made)} old)" if made else ""
+        kind = f"{env.kind} `{view.where}`" if view.where else env.kind
         rows.append(
-            f"• `{env.name}` <@{env.owner}> {env.kind} · snapshot `{env.snapshot_id}`{age} · "
+            f"• `{env.name}` <@{env.owner}> {kind} · snapshot `{env.snapshot_id}`{age} · "
             f"{env.state.value} · age {format_duration(now - env.created_at)} · idle "
             f"{format_duration(idle) if idle else '-'} · expires in "
             f"{format_duration(env.expires_at - now)} · ${view.cost:.2f}"

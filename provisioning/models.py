@@ -199,6 +199,14 @@ class EnvironmentView:
             **self._tables(),
         }
 
+    @property
+    def where(self) -> str | None:
+        """For a DynamoDB environment, its tables and endpoint: `dev_app_* at URL`."""
+        handle = self.env.handle
+        if "prefix" not in handle:
+            return None
+        return f"{handle['prefix']}* at {handle.get('url') or handle['region']}"
+
     def _tables(self) -> dict[str, object]:
         """A DynamoDB environment's record says prefix and region where a database's says
         database and user."""

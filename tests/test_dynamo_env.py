@@ -5,6 +5,7 @@ refresh killed during the load."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -19,7 +20,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from rich.console import Console
 
+from bot import views
+from bot.terminal import environments_table
 from provisioning.drivers.base import Placement
 from provisioning.drivers.dynamodb import DynamoDriver
 from provisioning.dynamo.endpoint import LocalEndpoint
@@ -102,6 +106,12 @@ async def test_refresh_details_isolation_and_destroy(
     status = await service.status("alice", alice)
     assert status.running is True and isinstance(status.endpoint, TableSet)
     assert status.to_dict()["prefix"] == prefix
+    # list, in Slack and the terminal, says where the tables are
+    listed = [v for v in await service.list("alice") if v.env.name == alice]
+    assert f"{prefix}* at {driver.url}" in json.dumps(views.list_blocks(listed))
+    shown = Console(width=200, record=True)
+    shown.print(environments_table(listed))
+    assert f"dynamodb {prefix}* at {driver.url}" in shown.export_text()
     assert (await service.status("carol", alice)).endpoint is None, "details for the owner only"
 
     await service.destroy("alice", alice)

@@ -18,6 +18,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioning.dynamo.items import data_file
+from provisioning.dynamo.load import enable_ttl
 from provisioning.dynamo.parameters import Parameters
 from provisioning.dynamo.tables import tag
 from provisioning.errors import ProvisioningFailed
@@ -131,12 +132,5 @@ def import_and_tag(
     )
     for table, shape in manifest.extra["tables"].items():
         tag(client, prefix + table, tags)
-        if shape.get("TimeToLiveAttribute"):
-            client.update_time_to_live(
-                TableName=prefix + table,
-                TimeToLiveSpecification={
-                    "Enabled": True,
-                    "AttributeName": shape["TimeToLiveAttribute"],
-                },
-            )
+        enable_ttl(client, prefix + table, shape)
     parameters.imported(name)

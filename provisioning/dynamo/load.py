@@ -73,14 +73,7 @@ def create_tables(
             client.create_table(**request)
             made.append(prefix + name)
             client.get_waiter("table_exists").wait(TableName=prefix + name)
-            if shape.get("TimeToLiveAttribute"):
-                client.update_time_to_live(
-                    TableName=prefix + name,
-                    TimeToLiveSpecification={
-                        "Enabled": True,
-                        "AttributeName": shape["TimeToLiveAttribute"],
-                    },
-                )
+            enable_ttl(client, prefix + name, shape)
         except (ClientError, BotoCoreError) as exc:
             for table in made:  # nothing half-made: the tables made so far go again
                 with contextlib.suppress(ClientError, BotoCoreError):
@@ -89,6 +82,18 @@ def create_tables(
                 f"DynamoDB could not make the table {prefix}{name}: {exc}."
             ) from exc
     return made
+
+
+def enable_ttl(client: Any, table: str, shape: dict[str, Any]) -> None:
+    """The snapshot's TTL attribute, if the table had one, on the table made from it."""
+    if shape.get("TimeToLiveAttribute"):
+        client.update_time_to_live(
+            TableName=table,
+            TimeToLiveSpecification={
+                "Enabled": True,
+                "AttributeName": shape["TimeToLiveAttribute"],
+            },
+        )
 
 
 def load_items(
