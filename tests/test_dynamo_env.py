@@ -221,7 +221,7 @@ async def test_aws_mode_provisioned_capacity_through_an_assumed_role(
     assert driver.key(placement.handle) not in {driver.key(h) for h in await driver.inventory()}
 
 
-BULK = 20_000  # items: enough for the load to take a few seconds, to be killed during it
+BULK = 10_000  # items: enough for the load to take a few seconds, to be killed during it
 
 
 @pytest.fixture(scope="module")
@@ -433,9 +433,8 @@ async def test_a_table_deleted_during_the_load_fails_the_refresh_cleanly(
 
 def aws_driver(moto: Moto, installation: str) -> DynamoDriver:
     """The driver as on AWS (no embedded endpoint), in moto's account."""
-    return DynamoDriver(
-        lambda service: moto.client(service), region=REGION, url=None, installation=installation
-    )
+    clients = {service: moto.client(service) for service in ("dynamodb", "ssm", "cloudwatch")}
+    return DynamoDriver(clients.__getitem__, region=REGION, url=None, installation=installation)
 
 
 async def made(
