@@ -118,6 +118,9 @@ class Cli:
                     self.out.print("No environments. Make one with: devdb refresh")
                 else:
                     self.emit(environments_table(views), [v.to_dict() for v in views])
+                    for view in views if not self.as_json else []:
+                        if view.where:  # too wide for a column
+                            self.out.print(f"{view.env.name}: tables {view.where}")
                 local = self.service.drivers.get("local")
                 if isinstance(local, LocalDriver) and not self.as_json:
                     self.out.print(messages.clone_method(local.clone_method()))

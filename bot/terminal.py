@@ -117,7 +117,7 @@ def environments_table(views: list[EnvironmentView]) -> Table:
         table.add_row(
             env.name,
             env.owner,
-            f"{env.kind} {view.where}" if view.where else env.kind,
+            env.kind,
             env.snapshot_id or "-",
             format_duration(now - env.created_at),
             state,
