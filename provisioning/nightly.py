@@ -11,12 +11,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from provisioning.dynamo.shrink import shrink_dynamo_source
+from provisioning.dynamo.source import is_dynamo
 from provisioning.errors import DevdbError
 from provisioning.pg.programs import PgPrograms
 from provisioning.service import Service
 from provisioning.shrink.detect import PiiDetector
 from provisioning.shrink.pipeline import apply_retention, shrink
 from provisioning.shrink.policy import load_policy
+from provisioning.snapshots.base import POSTGRESQL
 from provisioning.snapshots.manifest import Manifest
 
 Announce = Callable[[str], Awaitable[None]]
@@ -58,27 +61,35 @@ async def rebuild(
     detector: PiiDetector | None = None,
 ) -> Manifest | None:
     """Run the shrink pipeline and publish; announce the outcome either way."""
+    engine = "dynamodb" if is_dynamo(source) else POSTGRESQL
     try:
-        manifest = await shrink(
-            source,
-            load_policy(policy_file),
-            service.snapshots,
-            programs,
-            salt=salt,
-            jobs=jobs,
-            detector=detector,
-        )
+        if engine == "dynamodb":
+            manifest = await shrink_dynamo_source(
+                source, policy_file, service.snapshots, salt=salt, detector=detector
+            )
+        else:
+            manifest = await shrink(
+                source,
+                load_policy(policy_file),
+                service.snapshots,
+                programs,
+                salt=salt,
+                jobs=jobs,
+                detector=detector,
+            )
     except DevdbError as exc:
         try:
-            current = f"snapshot {(await service.snapshots.latest()).id} stays current"
+            current = f"snapshot {(await service.snapshots.latest(engine)).id} stays current"
         except DevdbError:
             current = "there is still no snapshot"
         async with service.store.connection() as tx:
             await tx.audit("devdb", "nightly", None, "failed", {"reason": str(exc)})
         await announce(f"The nightly snapshot failed: {exc} ({current}).")
         return None
-    removed = await apply_retention(service.snapshots, keep_last)
+    removed = await apply_retention(service.snapshots, keep_last, engine=engine)
     for driver in service.drivers.values():
+        if driver.engine != engine:
+            continue
         # The first environment of the new snapshot is then a clone too. A failure here
         # costs speed, not the snapshot: that environment restores, as before.
         try:

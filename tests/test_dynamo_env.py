@@ -24,6 +24,7 @@ from botocore.config import Config
 from bot import views
 from provisioning.drivers.base import Placement
 from provisioning.drivers.dynamodb import DynamoDriver
+from provisioning.drivers.local import LocalDriver
 from provisioning.dynamo.endpoint import LocalEndpoint
 from provisioning.dynamo.policy import parse_dynamo_policy
 from provisioning.dynamo.shrink import shrink_dynamo
@@ -539,3 +540,50 @@ def test_the_embedded_endpoint_starts_once_when_asked_at_once(tmp_path: Path) ->
         with local.lock():
             local.stop()
     assert not local.running() and local.pid() is None
+
+
+async def test_the_nightly_rebuild_takes_a_dynamodb_source(
+    runtime: Runtime,
+    moto: Moto,
+    demo_snapshot: Manifest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DEVDB_SOURCE_URL=dynamodb://…: the nightly shrink publishes a DynamoDB snapshot, the
+    latest of its engine, and no PostgreSQL golden copy is attempted for it."""
+    from provisioning.nightly import rebuild
+    from tests.test_dynamo_shrink import POLICY, production
+
+    for key, value in moto.env.items():
+        monkeypatch.setenv(key, value)
+    prefix = unique("nightly").replace("-", "_") + "_"
+    production(moto, prefix)
+    policy = tmp_path / "policy.yml"
+    policy.write_text(json.dumps(POLICY))  # YAML reads JSON
+    said: list[str] = []
+
+    async def announce(text: str) -> None:
+        said.append(text)
+
+    postgres_before = await runtime.snapshots.latest()
+    manifest = await rebuild(
+        runtime.service,
+        source=f"dynamodb://{REGION}/{prefix}",
+        policy_file=policy,
+        programs=runtime.programs,
+        salt=b"nightly",
+        jobs=2,
+        keep_last=50,
+        announce=announce,
+    )
+    try:
+        assert manifest is not None and manifest.extra["engine"] == "dynamodb"
+        assert said[-1].startswith(f"New dev-safe snapshot {manifest.id}:")
+        assert (await runtime.snapshots.latest("dynamodb")).id == manifest.id
+        assert (await runtime.snapshots.latest()).id == postgres_before.id
+        local = runtime.service.drivers["local"]
+        assert isinstance(local, LocalDriver) and local.golden is not None
+        assert local.golden.ready(manifest.id) is None
+    finally:
+        if manifest is not None:
+            await runtime.snapshots.delete(manifest.id)
