@@ -28,6 +28,7 @@ from moto.server import ThreadedMotoServer
 
 from provisioning.pg.programs import stop_servers_under
 from tests.ec2_model import model_ec2
+from tests.ports import BASE
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -83,7 +84,9 @@ class InstanceHost:
     EBS keeps a snapshot's blocks). The user data's power-off stops the instance in moto.
     """
 
-    def __init__(self, moto: Moto, root: Path, ports: range = range(25500, 25600)) -> None:
+    def __init__(
+        self, moto: Moto, root: Path, ports: range = range(BASE + 400, BASE + 500)
+    ) -> None:
         self.moto = moto
         self.root = root
         self.ports = ports

@@ -35,13 +35,14 @@ from provisioning.snapshots.dump import dump_snapshot
 from provisioning.snapshots.manifest import Manifest
 from provisioning.snapshots.s3 import S3SnapshotStore
 from tests.cloud import REGION, InstanceHost, Moto, moto_server
+from tests.ports import BASE
 
 CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook"
 REALISTIC = Path(__file__).parent / "data" / "realistic.sql"
 # Below 32768: the kernel never hands these out as ephemeral ports for outgoing connections.
-PORTS = (25100, 25399)
-SHARED_PORT = 25460
-DYNAMODB_PORT = 25461
+PORTS = (BASE, BASE + 299)
+SHARED_PORT = BASE + 360
+DYNAMODB_PORT = BASE + 361
 
 
 # Settings read the environment and devdb.toml: the suite sees neither the developer's

@@ -24,13 +24,14 @@ from provisioning.snapshots.manifest import Manifest
 from provisioning.snapshots.s3 import S3SnapshotStore
 from tests.cloud import REGION, Moto
 from tests.conftest import unique
+from tests.ports import BASE
 from tests.test_s3_store import copy_snapshot
 
 PASSWORD = "agent-test-password"
 
 
 def free_port() -> int:
-    return next(p for p in range(25400, 25500) if port_is_free(p))
+    return next(p for p in range(BASE + 300, BASE + 360) if port_is_free(p))
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
 from tests.cloud import REGION
 from tests.conftest import Cloud, unique
+from tests.ports import BASE
 from tests.test_cli import devdb, psql
 
 RECORDER = """#!/bin/sh
@@ -161,7 +162,7 @@ async def test_use_switches_one_stable_entry_between_environments(
             expected = f"{status.endpoint.database}:{status.endpoint.port}"
             assert psql(cli_env, "devdb", seen) == expected
         # One stable local port, relayed to the environment chosen.
-        port = 25616
+        port = BASE + 516
         relay = subprocess.Popen(
             [sys.executable, "-m", "bot.cli", "use", here, "--port", str(port)],
             env=cli_env,

@@ -16,8 +16,9 @@ from provisioning.runtime import Runtime
 from provisioning.scheduler import Scheduler
 from provisioning.snapshots.manifest import Manifest
 from tests.conftest import unique
+from tests.ports import BASE
 
-PORT = 25620
+PORT = BASE + 520
 
 
 async def said(_: str) -> None:

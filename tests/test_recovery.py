@@ -21,7 +21,7 @@ from provisioning.recovery import recover
 from provisioning.runtime import Runtime
 from provisioning.snapshots.dump import dump_snapshot
 from provisioning.snapshots.manifest import Manifest
-from tests.conftest import unique
+from tests.conftest import PORTS, unique
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ async def test_orphan_cluster_and_interrupted_destroy_are_finished(
     assert isinstance(driver, LocalDriver)
     orphan = LocalCluster(
         driver.clusters_dir / "999999-orphan",
-        25398,
+        PORTS[1] - 1,
         programs=driver.programs,
         account=driver.account,
         durable=False,

@@ -10,9 +10,10 @@ import pytest
 from provisioning.runtime import Runtime
 from provisioning.snapshots.manifest import Manifest
 from tests.conftest import started_cluster
+from tests.ports import BASE
 from tests.test_cli import devdb
 
-PORT = 25614
+PORT = BASE + 514
 SECRET = "laptop-secret-pw"
 
 

@@ -31,9 +31,10 @@ from provisioning.shared.server import _LOCK, SHARED_DB, SharedServer, golden_na
 from provisioning.snapshots.dump import dump_snapshot
 from provisioning.snapshots.manifest import Manifest
 from tests.conftest import started_cluster, unique
+from tests.ports import BASE
 from tests.test_shared import as_role
 
-CONFIGURED_PORT = 25610
+CONFIGURED_PORT = BASE + 510
 # Refused by pg_hba (devdb's own server) or by the missing CONNECT privilege (any server).
 KEPT_OUT = (asyncpg.InsufficientPrivilegeError, asyncpg.InvalidAuthorizationSpecificationError)
 DBA_STATEMENTS = ["revoke connect, temporary on database postgres, template1 from public"]
