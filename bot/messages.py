@@ -117,7 +117,10 @@ def unexpected(log: str) -> str:
 
 
 def refresh_started(name: str) -> str:
-    return f"Refreshing `{name}`; progress follows in this channel, the connection details only to you."
+    return (
+        f"Refreshing `{name}`; progress follows in this channel, the connection details only "
+        "to you."
+    )
 
 
 def slack_status(name: str, state: str, snapshot: str | None) -> str:

@@ -88,13 +88,11 @@ async def recover(
                 report.orphans_removed.append(driver.key(handle))
     for env in live:
         driver = drivers.get(env.kind)
-        if (
-            env.state == EnvState.READY
-            and driver
-            and not await driver.is_running(env.handle)
-            and await driver.resume(env.handle)
-        ):
-            report.resumed.append(env.name)
+        if env.state != EnvState.READY or driver is None:
+            continue
+        with contextlib.suppress(DevdbError):  # its cloud out of reach: left for later
+            if not await driver.is_running(env.handle) and await driver.resume(env.handle):
+                report.resumed.append(env.name)
     if any((report.abandoned_jobs, report.finished_destroys, report.orphans_removed)):
         async with store.connection() as tx:
             await tx.audit(

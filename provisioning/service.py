@@ -55,6 +55,14 @@ def _ignore(_: ProgressEvent) -> None:
     return None
 
 
+async def _running(driver: Driver, env: Environment) -> bool | None:
+    """Whether its server is up; None when that cannot be told now."""
+    try:
+        return await driver.is_running(env.handle)
+    except DevdbError:
+        return None
+
+
 class Service(Upkeep, Branching, RestoreInto, Budget):
     def __init__(
         self,
@@ -293,7 +301,7 @@ class Service(Upkeep, Branching, RestoreInto, Budget):
         endpoint = None
         driver = self.drivers.get(env.kind)
         if env.state == EnvState.READY and driver is not None:
-            running = await driver.is_running(env.handle)
+            running = await _running(driver, env)
             if self.may_act(actor, env):
                 endpoint = await driver.endpoint(placement_of(env), await self.secrets.get(env))
         job_view = dict(job) if job else None
@@ -312,7 +320,7 @@ class Service(Upkeep, Branching, RestoreInto, Budget):
                 driver = self.drivers[env.kind]
                 cost = driver.cost(env, env.created_at, now)
                 if env.state == EnvState.READY:
-                    running = await driver.is_running(env.handle)
+                    running = await _running(driver, env)
             views.append(EnvironmentView(env=env, running=running, cost=cost))
         return views
 

@@ -123,15 +123,21 @@ async def reconcile_sweep(service: Service, now: datetime) -> dict[str, list[str
             pruned.update(await driver.prune(existing))
         done["golden_removed"] = sorted(pruned)
     done["interrupted"] = await service.check_interruptions()
+    refreshing = {env.name for env in live if env.state == EnvState.PROVISIONING}
     for env in live:
         if env.state != EnvState.READY or env.kind not in service.drivers:
             continue
+        if env.name in refreshing:
+            continue  # a refresh replaces it (DynamoDB tables are replaced in place)
         driver = service.drivers[env.kind]
-        if env.name in done["interrupted"] or await driver.is_running(env.handle):
-            continue
-        if await driver.resume(env.handle):
-            done["resumed"].append(env.name)
-            continue
+        try:
+            if env.name in done["interrupted"] or await driver.is_running(env.handle):
+                continue
+            if await driver.resume(env.handle):
+                done["resumed"].append(env.name)
+                continue
+        except DevdbError:
+            continue  # cannot tell now (its cloud out of reach): looked at again next time
         await service.mark_lost(env, "its server is gone and could not be started again")
         done["lost"].append(env.name)
     return done

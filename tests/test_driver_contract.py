@@ -114,7 +114,10 @@ async def use_tables(driver: Driver, placement: Placement, first: Activity) -> N
     assert not (await driver.activity(placement.handle)).differs(read)
     item = client.scan(TableName=table.tables[0], Limit=1)["Items"][0]
     client.put_item(TableName=table.tables[0], Item={**item, "note": {"S": "changed"}})
-    assert (await driver.activity(placement.handle)).differs(read), "a write is use"
+    written = await driver.activity(placement.handle)
+    assert written.differs(read), "a write is use"
+    client.execute_statement(Statement=f'SELECT * FROM "{table.tables[0]}"')
+    assert (await driver.activity(placement.handle)).differs(written), "so is PartiQL"
 
 
 async def test_place_creates_nothing(driver: Driver, snapshot: Manifest) -> None:

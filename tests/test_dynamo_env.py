@@ -14,6 +14,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -517,7 +518,8 @@ async def test_aws_out_of_reach_is_one_sentence_and_holds_up_nothing_else(
             await call
         said = str(failed.value)
         assert "\n" not in said and ("could not" in said or "cannot be reached" in said), said
-    assert not await driver.is_running(handle)
+    with pytest.raises(DevdbError):  # not a no: a no would get it marked lost
+        await driver.is_running(handle)
     drivers = {**runtime.service.drivers, "dynamodb": driver}
     report = await recover(runtime.store, drivers, runtime.service.secrets)
     assert report is not None  # the other kinds were recovered; nothing was raised
@@ -587,3 +589,46 @@ async def test_the_nightly_rebuild_takes_a_dynamodb_source(
     finally:
         if manifest is not None:
             await runtime.snapshots.delete(manifest.id)
+
+
+async def test_two_launches_at_once_in_one_process_both_finish(
+    runtime: Runtime, dynamo_snapshot: Manifest
+) -> None:
+    """The endpoint's lock is taken off the event loop: two refreshes in one bot do not
+    wait on each other forever."""
+    driver = driver_of(runtime)
+    envs = [fake_env("dynamodb", dynamo_snapshot) for _ in range(2)]
+    placements = [await driver.place(env, set()) for env in envs]
+    launched = await asyncio.wait_for(
+        asyncio.gather(*(driver.launch(p, "", lambda _: None) for p in placements)), 30
+    )
+    for placement in launched:
+        assert await driver.is_running(placement.handle)
+        await driver.terminate(placement.handle)
+
+
+async def test_reconciling_during_a_replacement_marks_nothing_lost(
+    runtime: Runtime, bulk_snapshot: Manifest, dynamo_snapshot: Manifest
+) -> None:
+    """While a refresh replaces a DynamoDB environment in place, the old one has no tables:
+    the reconcile sweep leaves it to the refresh instead of calling it lost."""
+    from provisioning.sweeps import reconcile_sweep
+
+    driver, service = driver_of(runtime), runtime.service
+    name = unique("inplace")
+    old = await service.refresh("fay", name, snapshot=dynamo_snapshot.id, kind="dynamodb")
+    refresh = asyncio.create_task(
+        service.refresh("fay", name, snapshot=bulk_snapshot.id, kind="dynamodb")
+    )
+    table = f"dev_{name}_Readings"
+    deadline = time.monotonic() + 60
+    while table not in tables_of(driver, table):  # the old tables are gone by now
+        assert not refresh.done() and time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert not await driver.is_running(old.env.handle)
+    done = await reconcile_sweep(service, datetime.now(UTC))
+    assert name not in done["lost"]
+    new = await refresh
+    assert await driver.is_running(new.env.handle)
+    assert parameters(driver, name)["environment"] == str(new.env.id)
+    await service.destroy("fay", name)

@@ -193,11 +193,7 @@ class DynamoDriver(Driver):
         if self.local is not None:
             progress(ProgressEvent(step=Step.LAUNCH, message="starting the DynamoDB endpoint"))
         with self._aws("publish its parameters in SSM"):
-            if self.local is not None:
-                with self.local.lock():
-                    await asyncio.to_thread(run)
-            else:
-                await asyncio.to_thread(run)
+            await asyncio.to_thread(self._locked, run)
         progress(ProgressEvent(step=Step.LAUNCH, message=f"parameters under {path}", percent=100))
         return placement
 
@@ -306,7 +302,7 @@ class DynamoDriver(Driver):
 
     async def is_running(self, handle: Handle) -> bool:
         """Whether every table it loaded is there; before its load ends, whether its
-        parameters are."""
+        parameters are. AWS out of reach is an error, not a no: a no gets it marked lost."""
         if not handle.get("prefix"):
             return False
 
@@ -316,10 +312,8 @@ class DynamoDriver(Driver):
             loaded = self.parameters.get(handle["name"], "tables")
             return loaded is None or set(loaded.split(",")) <= set(self._owned(handle))
 
-        try:
+        with self._aws("look at the environment's tables"):
             return await asyncio.to_thread(look)
-        except (ClientError, BotoCoreError):
-            return False
 
     async def resume(self, handle: Handle) -> bool:
         # Nothing to start: tables serve as long as they exist. The embedded endpoint keeps
@@ -361,12 +355,25 @@ class DynamoDriver(Driver):
             if self._has_parameters(handle):
                 self.parameters.remove(handle["name"])
             if self.local is not None:
-                with self.local.lock():
+
+                def stop_if_unused() -> None:
                     if not self._holds_any():
+                        assert self.local is not None
                         self.local.stop()  # the last environment is gone
+
+                self._locked(stop_if_unused)
 
         with self._aws("remove the environment's tables"):
             await asyncio.to_thread(remove)
+
+    def _locked(self, work: Callable[[], None]) -> None:
+        """`work` under the embedded endpoint's lock (taken in the calling thread, never on
+        the event loop, which must stay free to finish other launches)."""
+        if self.local is None:
+            work()
+            return
+        with self.local.lock():
+            work()
 
     def _holds_any(self) -> bool:
         """Whether any environment is in the embedded endpoint, or being launched (its

@@ -221,7 +221,12 @@ async def publish_demo(
 ) -> Manifest:
     """Make the demo production in the embedded endpoint, then shrink, mask, scan and
     publish a snapshot of it, as the nightly rebuild would of a real one."""
-    url = await asyncio.to_thread(local.ensure)
+
+    def start() -> str:
+        with local.lock():  # not alongside a launch starting it too
+            return local.ensure()
+
+    url = await asyncio.to_thread(start)
     client = boto3.session.Session(region_name=REGION, **CREDENTIALS).client(
         "dynamodb", endpoint_url=url
     )

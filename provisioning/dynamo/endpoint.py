@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -35,8 +36,11 @@ from provisioning.errors import MissingBinary, ProvisioningFailed
 
 REGION = "us-east-1"  # the region the embedded endpoint's tables are said to be in
 CREDENTIALS = {"aws_access_key_id": "devdb", "aws_secret_access_key": "devdb"}  # any will do
-_READS = {"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems", "ExecuteStatement"}
+_READS = {"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"}
 _WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
+# PartiQL names its table inside the statement; counted as reads (they are use all the same).
+_PARTIQL = {"ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction"}
+_PARTIQL_TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?([A-Za-z0-9_.-]+)"?', re.IGNORECASE)
 
 
 def _tables_named(operation: str, body: dict[str, Any]) -> list[str]:
@@ -44,6 +48,11 @@ def _tables_named(operation: str, body: dict[str, Any]) -> list[str]:
         return [str(body["TableName"])]
     if "RequestItems" in body:
         return [str(name) for name in body["RequestItems"]]
+    statements = [body, *body.get("Statements", []), *body.get("TransactStatements", [])]
+    said = " ".join(str(part.get("Statement", "")) for part in statements)
+    named = _PARTIQL_TABLE.findall(said)
+    if named:
+        return named
     if "TransactItems" in body:
         return [
             str(part.get("TableName"))
@@ -64,7 +73,7 @@ class CapacityCounter:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
         service, _, operation = target.partition(".")
-        if service.startswith("DynamoDB_") and operation in _READS | _WRITES:
+        if service.startswith("DynamoDB_") and operation in _READS | _WRITES | _PARTIQL:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             raw = environ["wsgi.input"].read(length)
             environ["wsgi.input"] = io.BytesIO(raw)

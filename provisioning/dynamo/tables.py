@@ -47,22 +47,32 @@ def tag(client: Any, table: str, tags: dict[str, str]) -> None:
 
 def delete_tables(client: Any, tables: list[str]) -> None:
     """Delete the tables and wait until each is gone: a name is free only then. A table
-    still being made (an import under way) is waited for, then deleted."""
+    still being made (an import under way) is waited for, then deleted; one already being
+    deleted is only waited for."""
     for name in tables:
         try:
             client.delete_table(TableName=name)
         except ClientError as exc:
-            if code(exc) == "ResourceInUseException":
-                client.get_waiter("table_exists").wait(
+            if code(exc) == "ResourceInUseException" and _status(client, name) != "DELETING":
+                client.get_waiter("table_exists").wait(  # being made: then it can go
                     TableName=name, WaiterConfig={"Delay": 5, "MaxAttempts": 360}
                 )
                 client.delete_table(TableName=name)
-            elif code(exc) != "ResourceNotFoundException":
+            elif code(exc) not in ("ResourceNotFoundException", "ResourceInUseException"):
                 raise
     for name in tables:
         client.get_waiter("table_not_exists").wait(
             TableName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 150}
         )
+
+
+def _status(client: Any, table: str) -> str | None:
+    try:
+        return str(client.describe_table(TableName=table)["Table"]["TableStatus"])
+    except ClientError as exc:
+        if code(exc) == "ResourceNotFoundException":
+            return None
+        raise
 
 
 def clear_the_way(client: Any, prefix: str, name: str, installation: str, wanted: set[str]) -> None:
