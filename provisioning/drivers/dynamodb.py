@@ -94,14 +94,17 @@ class DynamoDriver(Driver):
         """Whether the embedded endpoint is stopped (its tables and parameters with it)."""
         return self.local is not None and not self.local.running()
 
-    def _owned(self, handle: Handle) -> dict[str, dict[str, str]]:
+    def _owned(
+        self, handle: Handle, values: dict[str, str] | None = None
+    ) -> dict[str, dict[str, str]]:
         """The handle's environment's tables and their tags: those tagged with its id and
-        this installation, and those an import of it is making (untagged until done)."""
+        this installation, and those an import of it is making (untagged until done).
+        `values`: its parameters, if already read."""
         if not handle.get("prefix") or self._down():
             return {}
-        importing = (
-            self.parameters.importing(handle["name"]) if self._has_parameters(handle) else []
-        )
+        if values is None:
+            values = self.parameters.read(handle["name"])
+        importing = values.get("importing", "").split(",") if self._mine(handle, values) else []
         return {
             name: tags
             for name, tags in tagged(self.clients("dynamodb"), handle["prefix"])
@@ -112,12 +115,11 @@ class DynamoDriver(Driver):
             or (name in importing and not tags)
         }
 
-    def _has_parameters(self, handle: Handle) -> bool:
+    def _mine(self, handle: Handle, values: dict[str, str]) -> bool:
         """Whether the name's parameters are this environment's (this installation's)."""
-        name = handle["name"]
         return (
-            self.parameters.owner(name) == str(handle["env"])
-            and self.parameters.get(name, "installation") == self.installation
+            values.get("environment") == str(handle["env"])
+            and values.get("installation") == self.installation
         )
 
     def _publish(self, handle: Handle) -> None:
@@ -179,10 +181,9 @@ class DynamoDriver(Driver):
         def run() -> None:
             if self.local is not None:
                 self.local.ensure()
-            owner = self.parameters.owner(handle["name"])
-            if owner is not None and self.parameters.get(handle["name"], "installation") != (
-                self.installation
-            ):
+            values = self.parameters.read(handle["name"])
+            owner = values.get("environment")
+            if owner is not None and values.get("installation") != self.installation:
                 raise ProvisioningFailed(
                     f"the parameters under {path} belong to another devdb installation: "
                     "choose another environment name."
@@ -307,10 +308,13 @@ class DynamoDriver(Driver):
             return False
 
         def look() -> bool:
-            if self._down() or not self._has_parameters(handle):
+            if self._down():
                 return False
-            loaded = self.parameters.get(handle["name"], "tables")
-            return loaded is None or set(loaded.split(",")) <= set(self._owned(handle))
+            values = self.parameters.read(handle["name"])
+            if not self._mine(handle, values):
+                return False
+            loaded = values.get("tables")
+            return loaded is None or set(loaded.split(",")) <= set(self._owned(handle, values))
 
         with self._aws("look at the environment's tables"):
             return await asyncio.to_thread(look)
@@ -350,9 +354,10 @@ class DynamoDriver(Driver):
         def remove() -> None:
             if self._down():
                 return  # the tables and parameters went with the endpoint
-            delete_tables(self.clients("dynamodb"), list(self._owned(handle)))
+            values = self.parameters.read(handle["name"])
+            delete_tables(self.clients("dynamodb"), list(self._owned(handle, values)))
             # The parameters, unless a newer environment of the same name now owns them.
-            if self._has_parameters(handle):
+            if self._mine(handle, values):
                 self.parameters.remove(handle["name"])
             if self.local is not None:
 
@@ -411,8 +416,9 @@ class DynamoDriver(Driver):
             # Parameters are published before the tables are made: an environment stopped
             # in between has them alone.
             for name in self.parameters.names():
-                owner = self.parameters.owner(name)
-                if owner and self.parameters.get(name, "installation") == self.installation:
+                values = self.parameters.read(name)
+                owner = values.get("environment")
+                if owner and values.get("installation") == self.installation:
                     add(owner, name)
             return list(found.values())
 

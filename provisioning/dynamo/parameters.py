@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 KEYS = ("prefix", "region", "endpoint", "installation", "importing", "tables", "environment")
 
 
@@ -27,22 +25,10 @@ class Parameters:
                 Name=parameters_path(name) + key, Value=value, Type="String", Overwrite=True
             )
 
-    def get(self, name: str, key: str) -> str | None:
-        try:
-            answer = self.ssm.get_parameter(Name=parameters_path(name) + key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
-                return None
-            raise
-        return str(answer["Parameter"]["Value"])
-
-    def owner(self, name: str) -> str | None:
-        """The id of the environment the name's parameters are for, if there are any."""
-        return self.get(name, "environment")
-
-    def importing(self, name: str) -> list[str]:
-        listed = self.get(name, "importing")
-        return listed.split(",") if listed else []
+    def read(self, name: str) -> dict[str, str]:
+        """All of the name's parameters, by key, in one call (none: empty)."""
+        answer = self.ssm.get_parameters(Names=[parameters_path(name) + key for key in KEYS])
+        return {p["Name"].rsplit("/", 1)[1]: str(p["Value"]) for p in answer["Parameters"]}
 
     def imported(self, name: str) -> None:
         self.ssm.delete_parameters(Names=[parameters_path(name) + "importing"])
