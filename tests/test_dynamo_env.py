@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
@@ -42,6 +41,7 @@ from tests.cloud import REGION, Moto
 from tests.conftest import unique
 from tests.test_cli import devdb
 from tests.test_driver_contract import fake_env
+from tests.test_dynamo_load import count
 from tests.test_slack import free_port
 
 
@@ -49,10 +49,6 @@ def driver_of(runtime: Runtime) -> DynamoDriver:
     driver = runtime.service.drivers["dynamodb"]
     assert isinstance(driver, DynamoDriver)
     return driver
-
-
-def count(client: Any, table: str) -> int:
-    return sum(p["Count"] for p in client.get_paginator("scan").paginate(TableName=table))
 
 
 def parameters(driver: DynamoDriver, name: str) -> dict[str, str]:

@@ -9,16 +9,13 @@ from typing import Any
 
 import boto3
 import botocore.session
-from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 
 from provisioning.drivers.dynamodb import Clients, DynamoDriver
 from provisioning.dynamo import endpoint
+from provisioning.dynamo.source import RETRIES
 from provisioning.snapshots.base import SnapshotStore
 from provisioning.snapshots.s3 import S3SnapshotStore
-
-# Adaptive retries: throttled control calls back off instead of failing a refresh.
-_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 8})
 
 
 def _session(region: str, role_arn: str | None) -> boto3.session.Session:
@@ -72,7 +69,7 @@ def dynamo_driver(
             (snapshots.bucket, snapshots.key) if isinstance(snapshots, S3SnapshotStore) else None
         )
         return DynamoDriver(
-            _cached(lambda service: session.client(service, config=_CONFIG)),
+            _cached(lambda service: session.client(service, config=RETRIES)),
             region=region,
             url=None,
             installation=installation,
@@ -83,7 +80,7 @@ def dynamo_driver(
     local = endpoint.LocalEndpoint(home / "dynamodb", port)
     embedded = boto3.session.Session(region_name=endpoint.REGION, **endpoint.CREDENTIALS)
     return DynamoDriver(
-        _cached(lambda service: embedded.client(service, endpoint_url=local.url, config=_CONFIG)),
+        _cached(lambda service: embedded.client(service, endpoint_url=local.url, config=RETRIES)),
         region=endpoint.REGION,
         url=local.url,
         installation=installation,
