@@ -87,6 +87,11 @@ class DynamoDriver(Driver):
         self.import_above = import_above  # bytes of items from which ImportTable is used
 
     @property
+    def endpoint_url(self) -> str:
+        """Where applications reach the tables: the embedded endpoint, or AWS's."""
+        return self.url or f"https://dynamodb.{self.region}.amazonaws.com"
+
+    @property
     def parameters(self) -> Parameters:
         return Parameters(self.clients("ssm"))
 
@@ -126,7 +131,7 @@ class DynamoDriver(Driver):
         values = {
             "prefix": handle["prefix"],
             "region": self.region,
-            "endpoint": self.url or f"https://dynamodb.{self.region}.amazonaws.com",
+            "endpoint": self.endpoint_url,
             "installation": self.installation,
             "environment": str(handle["env"]),  # last: what says the others are complete
         }
@@ -145,7 +150,7 @@ class DynamoDriver(Driver):
             ) from exc
 
     async def place(self, env: Environment, avoid_ports: set[int]) -> Placement:
-        parts = urlsplit(self.url or f"https://dynamodb.{self.region}.amazonaws.com")
+        parts = urlsplit(self.endpoint_url)
         prefix = f"{PREFIX}{env.name}_"
         return Placement(
             handle={
